@@ -1,0 +1,1 @@
+"""Pure domain model: no framework, no SQL, no Pulsar, no clock (callers pass ``as_of``)."""
