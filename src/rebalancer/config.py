@@ -1,0 +1,87 @@
+"""Settings, read from the environment (prefix ``REBALANCER_``) or a ``.env`` file.
+
+With no ``REBALANCER_DATABASE_URL`` the service starts an embedded PostgreSQL in
+``{data_dir}/pgdata``; with no ``REBALANCER_PULSAR_URL`` it starts an embedded pulsar-lite broker
+in ``{data_dir}/pulsar``. Secrets (API keys, JWT secret) are :class:`~pydantic.SecretStr` and are
+never logged or rendered in ``repr``.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Scope(enum.StrEnum):
+    """Permission scopes carried by API keys and JWTs."""
+
+    READ = "read"
+    TRADE = "trade"
+    APPROVE = "approve"
+    ADMIN = "admin"
+
+
+class ApiKeySpec(BaseModel):
+    """One API key from settings: the secret, its tenant and its scopes."""
+
+    key: SecretStr
+    tenant: str
+    scopes: list[Scope] = Field(default_factory=lambda: list(Scope))
+    name: str = "settings"
+
+
+class Settings(BaseSettings):
+    """Service configuration.
+
+    Attributes
+    ----------
+    database_url
+        SQLAlchemy URL of a PostgreSQL database (``postgresql+psycopg://...``); ``None`` starts
+        the embedded server.
+    pulsar_url
+        ``pulsar://host:6650`` of an Apache Pulsar cluster; ``None`` starts embedded pulsar-lite.
+    data_dir
+        Where embedded servers keep their data (reused by the next run).
+    api_keys
+        JSON list of ``{"key", "tenant", "scopes"}``; keys are compared by SHA-256 hash.
+    jwt_secret
+        HMAC secret for JWT bearer tokens (claims ``sub``, ``tenant``, ``scopes``); ``None``
+        disables JWT.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="REBALANCER_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    database_url: str | None = None
+    pulsar_url: str | None = None
+    data_dir: Path = Path("var")
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: str = "HS256"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    topic_namespace: str = "persistent://public/default"
+    subscription: str = "rebalancer"
+    db_pool_size: int = 5
+    db_max_overflow: int = 5
+    outbox_batch_size: int = 200
+    consumer_max_redeliveries: int = 3
+    base_currency: str = "USD"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()
