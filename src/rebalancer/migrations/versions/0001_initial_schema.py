@@ -561,6 +561,13 @@ def upgrade() -> None:
         sa.Column("estimated_cost_bps", sa.Float(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("sequence", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("wave", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "state",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="{}",
+            nullable=False,
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),

@@ -1,0 +1,233 @@
+"""Apache Pulsar adapter (official ``pulsar-client``): producers, consumer loops, dead letters.
+
+Delivery rules (see docs/events.md):
+
+- Subscriptions are **Shared**: any number of worker processes share the load, and pulsar-lite
+  redelivers only on Shared subscriptions. Ordering per account comes from row locks in
+  PostgreSQL, never from the broker.
+- A message is acknowledged only after its handler committed. A handler error negatively
+  acknowledges it (redelivered after a short delay); after ``max_redeliveries`` attempts, or at
+  once when the message cannot be decoded, it is published to ``<topic>-DLQ`` with the reason in
+  the ``dlq_reason`` property and acknowledged, so the consumer keeps running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import pulsar
+import structlog
+
+from rebalancer.contracts import Envelope, MalformedEvent, dead_letter_topic, decode
+
+log = structlog.get_logger(__name__)
+
+_pulsar_logger = logging.getLogger("pulsar")
+_pulsar_logger.setLevel(logging.WARNING)
+
+
+def make_client(url: str, operation_timeout_s: int = 15) -> pulsar.Client:
+    """A Pulsar client that logs through Python logging at WARNING (not to stdout)."""
+    return pulsar.Client(
+        url,
+        logger=_pulsar_logger,
+        operation_timeout_seconds=operation_timeout_s,
+        connection_timeout_ms=5000,
+    )
+
+
+class Publisher:
+    """Caches one producer per topic; thread-safe."""
+
+    def __init__(self, client: pulsar.Client) -> None:
+        self._client = client
+        self._producers: dict[str, pulsar.Producer] = {}
+        self._lock = threading.Lock()
+
+    def producer(self, topic: str) -> pulsar.Producer:
+        """The cached producer of ``topic`` (created on first use)."""
+        with self._lock:
+            prod = self._producers.get(topic)
+            if prod is None:
+                prod = self._client.create_producer(
+                    topic,
+                    block_if_queue_full=True,
+                    batching_enabled=True,
+                    batching_max_publish_delay_ms=2,
+                    send_timeout_millis=15000,
+                )
+                self._producers[topic] = prod
+            return prod
+
+    def publish(
+        self, topic: str, key: str, body: bytes, properties: dict[str, str] | None = None
+    ) -> None:
+        """Send one message and wait for the broker's receipt."""
+        self.producer(topic).send(body, partition_key=key, properties=properties or {})
+
+    def publish_many(self, messages: Iterable[tuple[str, str, bytes]]) -> int:
+        """Send ``(topic, key, body)`` messages asynchronously, then wait for every receipt.
+
+        Raises
+        ------
+        RuntimeError
+            If any send failed (the caller must not mark the batch as published).
+        """
+        failures: list[str] = []
+        count = 0
+        done = threading.Semaphore(0)
+
+        def callback(res: pulsar.Result, _msg_id: object) -> None:
+            if res != pulsar.Result.Ok:
+                failures.append(str(res))
+            done.release()
+
+        used: set[str] = set()
+        for topic, key, body in messages:
+            self.producer(topic).send_async(body, callback, partition_key=key)
+            used.add(topic)
+            count += 1
+        for topic in used:
+            self.producer(topic).flush()
+        for _ in range(count):
+            if not done.acquire(timeout=30):
+                raise RuntimeError("timed out waiting for the broker to confirm publishes")
+        if failures:
+            raise RuntimeError(f"{len(failures)} publishes failed: {failures[0]}")
+        return count
+
+    def close(self) -> None:
+        with self._lock:
+            for prod in self._producers.values():
+                with contextlib.suppress(Exception):
+                    prod.close()
+            self._producers.clear()
+
+
+Handler = Callable[[Envelope], None]
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of one consumer loop (for metrics and tests)."""
+
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+
+
+class ConsumerLoop:
+    """Receive, decode, handle, acknowledge; dead-letter poison messages.
+
+    Parameters
+    ----------
+    client
+        Pulsar client.
+    publisher
+        Used to publish dead letters.
+    topics
+        Topics to subscribe to (one consumer over all of them).
+    subscription
+        Shared subscription name; every worker process uses the same one.
+    handler
+        Called with each decoded envelope inside the caller's transaction logic; it must be
+        idempotent by ``event_id``.
+    max_redeliveries
+        Attempts before a failing message is dead-lettered.
+    """
+
+    def __init__(
+        self,
+        client: pulsar.Client,
+        publisher: Publisher,
+        topics: list[str],
+        subscription: str,
+        handler: Handler,
+        *,
+        max_redeliveries: int = 3,
+        name: str = "consumer",
+    ) -> None:
+        self.publisher = publisher
+        self.handler = handler
+        self.max_redeliveries = max_redeliveries
+        self.name = name
+        self.stats = ConsumerStats()
+        self.consumer = client.subscribe(
+            topics,
+            subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            negative_ack_redelivery_delay_ms=200,
+            unacked_messages_timeout_ms=60_000,
+            receiver_queue_size=100,
+        )
+
+    def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
+        topic = dead_letter_topic(_base_topic(msg.topic_name()))
+        props = dict(msg.properties())
+        props.update({"dlq_reason": reason[:1000], "original_topic": msg.topic_name()})
+        self.publisher.publish(topic, msg.partition_key() or "", msg.data(), props)
+        self.consumer.acknowledge(msg)
+        self.stats.dead_lettered += 1
+        log.warning("event.dead_lettered", consumer=self.name, topic=topic, reason=reason)
+
+    def process_one(self, timeout_ms: int = 200) -> bool:
+        """Receive and process at most one message; returns whether one was received."""
+        try:
+            msg = self.consumer.receive(timeout_millis=timeout_ms)
+        except pulsar.Timeout:
+            return False
+        try:
+            envelope = decode(msg.data())
+        except MalformedEvent as exc:
+            self._dead_letter(msg, f"malformed: {exc.reason}")
+            return True
+        try:
+            self.handler(envelope)
+        except MalformedEvent as exc:  # payload-level validation inside the handler
+            self._dead_letter(msg, f"malformed: {exc.reason}")
+            return True
+        except Exception as exc:
+            self.stats.failed += 1
+            attempts = msg.redelivery_count() + 1
+            log.warning(
+                "event.handler_failed",
+                consumer=self.name,
+                event_id=str(envelope.event_id),
+                type=envelope.type,
+                attempt=attempts,
+                error=repr(exc),
+            )
+            if attempts >= self.max_redeliveries:
+                self._dead_letter(msg, f"unprocessable after {attempts} attempts: {exc!r}")
+            else:
+                self.consumer.negative_acknowledge(msg)
+            return True
+        self.consumer.acknowledge(msg)
+        self.stats.handled += 1
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        """Process messages until ``stop`` is set (finishing the message in hand)."""
+        while not stop.is_set():
+            try:
+                self.process_one()
+            except Exception as exc:
+                log.warning("consumer.error", consumer=self.name, error=repr(exc))
+                time.sleep(0.5)
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.consumer.close()
+
+
+def _base_topic(topic_name: str) -> str:
+    """Strip a ``-partition-N`` suffix so dead letters go to one DLQ per logical topic."""
+    head, sep, tail = topic_name.rpartition("-partition-")
+    return head if sep and tail.isdigit() else topic_name

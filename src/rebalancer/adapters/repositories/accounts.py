@@ -1,0 +1,198 @@
+"""Accounts with their sleeves, tax lots and cash (tenant-scoped)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from rebalancer.adapters import orm
+from rebalancer.domain.errors import Conflict, UnknownAccount
+from rebalancer.domain.model import Account, Sleeve, TaxLot, TaxType
+
+
+class AccountRepository:
+    """Loads and stores :class:`~rebalancer.domain.model.Account` aggregates."""
+
+    def __init__(self, conn: sa.Connection, tenant_id: str) -> None:
+        self.conn = conn
+        self.tenant_id = tenant_id
+
+    def exists(self, account_id: str) -> bool:
+        return (
+            self.conn.execute(
+                sa.select(orm.accounts.c.tenant_id).where(orm.accounts.c.id == account_id)
+            ).first()
+            is not None
+        )
+
+    def add(self, account: Account) -> None:
+        """Insert a new account with its sleeves, lots and cash."""
+        if self.exists(account.id):
+            raise Conflict(f"account {account.id!r} already exists; use PUT to replace it", ["id"])
+        self.conn.execute(
+            sa.insert(orm.accounts).values(
+                id=account.id,
+                tenant_id=self.tenant_id,
+                household_id=account.household_id,
+                name=account.name,
+                tax_type=str(account.tax_type),
+            )
+        )
+        self._write_children(account)
+
+    def replace(self, account: Account) -> None:
+        """Replace sleeves, lots and cash of an existing account (a full state update)."""
+        self.get(account.id, lock=True)
+        self.conn.execute(
+            sa.update(orm.accounts)
+            .where(orm.accounts.c.id == account.id)
+            .values(
+                household_id=account.household_id,
+                name=account.name,
+                tax_type=str(account.tax_type),
+                version=orm.accounts.c.version + 1,
+                updated_at=sa.func.now(),
+            )
+        )
+        for table in (orm.sleeves, orm.tax_lots, orm.cash_balances):
+            self.conn.execute(sa.delete(table).where(table.c.account_id == account.id))
+        self._write_children(account)
+
+    def _write_children(self, account: Account) -> None:
+        if account.sleeves:
+            self.conn.execute(
+                sa.insert(orm.sleeves),
+                [
+                    {"id": s.id, "account_id": account.id, "model_id": s.model_id, "share": s.share}
+                    for s in account.sleeves
+                ],
+            )
+        self.save_lots(account.id, account.lots)
+        self.conn.execute(
+            insert(orm.cash_balances)
+            .values(account_id=account.id, settled=account.cash)
+            .on_conflict_do_update(
+                index_elements=["account_id", "currency"], set_={"settled": account.cash}
+            )
+        )
+
+    def save_lots(self, account_id: str, lots: Iterable[TaxLot]) -> None:
+        rows = [
+            {
+                "lot_id": lot.lot_id,
+                "account_id": account_id,
+                "instrument": lot.instrument,
+                "quantity": lot.quantity,
+                "cost_basis": lot.cost_basis,
+                "acquired": lot.acquired,
+            }
+            for lot in lots
+            if lot.quantity > 0
+        ]
+        if rows:
+            self.conn.execute(sa.insert(orm.tax_lots), rows)
+
+    def sync_lots(self, account: Account) -> None:
+        """Make stored lots and cash equal to ``account`` (after settlement arithmetic)."""
+        self.conn.execute(sa.delete(orm.tax_lots).where(orm.tax_lots.c.account_id == account.id))
+        self.save_lots(account.id, account.lots)
+        self.set_cash(account.id, account.cash)
+
+    def set_cash(self, account_id: str, settled: Decimal) -> None:
+        self.conn.execute(
+            sa.update(orm.cash_balances)
+            .where(orm.cash_balances.c.account_id == account_id)
+            .values(settled=settled)
+        )
+
+    def get(self, account_id: str, *, lock: bool = False) -> Account:
+        """Load one account; ``lock`` takes a row lock that serializes work on it."""
+        q = sa.select(orm.accounts).where(
+            orm.accounts.c.id == account_id, orm.accounts.c.tenant_id == self.tenant_id
+        )
+        if lock:
+            q = q.with_for_update()
+        row = self.conn.execute(q).first()
+        if row is None:
+            raise UnknownAccount(f"account {account_id!r} does not exist", ["account_id"])
+        return self._load([row])[0]
+
+    def get_many(self, account_ids: Iterable[str]) -> list[Account]:
+        rows = self.conn.execute(
+            sa.select(orm.accounts)
+            .where(
+                orm.accounts.c.id.in_(list(account_ids)),
+                orm.accounts.c.tenant_id == self.tenant_id,
+            )
+            .order_by(orm.accounts.c.id)
+        ).all()
+        return self._load(rows)
+
+    def _load(self, rows: list[sa.Row]) -> list[Account]:  # type: ignore[type-arg]
+        ids = [r.id for r in rows]
+        sleeves: dict[str, list[Sleeve]] = {i: [] for i in ids}
+        for s in self.conn.execute(
+            sa.select(orm.sleeves)
+            .where(orm.sleeves.c.account_id.in_(ids))
+            .order_by(orm.sleeves.c.id)
+        ):
+            sleeves[s.account_id].append(Sleeve(s.id, s.model_id, s.share))
+        lots: dict[str, list[TaxLot]] = {i: [] for i in ids}
+        for lot in self.conn.execute(
+            sa.select(orm.tax_lots)
+            .where(orm.tax_lots.c.account_id.in_(ids))
+            .order_by(orm.tax_lots.c.acquired, orm.tax_lots.c.lot_id)
+        ):
+            lots[lot.account_id].append(
+                TaxLot(lot.lot_id, lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
+            )
+        cash = dict(
+            self.conn.execute(
+                sa.select(orm.cash_balances.c.account_id, orm.cash_balances.c.settled).where(
+                    orm.cash_balances.c.account_id.in_(ids)
+                )
+            ).all()
+        )
+        return [
+            Account(
+                id=r.id,
+                tenant_id=r.tenant_id,
+                cash=Decimal(cash.get(r.id, 0)),
+                lots=lots[r.id],
+                sleeves=sleeves[r.id],
+                household_id=r.household_id,
+                tax_type=TaxType(r.tax_type),
+                name=r.name,
+            )
+            for r in rows
+        ]
+
+    def list_ids(
+        self, model_id: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[str]:
+        q = sa.select(orm.accounts.c.id).where(orm.accounts.c.tenant_id == self.tenant_id)
+        if model_id is not None:
+            q = q.where(
+                orm.accounts.c.id.in_(
+                    sa.select(orm.sleeves.c.account_id).where(orm.sleeves.c.model_id == model_id)
+                )
+            )
+        return list(
+            self.conn.execute(q.order_by(orm.accounts.c.id).limit(limit).offset(offset)).scalars()
+        )
+
+    def holding_instruments(self) -> dict[str, set[str]]:
+        """Account id -> instruments held or targeted (for market-data fan-out)."""
+        out: dict[str, set[str]] = {}
+        rows = self.conn.execute(
+            sa.select(orm.tax_lots.c.account_id, orm.tax_lots.c.instrument)
+            .join(orm.accounts, orm.accounts.c.id == orm.tax_lots.c.account_id)
+            .where(orm.accounts.c.tenant_id == self.tenant_id)
+            .distinct()
+        )
+        for account_id, inst in rows:
+            out.setdefault(account_id, set()).add(inst)
+        return out

@@ -1,0 +1,1 @@
+"""Analytics: risk models, execution quality, performance (pure NumPy/Polars)."""

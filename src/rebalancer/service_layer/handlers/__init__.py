@@ -1,0 +1,1 @@
+"""Use-case handlers, one per command or inbound event."""

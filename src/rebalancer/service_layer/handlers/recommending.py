@@ -1,0 +1,265 @@
+"""From a rebalance request to a stored recommendation: build the optimizer's request from the
+account's stored state, solve, store the answer and announce it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+from typing import Any, Protocol
+
+from rebalancer.analytics.risk_model import DEFAULT_DAILY_VOL, estimate_covariance
+from rebalancer.contracts import (
+    Decision,
+    EventType,
+    RebalanceTriggeredV1,
+    RecommendationCreatedV1,
+    StatusEntity,
+    StatusUpdatedV1,
+    TradeV1,
+    new_event,
+)
+from rebalancer.domain.errors import InvalidInput, RebalancerError
+from rebalancer.domain.model import CASH, Account, blended_targets
+from rebalancer.optimizer.response_schemas import AnalyzeResponse
+from rebalancer.optimizer.schemas import (
+    AnalyzeRequest,
+    CovarianceRiskModel,
+    InstrumentIn,
+    LotIn,
+    Policy,
+    Portfolio,
+)
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+DEFAULT_ADV_SHARES = 1_000_000.0
+DEFAULT_HALF_SPREAD_BPS = 5.0
+
+
+class Optimizer(Protocol):
+    """What the service needs of the recommendation engine."""
+
+    def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse: ...
+
+
+def default_policy() -> Policy:
+    """Policy used for stored rebalances (per-model policies are a later extension)."""
+    return Policy(min_trade_value=50.0, min_net_benefit=1.0)
+
+
+def build_request(
+    uow: UnitOfWork, account: Account, as_of: date, policy: Policy | None = None
+) -> AnalyzeRequest:
+    """The optimizer request for ``account`` from stored models, lots, cash and market data.
+
+    Raises
+    ------
+    InvalidInput
+        When an instrument held or targeted has no price yet.
+    """
+    models = {
+        k: r.model for k, r in uow.models.get_many(s.model_id for s in account.sleeves).items()
+    }
+    targets = blended_targets(account.sleeves, models)
+    ids = sorted({*account.quantities(), *(k for k in targets if k != CASH)})
+    instruments = uow.instruments.get_many(ids)
+    quotes = uow.market.latest(ids)
+    missing = [i for i in ids if i not in quotes]
+    if missing:
+        raise InvalidInput(
+            f"no price for {', '.join(missing)}; publish market data for it first", ["instruments"]
+        )
+    closes = uow.market.closes(ids)
+    vols = {i: quotes[i].daily_volatility for i in ids}
+    cov = estimate_covariance(ids, closes, vols)
+    return AnalyzeRequest(
+        as_of=as_of,
+        portfolio=Portfolio(
+            cash=float(account.cash),
+            lots=[
+                LotIn(
+                    lot_id=lot.lot_id,
+                    instrument=lot.instrument,
+                    quantity=float(lot.quantity),
+                    cost_basis=float(lot.cost_basis),
+                    acquired=lot.acquired,
+                )
+                for lot in account.lots
+            ],
+        ),
+        targets={k: float(v) for k, v in targets.items() if v > 0 or k == CASH},
+        instruments=[
+            InstrumentIn(
+                id=i,
+                price=float(quotes[i].price),
+                adv_shares=quotes[i].adv_shares or DEFAULT_ADV_SHARES,
+                daily_volatility=quotes[i].daily_volatility or DEFAULT_DAILY_VOL,
+                half_spread_bps=quotes[i].half_spread_bps or DEFAULT_HALF_SPREAD_BPS,
+                sector=instruments[i].sector,
+                asset_class=instruments[i].asset_class,
+                lot_size=instruments[i].lot_size,
+                wash_sale_group=instruments[i].wash_sale_group,
+                substitutes=[s for s in instruments[i].substitutes if s in quotes],
+            )
+            for i in ids
+        ],
+        risk_model=CovarianceRiskModel(instruments=ids, covariance=cov.tolist()),
+        policy=policy or default_policy(),
+    )
+
+
+def request_rebalance(
+    uow: UnitOfWork,
+    account_id: str,
+    reasons: list[str],
+    priority: int,
+    *,
+    commit: bool = True,
+) -> tuple[uuid.UUID, bool]:
+    """Open a rebalance for the account, or join the one already open (coalescing).
+
+    Returns the rebalance id and whether it is new. A new one emits ``rebalance_triggered``,
+    which a worker consumes to compute the recommendation.
+    """
+    uow.accounts.get(account_id, lock=True)  # serializes concurrent triggers of one account
+    open_row = uow.rebalancing.open_rebalance(account_id)
+    if open_row is not None:
+        uow.rebalancing.merge_rebalance_reasons(open_row.id, reasons, priority)
+        if commit:
+            uow.commit()
+        return open_row.id, False
+    rid = uow.rebalancing.create_rebalance(account_id, "requested", reasons, priority)
+    as_of = uow.market.as_of() or date.today()
+    uow.publish(
+        new_event(
+            EventType.REBALANCE_TRIGGERED,
+            RebalanceTriggeredV1(
+                account_id=account_id,
+                rebalance_id=str(rid),
+                reasons=reasons,
+                priority=priority,
+                as_of=as_of,
+            ),
+            tenant_id=uow.tenant_id,
+            key=account_id,
+            correlation_id=str(rid),
+        ),
+        _status_event(uow, StatusEntity.REBALANCE, str(rid), account_id, "requested", None),
+    )
+    if commit:
+        uow.commit()
+    return rid, True
+
+
+def _status_event(
+    uow: UnitOfWork,
+    entity: StatusEntity,
+    entity_id: str,
+    account_id: str,
+    status: str,
+    previous: str | None,
+    detail: str | None = None,
+    correlation_id: str | None = None,
+) -> Any:
+    return new_event(
+        EventType.STATUS_UPDATED,
+        StatusUpdatedV1(
+            entity=entity,
+            entity_id=entity_id,
+            account_id=account_id,
+            status=status,
+            previous=previous,
+            detail=detail,
+        ),
+        tenant_id=uow.tenant_id,
+        key=account_id,
+        correlation_id=correlation_id or entity_id,
+    )
+
+
+def recommend(uow: UnitOfWork, optimizer: Optimizer, rebalance_id: uuid.UUID) -> uuid.UUID | None:
+    """Compute and store the recommendation of a requested rebalance (idempotent).
+
+    Returns the recommendation id, or None if the rebalance already has one.
+    """
+    reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
+    if reb.status != "requested":
+        return None
+    account = uow.accounts.get(reb.account_id, lock=True)
+    as_of = uow.market.as_of() or date.today()
+    request = build_request(uow, account, as_of)
+    try:
+        response = optimizer.analyze(request)
+    except RebalancerError as exc:
+        uow.rebalancing.set_rebalance_status(rebalance_id, "failed")
+        uow.publish(
+            _status_event(
+                uow,
+                StatusEntity.REBALANCE,
+                str(rebalance_id),
+                account.id,
+                "failed",
+                reb.status,
+                f"{exc.code}: {exc.detail}",
+            )
+        )
+        uow.commit()
+        return None
+    decision = str(response.decision)
+    status = "pending_approval" if decision == Decision.REBALANCE else "no_trade"
+    rec_id = uow.rebalancing.add_recommendation(
+        rebalance_id,
+        account.id,
+        decision,
+        status,
+        Decimal(str(round(response.net_benefit, 6))),
+        request.model_dump(mode="json"),
+        response.model_dump(mode="json"),
+    )
+    uow.rebalancing.set_rebalance_status(rebalance_id, status)
+    uow.publish(
+        new_event(
+            EventType.RECOMMENDATION_CREATED,
+            RecommendationCreatedV1(
+                recommendation_id=str(rec_id),
+                account_id=account.id,
+                rebalance_id=str(rebalance_id),
+                decision=decision,
+                trades=[
+                    TradeV1(
+                        instrument=t.instrument,
+                        side=str(t.side),
+                        quantity=Decimal(str(t.quantity)),
+                        value=Decimal(str(round(t.value, 2))),
+                    )
+                    for t in response.trades
+                ],
+                net_benefit=Decimal(str(round(response.net_benefit, 2))),
+            ),
+            tenant_id=uow.tenant_id,
+            key=account.id,
+            correlation_id=str(rebalance_id),
+        ),
+        _status_event(
+            uow, StatusEntity.REBALANCE, str(rebalance_id), account.id, status, reb.status
+        ),
+    )
+    uow.commit()
+    return rec_id
+
+
+def recommendation_view(row: Any) -> Mapping[str, Any]:
+    """JSON view of a stored recommendation."""
+    return {
+        "id": str(row.id),
+        "rebalance_id": str(row.rebalance_id),
+        "account_id": row.account_id,
+        "decision": row.decision,
+        "status": row.status,
+        "net_benefit": float(row.net_benefit),
+        "created_at": row.created_at.isoformat(),
+        "approved_at": row.approved_at.isoformat() if row.approved_at else None,
+        "approved_by": row.approved_by,
+        "analysis": row.response,
+    }
