@@ -1,0 +1,244 @@
+"""The recommendation engine: solve, refine, round, re-check, decide."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from rebalancer.domain.errors import ValidationFailed
+from rebalancer.optimizer.data import BIG, ProblemData, Shape, build_data
+from rebalancer.optimizer.diagnose import infeasible_error
+from rebalancer.optimizer.enums import Decision, SolverName, SolveStatus
+from rebalancer.optimizer.heuristic import heuristic_trade
+from rebalancer.optimizer.problem import CompiledProblem, SolveResult
+from rebalancer.optimizer.report import Outcome, build_response
+from rebalancer.optimizer.rounding import Shares, repair, round_shares
+from rebalancer.optimizer.schemas import AnalyzeRequest, AnalyzeResponse
+from rebalancer.optimizer.terms.base import TradeVec
+from rebalancer.optimizer.terms.risk import (
+    SectorRiskShare,
+    StressLimit,
+    TrackingErrorLimit,
+    VarLimit,
+    sector_shares,
+)
+from rebalancer.optimizer.validation import check_request
+
+DEFAULT_CHAIN = (SolverName.CLARABEL, SolverName.SCS, SolverName.HEURISTIC)
+_WASH_TOL = 1e-7
+_RISK_TERMS = (TrackingErrorLimit, VarLimit, StressLimit, SectorRiskShare)
+_OBJ_RTOL, _OBJ_ATOL = 1e-3, 1e-7
+
+
+def _tightened(data: ProblemData) -> ProblemData:
+    """Risk limits tightened by the most rounding can move them (so rounding keeps them)."""
+    eps = data.lot_size * data.price / (2.0 * data.nav)
+    sd_i = np.sqrt((data.factor_load**2).sum(axis=1) + data.specific_sd**2)
+    m = float(eps @ sd_i)
+    stress_m = np.abs(data.stress_returns) @ eps
+
+    def tight(limit: float | np.ndarray, margin: float | np.ndarray) -> np.ndarray:
+        lim = np.asarray(limit, dtype=float)
+        return np.where(lim >= BIG, lim, np.maximum(lim - margin, 0.5 * lim))
+
+    return dataclasses.replace(
+        data,
+        te_limit=float(tight(data.te_limit, m)),
+        var_limit=float(tight(data.var_limit, data.z_alpha * m)),
+        stress_limit=tight(data.stress_limit, stress_m),
+    )
+
+
+class Recommender:
+    """Reusable engine holding compiled problems keyed by shape (one per worker process).
+
+    Parameters
+    ----------
+    solvers
+        The fallback chain, tried in order; :attr:`SolverName.HEURISTIC` last means a safe
+        heuristic answers when every solver fails.
+    cache_size
+        Most compiled shapes kept (least recently used are dropped).
+    """
+
+    def __init__(
+        self, solvers: tuple[SolverName, ...] = DEFAULT_CHAIN, cache_size: int = 32
+    ) -> None:
+        self.solvers = tuple(solvers)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[Shape, CompiledProblem] = OrderedDict()
+
+    def problem_for(self, shape: Shape) -> tuple[CompiledProblem, bool]:
+        """The compiled problem of ``shape`` and whether it came from the cache."""
+        prob = self._cache.get(shape)
+        if prob is not None:
+            self._cache.move_to_end(shape)
+            return prob, prob.compiled
+        prob = CompiledProblem(shape)
+        self._cache[shape] = prob
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return prob, False
+
+    def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse:
+        """Recommend trades for one account.
+
+        Raises
+        ------
+        InvalidInput
+            The request breaks a rule relating several fields.
+        InfeasibleRebalance
+            The limits cannot all hold; ``fields`` names the conflicting ones.
+        ValidationFailed
+            The independent NumPy re-check of the rounded answer found a violation.
+        """
+        start = time.perf_counter()
+        check_request(request)
+        data = build_data(request)
+        prob, hit = self.problem_for(data.shape)
+        prob.set_relaxed(set())
+        if prob.sector_share is not None:
+            prob.sector_share.point = None
+        messages: list[str] = []
+        res, solves = self._solve_with_retries(prob, data, messages)
+        trade = res.trade
+        if trade is None:
+            trade = heuristic_trade(data, prob)
+            res.status, res.solver = SolveStatus.HEURISTIC, SolverName.HEURISTIC
+        else:
+            self._check_objective(prob, data, trade, res.value)
+        shares = self._round(prob, data, trade)
+        final = shares.trade(data)
+        bad = [c for c in prob.checks(data, final) if not c.holds()]
+        if bad:
+            c = bad[0]
+            raise ValidationFailed(
+                f"the rounded answer breaks {c.name.value}{' of ' + c.subject if c.subject else ''}: "
+                f"value {c.value:.6g}, limit {c.limit:.6g}",
+                list(c.fields),
+            )
+        zero = TradeVec.zero(data.shape)
+        zero_ok = all(c.holds() for c in prob.checks(data, zero))
+        benefit = (prob.objective(data, zero) - prob.objective(data, final)) * data.nav
+        traded = bool((shares.buy > 0).any() or (shares.lot > 0).any())
+        decision = Decision.REBALANCE
+        if not traded or (zero_ok and benefit <= data.min_net_benefit):
+            decision = Decision.NO_TRADE
+            if traded:
+                messages.append(
+                    f"net benefit {benefit:,.2f} is at or below policy.min_net_benefit "
+                    f"{data.min_net_benefit:,.2f}"
+                )
+            shares = Shares(np.zeros_like(shares.buy), np.zeros_like(shares.lot))
+        outcome = Outcome(
+            decision=decision,
+            shares=shares,
+            result=res,
+            solves=solves,
+            cache_hit=hit,
+            total_ms=(time.perf_counter() - start) * 1e3,
+            messages=messages,
+        )
+        return build_response(request, data, prob, outcome)
+
+    def _solve_with_retries(
+        self, prob: CompiledProblem, data: ProblemData, messages: list[str]
+    ) -> tuple[SolveResult, int]:
+        res, solves = self._solve_refined(prob, _tightened(data))
+        if res.status is SolveStatus.INFEASIBLE:
+            more, k = self._solve_refined(prob, data)
+            res, solves = more, solves + k
+        if res.status is SolveStatus.INFEASIBLE and data.deferred:
+            for d in data.deferred:
+                i = data.ids.index(d.instrument)
+                j = data.lot_ids[i].index(d.lot_id)
+                data.lot_ub[i, j] = data.lot_w[i, j]
+            messages.append("lots turning long-term soon were released: the limits need them")
+            data.deferred.clear()
+            more, k = self._solve_refined(prob, data)
+            res, solves = more, solves + k
+        if res.status is SolveStatus.INFEASIBLE:
+            raise infeasible_error(prob, data, self.solvers)
+        return res, solves
+
+    def _solve_refined(self, prob: CompiledProblem, data: ProblemData) -> tuple[SolveResult, int]:
+        """Solve, then re-solve to settle wash-sale conflicts and sector risk budgets."""
+        prob.update(data)
+        res = prob.solve(data, self.solvers)
+        solves = 1
+        for _ in range(6):
+            if res.trade is None:
+                break
+            changed = False
+            conflicts = prob.wash.conflicts(data, res.trade, _WASH_TOL)
+            if conflicts:
+                res, k = self._settle_wash(prob, data, set(conflicts))
+                solves += k
+                changed = True
+            if res.trade is not None and prob.sector_share is not None:
+                shares = sector_shares(data, data.w + res.trade.z)
+                if (shares > data.budget_share + 1e-7).any():
+                    prob.sector_share.linearize(data, data.w + res.trade.z)
+                    changed = True
+            if not changed:
+                break
+            res = prob.solve(data, self.solvers)
+            solves += 1
+        return res, solves
+
+    def _settle_wash(
+        self, prob: CompiledProblem, data: ProblemData, groups: set[str]
+    ) -> tuple[SolveResult, int]:
+        """Per conflicting group, either forbid its buys or its loss sales (the cheaper)."""
+        members = np.array([g in groups for g in data.groups])
+        loss = (data.lot_basis > data.price[:, None]) & members[:, None]
+        buy_ub, lot_ub = data.buy_ub.copy(), data.lot_ub.copy()
+        best: tuple[float, np.ndarray, np.ndarray, SolveResult] | None = None
+        for option in ("no_buys", "no_loss_sales"):
+            data.buy_ub[:], data.lot_ub[:] = buy_ub, lot_ub
+            if option == "no_buys":
+                data.buy_ub[members] = 0.0
+            else:
+                data.lot_ub[loss] = 0.0
+            prob.update(data)
+            res = prob.solve(data, self.solvers)
+            if res.trade is not None:
+                f = prob.objective(data, res.trade)
+                if best is None or f < best[0]:
+                    best = (f, data.buy_ub.copy(), data.lot_ub.copy(), res)
+        if best is None:
+            data.buy_ub[:] = buy_ub
+            data.lot_ub[:] = np.where(loss, 0.0, lot_ub)
+            prob.update(data)
+            return prob.solve(data, self.solvers), 3
+        data.buy_ub[:], data.lot_ub[:] = best[1], best[2]
+        prob.update(data)
+        return best[3], 2
+
+    def _check_objective(
+        self, prob: CompiledProblem, data: ProblemData, t: TradeVec, theirs: float | None
+    ) -> None:
+        """The solver's objective must match the NumPy recomputation of its own answer."""
+        if theirs is None:
+            return
+        mine = prob.objective(data, t)
+        if abs(mine - theirs) > _OBJ_ATOL + _OBJ_RTOL * abs(theirs):
+            raise ValidationFailed(
+                f"the solver's objective {theirs:.8g} disagrees with the NumPy recomputation "
+                f"{mine:.8g}",
+                [],
+            )
+
+    def _round(self, prob: CompiledProblem, data: ProblemData, t: TradeVec) -> Shares:
+        shares = round_shares(data, t, data.min_trade_value)
+
+        def trading(x: TradeVec) -> list:  # type: ignore[type-arg]
+            return prob.checks(data, x, CompiledProblem.TRADING)
+
+        def risk(x: TradeVec) -> list:  # type: ignore[type-arg]
+            return prob.checks(data, x, _RISK_TERMS)
+
+        return repair(data, shares, t, trading, risk)

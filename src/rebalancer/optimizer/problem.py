@@ -1,0 +1,167 @@
+"""The compiled problem: the sum of the terms, built once per :class:`Shape`, solved many times.
+
+Every number that changes between requests is a ``cp.Parameter`` and the problem is DPP, so
+CVXPY canonicalizes it once; later solves only map new parameter values into solver data.
+The objective is scaled by :data:`SCALE` (to basis points of NAV) for solver accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+
+from rebalancer.optimizer.data import ProblemData, Shape
+from rebalancer.optimizer.enums import SolverName, SolveStatus
+from rebalancer.optimizer.terms.base import Check, ConstraintTerm, CostTerm, TradeVec, Variables
+from rebalancer.optimizer.terms.constraints import (
+    AdvCap,
+    BuyBounds,
+    CashFloor,
+    LongOnly,
+    LotBounds,
+    Turnover,
+    WashSale,
+)
+from rebalancer.optimizer.terms.costs import (
+    ActiveRisk,
+    ImpactTerm,
+    SpreadFeesTerm,
+    TaxTerm,
+    TrackingTerm,
+)
+from rebalancer.optimizer.terms.risk import (
+    SectorRiskShare,
+    StressLimit,
+    TrackingErrorLimit,
+    VarLimit,
+)
+
+SCALE = 1e4
+"""Objective scale inside the solver (fraction of NAV -> bps)."""
+
+_SOLVER_ARGS: dict[SolverName, dict[str, object]] = {
+    SolverName.CLARABEL: {"solver": cp.CLARABEL},
+    SolverName.SCS: {"solver": cp.SCS, "eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 20000},
+}
+_STATUS = {
+    cp.OPTIMAL: SolveStatus.OPTIMAL,
+    cp.OPTIMAL_INACCURATE: SolveStatus.OPTIMAL_INACCURATE,
+    cp.INFEASIBLE: SolveStatus.INFEASIBLE,
+    cp.INFEASIBLE_INACCURATE: SolveStatus.INFEASIBLE,
+}
+
+
+@dataclass(slots=True)
+class SolveResult:
+    """Outcome of one pass down the solver chain."""
+
+    status: SolveStatus
+    solver: SolverName
+    trade: TradeVec | None
+    iterations: int = 0
+    solve_time_ms: float = 0.0
+    value: float | None = None
+    """Solver objective (fraction of NAV)."""
+    fallbacks: list[tuple[SolverName, str]] = field(default_factory=list)
+
+
+class CompiledProblem:
+    """All terms of one shape and the CVXPY problem built from them."""
+
+    TRADING = (AdvCap, Turnover, CashFloor)
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        v = Variables(shape)
+        self.vars = v
+        self.risk = ActiveRisk(shape, v)
+        self.costs: list[CostTerm] = [
+            TrackingTerm(self.risk),
+            SpreadFeesTerm(shape, v),
+            ImpactTerm(shape, v),
+            TaxTerm(shape, v),
+        ]
+        self.wash = WashSale()
+        self.sector_share = SectorRiskShare(shape, v) if shape.budget_sectors else None
+        self.limits: list[ConstraintTerm] = [
+            CashFloor(v),
+            Turnover(v),
+            AdvCap(shape, v),
+            BuyBounds(shape, v),
+            LotBounds(shape, v),
+            LongOnly(),
+            self.wash,
+            TrackingErrorLimit(self.risk),
+            VarLimit(shape, self.risk),
+        ]
+        if shape.scenarios:
+            self.limits.append(StressLimit(shape, v))
+        if self.sector_share is not None:
+            self.limits.append(self.sector_share)
+        constraints = list(self.risk.constraints)
+        for term in self.limits:
+            constraints += term.constraints
+        objective = cp.Minimize(SCALE * cp.sum([c.expr for c in self.costs]))
+        self.problem = cp.Problem(objective, constraints)
+        if not self.problem.is_dpp():  # pragma: no cover - guarded by tests
+            raise RuntimeError("optimizer problem is not DPP")
+        self.compiled = False
+
+    def update(self, data: ProblemData) -> None:
+        """Copy one request's values into every parameter."""
+        self.risk.update(data)
+        for c in self.costs:
+            c.update(data)
+        for term in self.limits:
+            term.update(data)
+
+    def set_relaxed(self, names: set[str]) -> None:
+        """Relax the constraint groups named (by ``ConstraintName`` value); others enforced."""
+        for term in self.limits:
+            term.relaxed = term.relaxable and term.name.value in names
+
+    def parts(self, data: ProblemData, t: TradeVec) -> dict[str, float]:
+        """Objective terms of ``t`` evaluated in NumPy (fractions of NAV)."""
+        return {c.label: c.value(data, t) for c in self.costs}
+
+    def objective(self, data: ProblemData, t: TradeVec) -> float:
+        return sum(self.parts(data, t).values())
+
+    def checks(self, data: ProblemData, t: TradeVec, only: tuple[type, ...] = ()) -> list[Check]:
+        """Every constraint evaluated in NumPy on ``t`` (or only the given term classes)."""
+        out: list[Check] = []
+        for term in self.limits:
+            if not only or isinstance(term, only):
+                out += term.check(data, t)
+        return out
+
+    def solve(self, data: ProblemData, chain: tuple[SolverName, ...]) -> SolveResult:
+        """Solve with the first solver of ``chain`` that answers; record every fallback."""
+        fallbacks: list[tuple[SolverName, str]] = []
+        for name in chain:
+            if name is SolverName.HEURISTIC:
+                break
+            t0 = time.perf_counter()
+            try:
+                self.problem.solve(**_SOLVER_ARGS[name])  # type: ignore[arg-type]
+            except (cp.SolverError, ValueError, ArithmeticError) as exc:
+                fallbacks.append((name, f"solver error: {exc}"[:300]))
+                continue
+            self.compiled = True
+            elapsed = (time.perf_counter() - t0) * 1e3
+            status = _STATUS.get(self.problem.status, SolveStatus.FAILED)
+            stats = self.problem.solver_stats
+            iters = int(stats.num_iters or 0) if stats is not None else 0
+            if status is SolveStatus.INFEASIBLE:
+                return SolveResult(status, name, None, iters, elapsed, None, fallbacks)
+            if status is SolveStatus.FAILED or self.vars.buy.value is None:
+                fallbacks.append((name, f"status {self.problem.status}"))
+                continue
+            buy = np.clip(np.asarray(self.vars.buy.value, dtype=float), 0.0, data.buy_ub)
+            lot = np.clip(np.asarray(self.vars.lot_sell.value, dtype=float), 0.0, data.lot_ub)
+            value = float(self.problem.value) / SCALE
+            return SolveResult(status, name, TradeVec(buy, lot), iters, elapsed, value, fallbacks)
+        return SolveResult(SolveStatus.FAILED, SolverName.HEURISTIC, None, 0, 0.0, None, fallbacks)

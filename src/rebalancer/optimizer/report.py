@@ -1,0 +1,282 @@
+"""Turn a checked answer into an :class:`AnalyzeResponse`: drift, risk, tax, explanations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rebalancer.domain.model import CASH
+from rebalancer.optimizer.data import BIG, ProblemData
+from rebalancer.optimizer.enums import Decision, Reason, Side, Term
+from rebalancer.optimizer.explain import explain_trade, risk_effect
+from rebalancer.optimizer.problem import CompiledProblem, SolveResult
+from rebalancer.optimizer.rounding import Shares
+from rebalancer.optimizer.schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    ConstraintReport,
+    CostBenefit,
+    DeferredLot,
+    DriftReport,
+    FallbackStep,
+    LotSale,
+    ObjectiveBreakdown,
+    RiskContribution,
+    RiskReport,
+    SolverReport,
+    StressResult,
+    TaxSummary,
+    TradeOut,
+)
+from rebalancer.optimizer.terms.base import Arr, TradeVec, sigma_times, volatility
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the engine decided, before rendering."""
+
+    decision: Decision
+    shares: Shares
+    result: SolveResult
+    solves: int
+    cache_hit: bool
+    total_ms: float
+    messages: list[str] = field(default_factory=list)
+
+
+def drift_report(data: ProblemData, x: Arr, cash_w: float) -> DriftReport:
+    """Drift (weight minus target) per instrument, sector, asset class and for the account."""
+    d = x - data.target
+    by_inst = {i: float(d[n]) for n, i in enumerate(data.ids)}
+    by_inst[CASH] = cash_w - data.cash_target
+    by_sector: dict[str, float] = {}
+    by_class: dict[str, float] = {}
+    for n in range(data.n):
+        by_sector[data.sector[n]] = by_sector.get(data.sector[n], 0.0) + float(d[n])
+        by_class[data.asset_class[n]] = by_class.get(data.asset_class[n], 0.0) + float(d[n])
+    by_sector[CASH] = by_class[CASH] = by_inst[CASH]
+    return DriftReport(
+        by_instrument=by_inst,
+        by_sector=by_sector,
+        by_asset_class=by_class,
+        account=0.5 * sum(abs(v) for v in by_inst.values()),
+    )
+
+
+def _contributions(
+    data: ProblemData, x: Arr
+) -> tuple[dict[str, RiskContribution], dict[str, RiskContribution]]:
+    vol = volatility(data, x)
+    marginal = sigma_times(data, x) / vol if vol > 0 else np.zeros(data.n)
+    comp = x * marginal
+    by_inst = {
+        i: RiskContribution(
+            marginal=float(marginal[n]),
+            component=float(comp[n]),
+            share=float(comp[n] / vol) if vol > 0 else 0.0,
+        )
+        for n, i in enumerate(data.ids)
+    }
+    by_sector: dict[str, RiskContribution] = {}
+    for sec in sorted(set(data.sector)):
+        mask = np.array([s == sec for s in data.sector])
+        c = float(comp[mask].sum())
+        m = float(x[mask] @ marginal[mask]) / max(float(x[mask].sum()), 1e-300)
+        by_sector[sec] = RiskContribution(
+            marginal=m, component=c, share=c / vol if vol > 0 else 0.0
+        )
+    return by_inst, by_sector
+
+
+def risk_report(data: ProblemData, before: Arr, after: Arr) -> RiskReport:
+    """Ex-ante risk before and after, with contributions after the trades."""
+    loss_b = -(data.stress_returns @ before)
+    loss_a = -(data.stress_returns @ after)
+    by_inst, by_sector = _contributions(data, after)
+    return RiskReport(
+        volatility_before=volatility(data, before),
+        volatility_after=volatility(data, after),
+        tracking_error_before=volatility(data, before - data.target),
+        tracking_error_after=volatility(data, after - data.target),
+        var_confidence=round(float(_confidence(data)), 10),
+        var_before=data.z_alpha * volatility(data, before),
+        var_after=data.z_alpha * volatility(data, after),
+        stress=[
+            StressResult(
+                name=name,
+                loss_before=float(loss_b[s]),
+                loss_after=float(loss_a[s]),
+                limit=None if data.stress_limit[s] >= BIG else float(data.stress_limit[s]),
+            )
+            for s, name in enumerate(data.stress_names)
+        ],
+        contributions_by_instrument=by_inst,
+        contributions_by_sector=by_sector,
+    )
+
+
+def _confidence(data: ProblemData) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().cdf(data.z_alpha)
+
+
+def _breakdown(parts: dict[str, float], nav: float) -> ObjectiveBreakdown:
+    total = sum(parts.values())
+    return ObjectiveBreakdown(
+        total=total,
+        tracking=parts["tracking"],
+        spread_and_fees=parts["spread_and_fees"],
+        impact=parts["impact"],
+        tax=parts["tax"],
+        total_currency=total * nav,
+        tracking_currency=parts["tracking"] * nav,
+        spread_and_fees_currency=parts["spread_and_fees"] * nav,
+        impact_currency=parts["impact"] * nav,
+        tax_currency=parts["tax"] * nav,
+    )
+
+
+def _lot_sales(data: ProblemData, i: int, sold: Arr) -> list[LotSale]:
+    out = []
+    for j, lot_id in enumerate(data.lot_ids[i]):
+        if lot_id is None or sold[j] <= 0:
+            continue
+        gain = float((data.price[i] - data.lot_basis[i, j]) * sold[j])
+        out.append(
+            LotSale(
+                lot_id=lot_id,
+                quantity=float(sold[j]),
+                realized_gain=gain,
+                term=Term.LONG if data.lot_long[i, j] else Term.SHORT,
+                tax_currency=float(data.lot_rate[i, j]) * gain,
+            )
+        )
+    return out
+
+
+def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) -> list[TradeOut]:
+    out: list[TradeOut] = []
+    before, after = data.w, data.w + final.z
+    loss_groups = {
+        data.groups[i]
+        for i in range(data.n)
+        if (s.lot[i] * (data.lot_basis[i] > data.price[i])).sum() > 0
+    }
+    for i, inst in enumerate(data.ids):
+        for side, qty in ((Side.SELL, float(s.lot[i].sum())), (Side.BUY, float(s.buy[i]))):
+            if qty <= 0:
+                continue
+            lots = _lot_sales(data, i, s.lot[i]) if side is Side.SELL else []
+            value = qty * float(data.price[i])
+            dz = np.zeros(data.n)
+            dz[i] = (value if side is Side.BUY else -value) / data.nav
+            tax = sum(lot.tax_currency for lot in lots)
+            traded = value / data.nav
+            cost = float(data.cost[i] * traded + data.impact[i] * traded**1.5) * data.nav
+            effect = risk_effect(data, before, dz)
+            reasons, text = explain_trade(
+                req, data, i, side, before, after, lots, loss_groups, effect
+            )
+            out.append(
+                TradeOut(
+                    instrument=inst,
+                    side=side,
+                    quantity=qty,
+                    value=value,
+                    lots=lots,
+                    reasons=reasons,
+                    explanation=text,
+                    tax_currency=tax,
+                    cost_bps=cost / value * 1e4 if value > 0 else 0.0,
+                    risk_effect=effect,
+                    weight_before=float(before[i]),
+                    weight_after=float(after[i]),
+                    target=float(data.target[i]),
+                )
+            )
+    return out
+
+
+def build_response(
+    req: AnalyzeRequest, data: ProblemData, prob: CompiledProblem, o: Outcome
+) -> AnalyzeResponse:
+    """Render the final answer."""
+    final = o.shares.trade(data)
+    zero = TradeVec.zero(data.shape)
+    after = data.w + final.z
+    cash_after_w = data.cash / data.nav - float(final.z.sum())
+    p0, p1 = prob.parts(data, zero), prob.parts(data, final)
+    trades = _trades(req, data, o.shares, final)
+    lots = [lot for t in trades for lot in t.lots]
+    st = sum(lot.realized_gain for lot in lots if lot.term is Term.SHORT)
+    lt = sum(lot.realized_gain for lot in lots if lot.term is Term.LONG)
+    net = (sum(p0.values()) - sum(p1.values())) * data.nav
+    checks = [c for c in prob.checks(data, final) if c.limit < BIG]
+    r = o.result
+    return AnalyzeResponse(
+        decision=o.decision,
+        nav=data.nav,
+        cash_before=data.cash,
+        cash_after=cash_after_w * data.nav,
+        trades=trades,
+        objective=_breakdown(p1, data.nav),
+        objective_before=_breakdown(p0, data.nav),
+        net_benefit=net,
+        drift_before=drift_report(data, data.w, data.cash / data.nav),
+        drift_after=drift_report(data, after, cash_after_w),
+        risk=risk_report(data, data.w, after),
+        tax=TaxSummary(
+            short_term_gain=st,
+            long_term_gain=lt,
+            harvested_losses=sum(lot.realized_gain for lot in lots if lot.realized_gain < 0),
+            estimated_tax=sum(lot.tax_currency for lot in lots),
+            deferred_lots=[
+                DeferredLot(
+                    lot_id=d.lot_id,
+                    instrument=d.instrument,
+                    long_term_on=d.long_term_on,
+                    days=d.days,
+                    tax_saved_currency=d.tax_saved,
+                    waiting_cost_currency=d.waiting_cost,
+                )
+                for d in data.deferred
+            ],
+            blocked_by_wash_sale=list(data.lot_blocked_wash),
+        ),
+        cost_benefit=CostBenefit(
+            opportunity_cost_of_not_trading=p0["tracking"] * data.nav,
+            tracking_cost_after=p1["tracking"] * data.nav,
+            spread_and_fees=p1["spread_and_fees"] * data.nav,
+            impact=p1["impact"] * data.nav,
+            tax=p1["tax"] * data.nav,
+            net_benefit=net,
+        ),
+        constraints=[
+            ConstraintReport(
+                name=c.name,
+                fields=list(c.fields),
+                subject=c.subject,
+                value=c.value,
+                limit=c.limit,
+                slack=c.slack,
+                binding=c.slack <= 1e-6 * max(1.0, abs(c.limit)),
+            )
+            for c in checks
+        ],
+        solver=SolverReport(
+            name=r.solver,
+            status=r.status,
+            iterations=r.iterations,
+            solve_time_ms=r.solve_time_ms,
+            total_time_ms=o.total_ms,
+            compiled_cache_hit=o.cache_hit,
+            solves=o.solves,
+            fallbacks=[FallbackStep(solver=s, reason=why) for s, why in r.fallbacks],
+        ),
+        messages=o.messages,
+    )
+
+
+__all__ = ["Outcome", "Reason", "build_response", "drift_report", "risk_report"]

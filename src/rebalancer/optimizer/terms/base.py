@@ -1,0 +1,144 @@
+"""Shared pieces of the optimizer terms: decision variables, trade vectors, checks.
+
+A term declares its ``cp.Parameter`` objects once (in ``__init__``), builds its CVXPY expression
+or constraints once, copies request values into its parameters in ``update`` and evaluates
+itself in plain NumPy on a trade vector (``value`` / ``check``) for the independent re-check.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+from numpy.typing import NDArray
+
+from rebalancer.optimizer.data import BIG, ProblemData, Shape
+from rebalancer.optimizer.enums import ConstraintName
+
+Arr = NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class TradeVec:
+    """A trade in fractions of NAV: ``buy`` per instrument (n,), ``lot_sell`` per lot (n, K)."""
+
+    buy: Arr
+    lot_sell: Arr
+
+    @property
+    def sell(self) -> Arr:
+        """Sold weight per instrument (fraction of NAV)."""
+        return np.asarray(self.lot_sell.sum(axis=1), dtype=np.float64)
+
+    @property
+    def z(self) -> Arr:
+        """Net trade per instrument (fraction of NAV, buy > 0)."""
+        return self.buy - self.sell
+
+    @property
+    def traded(self) -> Arr:
+        """Gross traded weight per instrument (buys plus sells, fraction of NAV)."""
+        return self.buy + self.sell
+
+    @staticmethod
+    def zero(shape: Shape) -> TradeVec:
+        return TradeVec(np.zeros(shape.n), np.zeros((shape.n, shape.lots_per_instrument)))
+
+
+class Variables:
+    """Decision variables shared by all terms (fractions of NAV).
+
+    Attributes
+    ----------
+    buy
+        Bought weight per instrument, >= 0.
+    lot_sell
+        Sold weight per lot (n, K), >= 0; a lot's sold fraction is ``lot_sell / lot_w``.
+    """
+
+    def __init__(self, shape: Shape) -> None:
+        self.buy = cp.Variable(shape.n, nonneg=True, name="buy")
+        self.lot_sell = cp.Variable(
+            (shape.n, shape.lots_per_instrument), nonneg=True, name="lot_sell"
+        )
+        self.sell = cp.sum(self.lot_sell, axis=1)
+        self.z = self.buy - self.sell
+        self.traded = self.buy + self.sell
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One constraint evaluated in NumPy: it holds when ``slack >= 0`` (within tolerance)."""
+
+    name: ConstraintName
+    fields: tuple[str, ...]
+    subject: str
+    value: float
+    limit: float
+    lower: bool = False
+    """When true the constraint is ``value >= limit`` (a floor)."""
+
+    @property
+    def slack(self) -> float:
+        return self.value - self.limit if self.lower else self.limit - self.value
+
+    def holds(self, tol: float = 1e-9) -> bool:
+        return self.slack >= -tol * max(1.0, abs(self.limit))
+
+
+class CostTerm(ABC):
+    """A term of the objective (fraction of NAV)."""
+
+    label: str
+
+    @property
+    @abstractmethod
+    def expr(self) -> cp.Expression:
+        """The CVXPY expression (built once)."""
+
+    @abstractmethod
+    def update(self, data: ProblemData) -> None:
+        """Copy the request's values into the parameters."""
+
+    @abstractmethod
+    def value(self, data: ProblemData, t: TradeVec) -> float:
+        """The term evaluated in NumPy on ``t`` (fraction of NAV)."""
+
+
+class ConstraintTerm(ABC):
+    """A group of constraints; ``relaxed`` ones get inactive limits (used to diagnose)."""
+
+    name: ConstraintName
+    relaxable: bool = True
+
+    def __init__(self) -> None:
+        self.relaxed = False
+        self.constraints: list[cp.Constraint] = []
+
+    def limit(self, value: float) -> float:
+        return BIG if self.relaxed else value
+
+    @abstractmethod
+    def update(self, data: ProblemData) -> None:
+        """Copy the request's values into the parameters."""
+
+    @abstractmethod
+    def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
+        """Evaluate every constraint of the group in NumPy on ``t``."""
+
+    def fields(self, data: ProblemData) -> list[str]:
+        """Request fields that set this group's limits."""
+        return data.policy_fields.get(self.name.value, [])
+
+
+def sigma_times(data: ProblemData, x: Arr) -> Arr:
+    """``Sigma @ x`` from the factor form, never building the n x n matrix."""
+    out: Arr = data.factor_load @ (data.factor_load.T @ x) + data.specific_sd**2 * x
+    return out
+
+
+def volatility(data: ProblemData, x: Arr) -> float:
+    """Ex-ante volatility of weights ``x`` (risk-model horizon)."""
+    return float(np.sqrt(max(float(x @ sigma_times(data, x)), 0.0)))
