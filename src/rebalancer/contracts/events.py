@@ -145,6 +145,9 @@ INBOUND_TYPES: frozenset[EventType] = frozenset(
 OUTBOUND_TYPES: frozenset[EventType] = frozenset(set(EventType) - INBOUND_TYPES)
 """Event types the service publishes."""
 
+MARKET_DATA_KEY = "market"
+"""Envelope ``key`` of market-data events (they concern no single account)."""
+
 DEAD_LETTER_SUFFIX = "-DLQ"
 DEAD_LETTER_REASON_PROPERTY = "dead_letter_reason"
 """Message property carrying the reason on a dead-lettered message."""
