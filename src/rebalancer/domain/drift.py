@@ -53,6 +53,10 @@ class RiskModel(Protocol):
         """``diag(X Sigma X')`` for ``X`` of shape (m, n): one variance per row."""
         ...
 
+    def cov_rows(self, X: FloatArray) -> FloatArray:
+        """``X Sigma`` for ``X`` of shape (m, n) (marginal risk, without densifying Sigma)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CovarianceModel:
@@ -71,6 +75,11 @@ class CovarianceModel:
     def quad_form_rows(self, X: FloatArray) -> FloatArray:
         """``diag(X Sigma X')`` for ``X`` of shape (m, n)."""
         out: FloatArray = np.einsum("ij,ij->i", X @ self.cov, X)
+        return out
+
+    def cov_rows(self, X: FloatArray) -> FloatArray:
+        """``X Sigma`` for ``X`` of shape (m, n)."""
+        out: FloatArray = X @ self.cov
         return out
 
 
@@ -115,6 +124,11 @@ class FactorModel:
         out: FloatArray = np.einsum("ij,ij->i", Y @ self.factor_cov, Y)
         return out + (X * X) @ self.specific_var
 
+    def cov_rows(self, X: FloatArray) -> FloatArray:
+        """``X B F B' + X diag(d)`` for ``X`` of shape (m, n), in O(m n k)."""
+        out: FloatArray = ((X @ self.exposures) @ self.factor_cov) @ self.exposures.T
+        return out + X * self.specific_var
+
 
 def _risk_columns(risk_model: RiskModel, instruments: Sequence[str]) -> IntArray:
     """Map ``instruments`` to risk-model columns; -1 for cash. Unknown instruments raise."""
@@ -131,6 +145,20 @@ def _risk_columns(risk_model: RiskModel, instruments: Sequence[str]) -> IntArray
                 ["risk_model.instruments"],
             )
     return cols
+
+
+def risk_vector(weights: Mapping[str, float], risk_model: RiskModel) -> FloatArray:
+    """Weights (fractions of NAV) as a vector in the risk model's instrument order; cash dropped.
+
+    Raises :class:`UnknownInstrument` for a non-cash key missing from the risk model.
+    """
+    keys = sorted(weights)
+    cols = _risk_columns(risk_model, keys)
+    x = np.zeros(len(risk_model.instruments))
+    for key, col in zip(keys, cols.tolist(), strict=True):
+        if col >= 0:
+            x[col] = weights[key]
+    return x
 
 
 def tracking_error_rows(

@@ -265,10 +265,17 @@ def apply_settlement(
         term = Term.LONG if lot.is_long_term(fill.trade_date, long_term_days) else Term.SHORT
         realized.append(
             RealizedGain(
-                lot_id, fill.instrument, q, lot.cost_basis, proceeds,
-                (proceeds - lot.cost_basis) * q, term, lot.acquired, fill.trade_date,
+                lot_id,
+                fill.instrument,
+                q,
+                lot.cost_basis,
+                proceeds,
+                (proceeds - lot.cost_basis) * q,
+                term,
+                lot.acquired,
+                fill.trade_date,
             )
-        )  # fmt: skip
+        )
         lot.quantity -= q
     account.lots = [lot for lot in account.lots if lot.quantity > 0]
     delta = fill.quantity * proceeds

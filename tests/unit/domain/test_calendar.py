@@ -145,8 +145,15 @@ def test_one_period_fires_once_when_polled_often() -> None:
         if due is not None and due.period_key not in fired:
             fired.append(due.period_key)
         now += timedelta(hours=6)
-    assert fired == ["M:2023-12", "M:2024-01", "M:2024-02", "M:2024-03", "M:2024-04",
-                     "M:2024-05", "M:2024-06"]  # fmt: skip
+    assert fired == [
+        "M:2023-12",
+        "M:2024-01",
+        "M:2024-02",
+        "M:2024-03",
+        "M:2024-04",
+        "M:2024-05",
+        "M:2024-06",
+    ]
 
 
 def test_bad_schedules() -> None:

@@ -47,11 +47,16 @@ def fill(
 ) -> SettledFill:
     return SettledFill(
         kw.pop("fill_id", "F1"),  # type: ignore[arg-type]
-        "o1", "acc", "AAPL", side, D(qty), D(price),
+        "o1",
+        "acc",
+        "AAPL",
+        side,
+        D(qty),
+        D(price),
         kw.pop("trade_date", date(2024, 3, 1)),  # type: ignore[arg-type]
         D(kw.pop("fee", "0")),  # type: ignore[arg-type]
         lots,
-    )  # fmt: skip
+    )
 
 
 def test_settlement_dates() -> None:
