@@ -144,6 +144,22 @@ class Recommender:
         )
         return build_response(request, data, prob, outcome)
 
+    def relaxed_objective(self, request: AnalyzeRequest) -> float:
+        """Optimal objective of the continuous problem before rounding (fraction of NAV).
+
+        Useful to compare with an independent formulation; raises like :meth:`analyze`.
+        """
+        check_request(request)
+        data = build_data(request)
+        prob, _ = self.problem_for(data.shape)
+        prob.set_relaxed(set())
+        if prob.sector_share is not None:
+            prob.sector_share.point = None
+        res, _ = self._solve_refined(prob, data)
+        if res.trade is None:
+            raise infeasible_error(prob, data, self.solvers)
+        return prob.objective(data, res.trade)
+
     def _solve_with_retries(
         self, prob: CompiledProblem, data: ProblemData, messages: list[str]
     ) -> tuple[SolveResult, int]:

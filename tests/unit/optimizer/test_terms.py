@@ -1,0 +1,131 @@
+"""Hand-checkable values of each objective term and constraint group, in NumPy and CVXPY."""
+
+from __future__ import annotations
+
+import math
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from opt_factory import diag_cov, inst, lot, request
+
+from rebalancer.optimizer.data import build_data
+from rebalancer.optimizer.enums import ConstraintName
+from rebalancer.optimizer.problem import CompiledProblem
+from rebalancer.optimizer.terms.base import TradeVec
+
+
+def _setup():
+    # NAV = 10,000 cash + 100 A x 100 + 0 B = 20,000
+    req = request(
+        cash=10_000,
+        lots=[lot("a1", "A", 60, 80.0), lot("a2", "A", 40, 120.0, days_ago=100)],
+        targets={"A": 0.25, "B": 0.25, "CASH": 0.5},
+        instruments=[inst("A", adv_shares=1000, half_spread_bps=10), inst("B", adv_shares=1000)],
+        risk_model=diag_cov(["A", "B"], 0.04),
+        policy={
+            "risk_aversion": 2.0,
+            "commission_bps": 5,
+            "impact_coefficient": 1.0,
+            "short_term_rate": 0.4,
+            "long_term_rate": 0.2,
+            "min_cash_weight": 0.1,
+            "max_turnover": 0.3,
+            "max_adv_fraction": 0.1,
+        },
+    )
+    data = build_data(req)
+    prob = CompiledProblem(data.shape)
+    prob.update(data)
+    return data, prob
+
+
+def _trade(data, buy_b: float, sell_a1: float, sell_a2: float) -> TradeVec:
+    lots = np.zeros_like(data.lot_w)
+    lots[0, 0], lots[0, 1] = sell_a1, sell_a2
+    return TradeVec(np.array([0.0, buy_b]), lots)
+
+
+def test_data_weights_and_lots() -> None:
+    data, _ = _setup()
+    assert data.nav == pytest.approx(20_000)
+    assert data.w == pytest.approx([0.5, 0.0])
+    assert data.lot_w[0] == pytest.approx([0.3, 0.2])
+    assert data.lot_long[0].tolist() == [True, False]
+    # tax per unit of weight sold = rate * (price - basis) / price
+    assert data.lot_tax[0] == pytest.approx([0.2 * 0.2, 0.4 * -0.2])
+
+
+def test_each_cost_term_by_hand() -> None:
+    data, prob = _setup()
+    t = _trade(data, 0.1, 0.05, 0.05)  # sell 10% of NAV of A, buy 10% of B
+    parts = prob.parts(data, t)
+    # tracking: gamma * 0.04 * ((0.4 - 0.25)^2 + (0.1 - 0.25)^2)
+    assert parts["tracking"] == pytest.approx(2.0 * 0.04 * (0.15**2 + 0.15**2))
+    # spread+fees: A (10+5) bps on 0.1, B (5+5) bps on 0.1
+    assert parts["spread_and_fees"] == pytest.approx(0.0015 * 0.1 + 0.0010 * 0.1)
+    # impact: 1.0 * 0.02 * 0.1^1.5 * sqrt(20000 / (1000 * 100)) for each of A and B
+    one = 0.02 * 0.1**1.5 * math.sqrt(20_000 / 100_000)
+    assert parts["impact"] == pytest.approx(2 * one)
+    # tax: lot a1 gain 20/share LT 0.2, lot a2 loss 20/share ST 0.4 (each 0.05 of NAV = 10 shares)
+    assert parts["tax"] * data.nav == pytest.approx(0.2 * 20 * 10 + 0.4 * -20 * 10)
+
+
+def test_cvxpy_objective_matches_numpy_on_fixed_trade() -> None:
+    data, prob = _setup()
+    t = _trade(data, 0.07, 0.02, 0.06)
+    prob.vars.buy.value = t.buy
+    prob.vars.lot_sell.value = t.lot_sell
+    prob.risk.u.value = prob.risk.load.value.T @ (data.w + t.z - data.target)
+    prob.risk.v.value = prob.risk.sd.value * (data.w + t.z - data.target)
+    expr_value = sum(float(c.expr.value) for c in prob.costs)
+    assert expr_value == pytest.approx(prob.objective(data, t), rel=1e-10)
+
+
+def _check(prob, data, t, name):
+    return [c for c in prob.checks(data, t) if c.name is name]
+
+
+def test_cash_floor_turnover_adv_by_hand() -> None:
+    data, prob = _setup()
+    t = _trade(data, 0.45, 0.0, 0.0)  # buy 9,000 of B: cash 0.05 < 0.1 floor
+    (cash,) = _check(prob, data, t, ConstraintName.CASH_FLOOR)
+    assert cash.value == pytest.approx(0.05) and cash.limit == pytest.approx(0.1)
+    assert not cash.holds()
+    (turn,) = _check(prob, data, t, ConstraintName.TURNOVER)
+    assert turn.value == pytest.approx(0.45) and not turn.holds()
+    # ADV cap: 0.1 * 1000 shares * 100 / 20000 = 0.5 of NAV
+    (adv,) = _check(prob, data, t, ConstraintName.ADV_CAP)
+    assert adv.limit == pytest.approx(0.5) and adv.holds()
+    ok = _trade(data, 0.1, 0.05, 0.05)
+    assert all(c.holds() for c in prob.checks(data, ok))
+
+
+def test_lot_bounds_and_long_only() -> None:
+    data, prob = _setup()
+    t = _trade(data, 0.0, 0.31, 0.0)  # more than the 0.3 weight lot a1 holds
+    (bound,) = _check(prob, data, t, ConstraintName.LOT_SELL_ALLOWED)
+    assert bound.subject == "a1" and not bound.holds()
+
+
+def test_each_constraint_is_enforced_by_the_solver() -> None:
+    data, prob = _setup()
+    prob.update(data)
+    res = prob.solve(data, tuple(prob_chain()))
+    assert res.trade is not None
+    assert all(c.holds(1e-7) for c in prob.checks(data, res.trade))
+    assert res.value == pytest.approx(prob.objective(data, res.trade), rel=1e-5, abs=1e-9)
+
+
+def prob_chain():
+    from rebalancer.optimizer.enums import SolverName
+
+    return [SolverName.CLARABEL]
+
+
+def test_problem_is_dpp_and_parameters_are_declared_once() -> None:
+    data, prob = _setup()
+    assert prob.problem.is_dpp()
+    names = [p.name() for p in prob.problem.parameters()]
+    assert len(names) == len(set(names))
+    assert all(isinstance(p, cp.Parameter) for p in prob.problem.parameters())
