@@ -150,9 +150,9 @@ class Schedule:
     at
         Local wall-clock time of the firing in the calendar's timezone.
     anchor
-        For weekly: weekday number (Monday = 0). For monthly and quarterly: ``"first"`` or
-        ``"last"`` business day, or a day number of the month (of the period's first month for
-        quarterly), clamped to the month's length. Ignored for daily (every business day).
+        ``"first"`` or ``"last"`` business day of the period; or, for weekly, a weekday number
+        (Monday = 0), for monthly and quarterly a day number of the month (of the quarter's
+        first month), clamped to the month's length. Ignored for daily (every business day).
     calendar
         Business days, holidays and timezone.
     """
@@ -165,8 +165,13 @@ class Schedule:
 
     def __post_init__(self) -> None:
         a = self.anchor
-        if self.frequency == Frequency.WEEKLY and not (isinstance(a, int) and 0 <= a <= 6):
-            raise InvalidInput("weekly anchor must be a weekday 0-6", ["schedule.anchor"])
+        if self.frequency == Frequency.WEEKLY and not (
+            a in ("first", "last") or (isinstance(a, int) and 0 <= a <= 6)
+        ):
+            raise InvalidInput(
+                "weekly anchor must be 'first', 'last' or a weekday 0-6 (Monday = 0)",
+                ["schedule.anchor"],
+            )
         if self.frequency in (Frequency.MONTHLY, Frequency.QUARTERLY) and not (
             a in ("first", "last") or (isinstance(a, int) and 1 <= a <= 31)
         ):

@@ -442,6 +442,24 @@ class BookDrift:
     tracking_error: FloatArray | None
     levels: Mapping[str, LevelArrays]
 
+    def breached(
+        self,
+        *,
+        max_abs: float | None = None,
+        turnover: float | None = None,
+        tracking_error: float | None = None,
+    ) -> npt.NDArray[np.bool_]:
+        """Boolean mask (m,) of accounts at or beyond any of the given bands (fractions of NAV;
+        tracking error in risk-model units): the accounts worth a detailed evaluation."""
+        mask = np.zeros(self.active.shape[0], dtype=bool)
+        if max_abs is not None:
+            mask |= self.max_abs >= max_abs
+        if turnover is not None:
+            mask |= self.turnover >= turnover
+        if tracking_error is not None and self.tracking_error is not None:
+            mask |= self.tracking_error >= tracking_error
+        return mask
+
     def relative(self, targets: FloatArray) -> FloatArray:
         """Relative drift ``active / targets`` (NaN where the target is 0)."""
         T = np.broadcast_to(targets, self.active.shape)

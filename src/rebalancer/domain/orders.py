@@ -389,6 +389,19 @@ def route_report(orders: Mapping[str, Order], report: ExecutionReport) -> Report
     return apply_report(order, report)
 
 
+def implementation_shortfall_bps(order: Order) -> float | None:
+    """Cost of the fills against the arrival price, in basis points (positive = worse).
+
+    ``(avg_fill - arrival) / arrival * 10_000`` for buys, the negative for sells; ``None``
+    without fills or an arrival price. The fill rate is ``filled_quantity / quantity``.
+    """
+    if order.avg_fill_price is None or not order.arrival_price:
+        return None
+    sign = 1 if order.side == Side.BUY else -1
+    diff = (order.avg_fill_price - order.arrival_price) / order.arrival_price
+    return float(sign * diff * 10_000)
+
+
 # --------------------------------------------------------------------------- generation
 @dataclass(frozen=True, slots=True)
 class Trade:

@@ -108,6 +108,8 @@ def test_first_business_day_and_modified_following() -> None:
     # weekly on Friday, Good Friday is a holiday -> Thursday (stays in the week)
     w = latest_due(Schedule("w", Frequency.WEEKLY, anchor=4, calendar=CAL), ny(2024, 3, 31))
     assert w is not None and w.fire_at.date() == date(2024, 3, 28) and w.period_key == "W:2024-W13"
+    last = latest_due(Schedule("w", Frequency.WEEKLY, calendar=CAL), ny(2024, 3, 31))
+    assert last is not None and last.fire_at.date() == date(2024, 3, 28)
 
 
 def test_daily_skips_weekends_and_holidays() -> None:
@@ -158,7 +160,7 @@ def test_one_period_fires_once_when_polled_often() -> None:
 
 def test_bad_schedules() -> None:
     with pytest.raises(InvalidInput) as e:
-        Schedule("w", Frequency.WEEKLY, anchor="last")
+        Schedule("w", Frequency.WEEKLY, anchor=9)
     assert e.value.fields == ["schedule.anchor"]
     with pytest.raises(InvalidInput):
         Schedule("m", Frequency.MONTHLY, anchor=0)

@@ -161,6 +161,8 @@ def test_book_matches_single_account() -> None:
         assert lvl.sum_abs[i] == pytest.approx(r.summaries["sector"].sum_abs)
         for k, g in enumerate(lvl.groups):
             assert lvl.active[i, k] == pytest.approx(r.levels["sector"][g].absolute)
+    mask = book.breached(max_abs=0.2, turnover=10.0)
+    assert mask.tolist() == (book.max_abs >= 0.2).tolist()
     rel = book.relative(T)
     assert rel[0, 0] == pytest.approx(book.active[0, 0] / 0.25)
 

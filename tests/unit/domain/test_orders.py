@@ -298,3 +298,15 @@ def test_block_allocation_sums_exactly(
     for c in children:
         assert D(0) <= alloc[c.order_id] <= c.quantity
     assert alloc == allocate_fill(block, filled, lot)  # deterministic
+
+
+def test_implementation_shortfall() -> None:
+    from rebalancer.domain.orders import implementation_shortfall_bps
+
+    o = make_order()
+    assert implementation_shortfall_bps(o) is None
+    o.arrival_price = D("10")
+    apply_report(o, rep("f", ReportKind.FILL, "100", "10.01"))
+    assert implementation_shortfall_bps(o) == pytest.approx(10.0)
+    o.side = Side.SELL
+    assert implementation_shortfall_bps(o) == pytest.approx(-10.0)
