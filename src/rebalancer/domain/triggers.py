@@ -297,7 +297,7 @@ def evaluate_volatility_regime(
         "short_window": short_window,
         "long_window": long_window,
         "ratio_threshold": ratio_threshold,
-        "observations": int(len(r)),
+        "observations": len(r),
     }
     if len(r) < long_window or short_window < 2:
         return _ev(TriggerKind.VOLATILITY_REGIME, False, "insufficient price history", inputs)
