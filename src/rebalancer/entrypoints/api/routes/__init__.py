@@ -1,0 +1,1 @@
+"""HTTP routes, one module per resource family; each route is a few lines around a handler."""
