@@ -3,31 +3,40 @@
 from __future__ import annotations
 
 from rebalancer.optimizer.data import BIG, ProblemData
+import numpy as np
+
 from rebalancer.optimizer.enums import Reason, Side
 from rebalancer.optimizer.schemas import AnalyzeRequest, LotSale, RiskEffect
-from rebalancer.optimizer.terms.base import Arr, volatility
+from rebalancer.optimizer.terms.base import Arr, sigma_times
 
 _TINY = 1e-9
 
 
-def _worst_stress(data: ProblemData, x: Arr) -> float:
-    if not data.stress_names:
-        return 0.0
-    return float(max(0.0, float((-(data.stress_returns @ x)).max())))
+class RiskEffects:
+    """Risk before and after single-instrument trades, from ``Sigma w`` computed once."""
 
+    def __init__(self, data: ProblemData, before: Arr) -> None:
+        self.data = data
+        self.before = before
+        self.sw = sigma_times(data, before)
+        self.var0 = float(before @ self.sw)
+        self.sii = (data.factor_load**2).sum(axis=1) + data.specific_sd**2
+        self.loss0 = -(data.stress_returns @ before)
 
-def risk_effect(data: ProblemData, before: Arr, dz: Arr) -> RiskEffect:
-    """Volatility, VaR and worst stress loss before and after applying ``dz`` alone."""
-    after = before + dz
-    vb, va = volatility(data, before), volatility(data, after)
-    return RiskEffect(
-        volatility_before=vb,
-        volatility_after=va,
-        var_before=data.z_alpha * vb,
-        var_after=data.z_alpha * va,
-        stress_loss_before=_worst_stress(data, before),
-        stress_loss_after=_worst_stress(data, after),
-    )
+    def of(self, i: int, dz: float) -> RiskEffect:
+        """Effect of changing the weight of instrument ``i`` by ``dz`` (fraction of NAV)."""
+        d = self.data
+        vb = float(np.sqrt(max(self.var0, 0.0)))
+        va = float(np.sqrt(max(self.var0 + 2 * dz * self.sw[i] + dz * dz * self.sii[i], 0.0)))
+        loss1 = self.loss0 - d.stress_returns[:, i] * dz
+        return RiskEffect(
+            volatility_before=vb,
+            volatility_after=va,
+            var_before=d.z_alpha * vb,
+            var_after=d.z_alpha * va,
+            stress_loss_before=float(max(0.0, self.loss0.max())) if d.stress_names else 0.0,
+            stress_loss_after=float(max(0.0, loss1.max())) if d.stress_names else 0.0,
+        )
 
 
 def _risk_limited(data: ProblemData) -> bool:
@@ -71,7 +80,8 @@ def explain_trade(
         parts.append(f"raises cash toward the floor of {data.cash_floor:.2%} of NAV")
     if side is Side.BUY and not data.has_target[i]:
         subs_of = [x.id for x in req.instruments if inst in x.substitutes]
-        sold = [x for x in subs_of if data.groups[data.ids.index(x)] in loss_groups]
+        group_of = dict(zip(data.ids, data.groups, strict=True))
+        sold = [x for x in subs_of if group_of[x] in loss_groups]
         reasons.append(Reason.SUBSTITUTE)
         whom = ", ".join(sold or subs_of)
         parts.append(f"substitutes for {whom} to keep its exposure without a wash sale")
@@ -90,4 +100,4 @@ def explain_trade(
     return reasons, f"{verb} {inst}: " + "; ".join(parts) + "."
 
 
-__all__ = ["explain_trade", "risk_effect"]
+__all__ = ["RiskEffects", "explain_trade"]

@@ -8,6 +8,7 @@ The objective is scaled by :data:`SCALE` (to basis points of NAV) for solver acc
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import cvxpy as cp
@@ -101,7 +102,7 @@ class CompiledProblem:
             self.limits.append(StressLimit(shape, v))
         if self.sector_share is not None:
             self.limits.append(self.sector_share)
-        constraints = list(self.risk.constraints)
+        constraints = v.constraints + self.risk.constraints
         for term in self.limits:
             constraints += term.constraints
         objective = cp.Minimize(SCALE * cp.sum([c.expr for c in self.costs]))
@@ -146,7 +147,9 @@ class CompiledProblem:
                 break
             t0 = time.perf_counter()
             try:
-                self.problem.solve(**_SOLVER_ARGS[name])  # type: ignore[arg-type]
+                with warnings.catch_warnings():  # inaccuracy is recorded in the status instead
+                    warnings.simplefilter("ignore")
+                    self.problem.solve(**_SOLVER_ARGS[name])  # type: ignore[arg-type]
             except (cp.SolverError, ValueError, ArithmeticError) as exc:
                 fallbacks.append((name, f"solver error: {exc}"[:300]))
                 continue

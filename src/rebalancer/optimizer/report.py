@@ -9,7 +9,7 @@ import numpy as np
 from rebalancer.domain.model import CASH
 from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.enums import Decision, Reason, Side, Term
-from rebalancer.optimizer.explain import explain_trade, risk_effect
+from rebalancer.optimizer.explain import RiskEffects, explain_trade
 from rebalancer.optimizer.problem import CompiledProblem, SolveResult
 from rebalancer.optimizer.rounding import Shares
 from rebalancer.optimizer.schemas import (
@@ -164,18 +164,17 @@ def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) 
         for i in range(data.n)
         if (s.lot[i] * (data.lot_basis[i] > data.price[i])).sum() > 0
     }
+    effects = RiskEffects(data, before)
     for i, inst in enumerate(data.ids):
         for side, qty in ((Side.SELL, float(s.lot[i].sum())), (Side.BUY, float(s.buy[i]))):
             if qty <= 0:
                 continue
             lots = _lot_sales(data, i, s.lot[i]) if side is Side.SELL else []
             value = qty * float(data.price[i])
-            dz = np.zeros(data.n)
-            dz[i] = (value if side is Side.BUY else -value) / data.nav
             tax = sum(lot.tax_currency for lot in lots)
             traded = value / data.nav
             cost = float(data.cost[i] * traded + data.impact[i] * traded**1.5) * data.nav
-            effect = risk_effect(data, before, dz)
+            effect = effects.of(i, (value if side is Side.BUY else -value) / data.nav)
             reasons, text = explain_trade(
                 req, data, i, side, before, after, lots, loss_groups, effect
             )

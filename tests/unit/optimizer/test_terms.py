@@ -76,6 +76,7 @@ def test_cvxpy_objective_matches_numpy_on_fixed_trade() -> None:
     t = _trade(data, 0.07, 0.02, 0.06)
     prob.vars.buy.value = t.buy
     prob.vars.lot_sell.value = t.lot_sell
+    prob.vars.sell.value = t.sell
     prob.risk.u.value = prob.risk.load.value.T @ (data.w + t.z - data.target)
     prob.risk.v.value = prob.risk.sd.value * (data.w + t.z - data.target)
     expr_value = sum(float(c.expr.value) for c in prob.costs)

@@ -63,7 +63,8 @@ class Variables:
         self.lot_sell = cp.Variable(
             (shape.n, shape.lots_per_instrument), nonneg=True, name="lot_sell"
         )
-        self.sell = cp.sum(self.lot_sell, axis=1)
+        self.sell = cp.Variable(shape.n, nonneg=True, name="sell")
+        self.constraints: list[cp.Constraint] = [self.sell == cp.sum(self.lot_sell, axis=1)]
         self.z = self.buy - self.sell
         self.traded = self.buy + self.sell
 

@@ -18,6 +18,25 @@ def _worst(checks: list[Check]) -> list[Check]:
     return bad if bad else ([min(checks, key=lambda c: c.slack)] if checks else [])
 
 
+def _vector(
+    name: ConstraintName,
+    fields: tuple[str, ...],
+    subjects: list[str],
+    values: np.ndarray,
+    limits: np.ndarray,
+    lower: bool = False,
+) -> list[Check]:
+    """Per-entity checks without building one object per entity: violators, else the tightest."""
+    if not subjects:
+        return []
+    slack = values - limits if lower else limits - values
+    tol = 1e-9 * np.maximum(1.0, np.abs(limits))
+    idx = np.flatnonzero(slack < -tol)
+    if idx.size == 0:
+        idx = np.array([int(np.argmin(slack))])
+    return [Check(name, fields, subjects[k], float(values[k]), float(limits[k]), lower) for k in idx]
+
+
 class CashFloor(ConstraintTerm):
     """Post-trade cash ``c - sum z >= max(min_cash_weight, (cash + raise_cash) / NAV)``."""
 
@@ -26,7 +45,7 @@ class CashFloor(ConstraintTerm):
     def __init__(self, v: Variables) -> None:
         super().__init__()
         self.room = cp.Parameter(name="cash_room")
-        self.constraints = [cp.sum(v.buy) - cp.sum(v.lot_sell) <= self.room]
+        self.constraints = [cp.sum(v.buy) - cp.sum(v.sell) <= self.room]
 
     def update(self, data: ProblemData) -> None:
         self.room.value = BIG if self.relaxed else data.cash / data.nav - data.cash_floor
@@ -123,13 +142,9 @@ class LotBounds(ConstraintTerm):
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         f = ("policy.no_sell", "portfolio.lots")
-        checks = [
-            Check(self.name, f, lot, float(t.lot_sell[i, j]), float(data.lot_ub[i, j]))
-            for i, row in enumerate(data.lot_ids)
-            for j, lot in enumerate(row)
-            if lot is not None
-        ]
-        return _worst(checks)
+        mask = np.array([[lot is not None for lot in row] for row in data.lot_ids])
+        names = [lot for row in data.lot_ids for lot in row if lot is not None]
+        return _vector(self.name, f, names, t.lot_sell[mask], data.lot_ub[mask])
 
 
 class LongOnly(ConstraintTerm):
@@ -166,14 +181,11 @@ class WashSale(ConstraintTerm):
     ) -> dict[str, tuple[float, float]]:
         """Groups both sold at a loss and bought: group -> (loss weight sold, weight bought)."""
         loss = data.lot_basis > data.price[:, None]
-        loss_sold = (t.lot_sell * loss).sum(axis=1)
-        out: dict[str, tuple[float, float]] = {}
-        for g in set(data.groups):
-            members = [n for n, gg in enumerate(data.groups) if gg == g]
-            sold, bought = float(loss_sold[members].sum()), float(t.buy[members].sum())
-            if sold > tol and bought > tol:
-                out[g] = (sold, bought)
-        return out
+        uniq, inv = np.unique(np.asarray(data.groups), return_inverse=True)
+        sold = np.bincount(inv, weights=(t.lot_sell * loss).sum(axis=1), minlength=uniq.size)
+        bought = np.bincount(inv, weights=t.buy, minlength=uniq.size)
+        hit = np.flatnonzero((sold > tol) & (bought > tol))
+        return {str(uniq[g]): (float(sold[g]), float(bought[g])) for g in hit}
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         f = ("policy.wash_sale_days", "recent_buys")
