@@ -1,7 +1,5 @@
 """Per-request context handed to routes: the runtime and the authenticated principal."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
