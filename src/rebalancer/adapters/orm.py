@@ -286,6 +286,8 @@ orders = sa.Table(
     sa.Column("estimated_cost_bps", sa.Float),
     sa.Column("reason", sa.Text),
     sa.Column("sequence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("wave", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", pg.JSONB, nullable=False, server_default="{}"),
     sa.Column("created_at", TS, nullable=False, server_default=_now()),
     sa.Column("updated_at", TS, nullable=False, server_default=_now()),
     sa.UniqueConstraint(

@@ -7,8 +7,9 @@ Delivery rules (see docs/events.md):
   PostgreSQL, never from the broker.
 - A message is acknowledged only after its handler committed. A handler error negatively
   acknowledges it (redelivered after a short delay); after ``max_redeliveries`` attempts, or at
-  once when the message cannot be decoded, it is published to ``<topic>-DLQ`` with the reason in
-  the ``dlq_reason`` property and acknowledged, so the consumer keeps running.
+  once when the message cannot be decoded or a business rule refuses it, it is published to
+  ``<topic>-DLQ`` with the reason in the ``dead_letter_reason`` property and acknowledged, so
+  the consumer keeps running.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from dataclasses import dataclass
 import pulsar
 import structlog
 
-from rebalancer.contracts import Envelope, MalformedEvent, dead_letter_topic, decode
+from rebalancer.contracts import (
+    DEAD_LETTER_REASON_PROPERTY,
+    Envelope,
+    MalformedEvent,
+    dead_letter_topic,
+    decode,
+)
+from rebalancer.domain.errors import RebalancerError
 
 log = structlog.get_logger(__name__)
 
@@ -170,7 +178,9 @@ class ConsumerLoop:
     def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
         topic = dead_letter_topic(_base_topic(msg.topic_name()))
         props = dict(msg.properties())
-        props.update({"dlq_reason": reason[:1000], "original_topic": msg.topic_name()})
+        props.update(
+            {DEAD_LETTER_REASON_PROPERTY: reason[:1000], "original_topic": msg.topic_name()}
+        )
         self.publisher.publish(topic, msg.partition_key() or "", msg.data(), props)
         self.consumer.acknowledge(msg)
         self.stats.dead_lettered += 1
@@ -191,6 +201,9 @@ class ConsumerLoop:
             self.handler(envelope)
         except MalformedEvent as exc:  # payload-level validation inside the handler
             self._dead_letter(msg, f"malformed: {exc.reason}")
+            return True
+        except RebalancerError as exc:  # a business rule refuses it: retrying cannot help
+            self._dead_letter(msg, f"unprocessable: {exc.code}: {exc.detail}")
             return True
         except Exception as exc:
             self.stats.failed += 1

@@ -51,7 +51,19 @@ class UnitOfWork:
     def __enter__(self) -> Self:
         self._conn = self.engine.connect()
         self._tx = self._conn.begin()
-        conn, t = self._conn, self.tenant_id
+        self._bind()
+        return self
+
+    def scoped(self, tenant_id: str) -> UnitOfWork:
+        """A view of this same transaction scoped to another tenant (for tenant-wide fan-out,
+        e.g. market data that touches every tenant's accounts). Commit through ``self``."""
+        other = UnitOfWork(self.engine, tenant_id)
+        other._conn, other._tx = self._conn, self._tx
+        other._bind()
+        return other
+
+    def _bind(self) -> None:
+        conn, t = self.conn, self.tenant_id
         self.tenants = TenantRepository(conn)
         self.instruments = InstrumentRepository(conn)
         self.models = ModelRepository(conn, t)
@@ -62,7 +74,6 @@ class UnitOfWork:
         self.processed = ProcessedEvents(conn)
         self.idempotency = IdempotencyStore(conn, t)
         self.audit = AuditLog(conn, t)
-        return self
 
     @property
     def conn(self) -> sa.Connection:
@@ -75,8 +86,10 @@ class UnitOfWork:
             self.outbox.add(e)
 
     def commit(self) -> None:
-        assert self._tx is not None
-        self._tx.commit()
+        """Commit the transaction (a second call is a no-op)."""
+        assert self._tx is not None, "use the unit of work in a with block"
+        if self._tx.is_active:
+            self._tx.commit()
 
     def rollback(self) -> None:
         if self._tx is not None and self._tx.is_active:

@@ -32,6 +32,7 @@ class AccountRepository:
         """Insert a new account with its sleeves, lots and cash."""
         if self.exists(account.id):
             raise Conflict(f"account {account.id!r} already exists; use PUT to replace it", ["id"])
+        self._ensure_household(account.household_id)
         self.conn.execute(
             sa.insert(orm.accounts).values(
                 id=account.id,
@@ -46,6 +47,7 @@ class AccountRepository:
     def replace(self, account: Account) -> None:
         """Replace sleeves, lots and cash of an existing account (a full state update)."""
         self.get(account.id, lock=True)
+        self._ensure_household(account.household_id)
         self.conn.execute(
             sa.update(orm.accounts)
             .where(orm.accounts.c.id == account.id)
@@ -60,6 +62,24 @@ class AccountRepository:
         for table in (orm.sleeves, orm.tax_lots, orm.cash_balances):
             self.conn.execute(sa.delete(table).where(table.c.account_id == account.id))
         self._write_children(account)
+
+    def _ensure_household(self, household_id: str | None) -> None:
+        if household_id is None:
+            return
+        row = self.conn.execute(
+            insert(orm.households)
+            .values(id=household_id, tenant_id=self.tenant_id)
+            .on_conflict_do_nothing()
+            .returning(orm.households.c.id)
+        ).first()
+        if row is None:
+            owner = self.conn.execute(
+                sa.select(orm.households.c.tenant_id).where(orm.households.c.id == household_id)
+            ).scalar()
+            if owner != self.tenant_id:
+                raise Conflict(
+                    f"household {household_id!r} belongs to another tenant", ["household_id"]
+                )
 
     def _write_children(self, account: Account) -> None:
         if account.sleeves:

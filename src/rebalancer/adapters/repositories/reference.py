@@ -29,6 +29,11 @@ class TenantRepository:
             .on_conflict_do_nothing()
         )
 
+    def list(self) -> list[str]:
+        """Ids of every tenant."""
+        q = sa.select(orm.tenants.c.id).order_by(orm.tenants.c.id)
+        return list(self.conn.execute(q).scalars())
+
 
 def _instrument(row: sa.Row[Any]) -> Instrument:
     return Instrument(

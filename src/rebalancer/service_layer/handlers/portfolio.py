@@ -12,8 +12,13 @@ from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 
 def upsert_instrument(uow: UnitOfWork, inst: Instrument, name: str = "") -> Instrument:
-    """Create or update one instrument of the security master."""
-    uow.instruments.get_many(inst.substitutes, field="substitutes")
+    """Create or update one instrument of the security master.
+
+    Substitutes may name instruments not created yet (pairs reference each other); unknown
+    substitutes are ignored by the optimizer until they exist and have a price.
+    """
+    if inst.id in inst.substitutes:
+        raise InvalidInput(f"{inst.id} cannot be its own substitute", ["substitutes"])
     uow.instruments.upsert(inst, name)
     uow.commit()
     return inst

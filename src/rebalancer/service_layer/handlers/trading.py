@@ -31,7 +31,7 @@ from rebalancer.domain.orders import (
     mark_sent,
     request_cancel,
 )
-from rebalancer.domain.rebalance import rebalance_status_from_orders
+from rebalancer.domain.rebalance import RebalanceStatus, status_from_orders
 from rebalancer.service_layer.handlers.recommending import _status_event
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
@@ -226,17 +226,7 @@ def _after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
             if o.wave == 1 and o.status == OrderStatus.NEW:
                 _send(uow, o)
     reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
-    settled = {s.report_id for s in uow.rebalancing.settlements(rec.account_id)}
-    fills = [
-        e.report_id
-        for e in uow.rebalancing.executions(uuid.UUID(o.order_id) for o in orders)
-        if e.kind in ("fill", "partial_fill") and e.outcome == "applied"
-    ]
-    status = str(
-        rebalance_status_from_orders(
-            [o.status for o in orders], all_fills_settled=all(f in settled for f in fills)
-        )
-    )
+    status = str(_rebalance_status(uow, rec.account_id, orders))
     if status != reb.status:
         uow.rebalancing.set_rebalance_status(reb.id, status)
         uow.publish(
@@ -244,6 +234,27 @@ def _after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
                 uow, StatusEntity.REBALANCE, str(reb.id), rec.account_id, status, reb.status
             )
         )
+
+
+def _rebalance_status(uow: UnitOfWork, account_id: str, orders: list[Order]) -> str:
+    """The orders' status, held at ``trading`` until every fill has a settlement outcome.
+
+    A failed settlement caps the result at ``partially_complete`` (its alert is raised).
+    """
+    derived = status_from_orders(orders)
+    if not derived.terminal or derived == RebalanceStatus.NO_TRADE:
+        return str(derived)
+    outcome = {s.report_id: s.status for s in uow.rebalancing.settlements(account_id)}
+    fills = [
+        e.report_id
+        for e in uow.rebalancing.executions(uuid.UUID(o.order_id) for o in orders)
+        if e.kind in ("fill", "partial_fill") and e.outcome in ("applied", "ignored_late")
+    ]
+    if any(f not in outcome for f in fills):
+        return str(RebalanceStatus.TRADING)
+    if derived == RebalanceStatus.COMPLETE and any(outcome[f] == "failed" for f in fills):
+        return str(RebalanceStatus.PARTIALLY_COMPLETE)
+    return str(derived)
 
 
 def cancel_order(uow: UnitOfWork, order_id: uuid.UUID, actor: str, reason: str) -> dict[str, Any]:

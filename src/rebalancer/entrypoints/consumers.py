@@ -1,0 +1,172 @@
+"""Pulsar consumers of the service: one handler per inbound event type.
+
+Every event is handled inside one unit of work that first records ``(consumer, event_id)`` in
+``processed_events``; a redelivered or republished event finds its id there and does nothing,
+so each event has its effect exactly once even though delivery is at-least-once.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+
+from rebalancer.adapters.outbox_relay import OutboxRelay
+from rebalancer.adapters.pulsar_bus import ConsumerLoop
+from rebalancer.bootstrap import Runtime
+from rebalancer.contracts import (
+    TOPICS,
+    Envelope,
+    EventType,
+    ExecutionReportV1,
+    MarketDataV1,
+    ModelChangedV1,
+    PortfolioStateUpdatedV1,
+    RebalanceTriggeredV1,
+    SettlementConfirmedV1,
+    parse_payload,
+)
+from rebalancer.domain.errors import NotFound
+from rebalancer.domain.model import ModelPortfolio
+from rebalancer.service_layer.handlers import monitoring, portfolio, recommending, settling, trading
+from rebalancer.service_layer.unit_of_work import UnitOfWork, with_retries
+
+log = structlog.get_logger(__name__)
+
+EVENTS = Counter("rebalancer_events_handled_total", "Inbound events handled", ["type", "result"])
+
+SERVICE_CONSUMER = "service"
+"""Name under which the service records processed event ids."""
+
+SERVICE_TYPES = (
+    EventType.MARKET_DATA,
+    EventType.PORTFOLIO_STATE_UPDATED,
+    EventType.MODEL_CHANGED,
+    EventType.EXECUTION_REPORT,
+    EventType.SETTLEMENT_CONFIRMED,
+    EventType.REBALANCE_TRIGGERED,
+)
+"""Event types the service consumes (``rebalance_triggered`` is its own, fanned out to
+workers through Pulsar so that recommendations are computed by any worker process)."""
+
+
+def _on_market_data(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
+    assert isinstance(p, MarketDataV1)
+    monitoring.on_market_data(uow, p)
+
+
+def _on_portfolio_state(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
+    assert isinstance(p, PortfolioStateUpdatedV1)
+    portfolio.apply_portfolio_state(uow, p)
+
+
+def _on_model_changed(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
+    assert isinstance(p, ModelChangedV1)
+    try:
+        current: ModelPortfolio | None = uow.models.get(p.model_id).model
+    except NotFound:  # a model we have not seen yet
+        current = None
+    if current is not None and current.version >= p.version:
+        uow.commit()  # our own announcement or an old version: nothing to do
+        return
+    portfolio.save_model(uow, ModelPortfolio(p.model_id, p.version, p.targets, p.cash_target))
+
+
+def _on_execution_report(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
+    assert isinstance(p, ExecutionReportV1)
+    trading.apply_execution_report(uow, p)
+
+
+def _on_settlement(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
+    assert isinstance(p, SettlementConfirmedV1)
+    settling.apply_settlement_confirmation(uow, p)
+
+
+def _on_rebalance_triggered(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
+    assert isinstance(p, RebalanceTriggeredV1)
+    recommending.recommend(uow, rt.optimizer, uuid.UUID(p.rebalance_id))
+
+
+HANDLERS: dict[EventType, Callable[[Runtime, UnitOfWork, Any], None]] = {
+    EventType.MARKET_DATA: _on_market_data,
+    EventType.PORTFOLIO_STATE_UPDATED: _on_portfolio_state,
+    EventType.MODEL_CHANGED: _on_model_changed,
+    EventType.EXECUTION_REPORT: _on_execution_report,
+    EventType.SETTLEMENT_CONFIRMED: _on_settlement,
+    EventType.REBALANCE_TRIGGERED: _on_rebalance_triggered,
+}
+
+
+def handle_event(rt: Runtime, env: Envelope) -> None:
+    """Handle one inbound event exactly once (idempotent by ``event_id``)."""
+    payload = parse_payload(env)  # MalformedEvent -> dead letter
+
+    def attempt() -> None:
+        with UnitOfWork(rt.engine, env.tenant_id) as uow:
+            if not uow.processed.first_time(SERVICE_CONSUMER, env.event_id):
+                EVENTS.labels(str(env.type), "duplicate").inc()
+                return
+            HANDLERS[env.type](rt, uow, payload)
+            uow.commit()  # no-op if the handler committed; commits the processed mark otherwise
+
+    try:
+        with_retries(attempt)
+    except Exception:
+        EVENTS.labels(str(env.type), "error").inc()
+        raise
+    EVENTS.labels(str(env.type), "ok").inc()
+
+
+class Worker:
+    """Consumer threads (and optionally the outbox relay) of one worker process.
+
+    Parameters
+    ----------
+    rt
+        The process runtime.
+    threads
+        Consumer loops on the Shared subscription (each processes one event at a time).
+    with_relay
+        Also run the outbox relay in this process.
+    """
+
+    def __init__(self, rt: Runtime, threads: int = 2, with_relay: bool = True) -> None:
+        self.rt = rt
+        topics = sorted({TOPICS[t] for t in SERVICE_TYPES})
+        self.loops = [
+            ConsumerLoop(
+                rt.client,
+                rt.publisher,
+                topics,
+                rt.settings.subscription,
+                lambda env: handle_event(rt, env),
+                max_redeliveries=rt.settings.consumer_max_redeliveries,
+                name=f"service-{i}",
+            )
+            for i in range(threads)
+        ]
+        self.relay = OutboxRelay(rt.engine, rt.publisher, rt.settings.outbox_batch_size)
+        self.with_relay = with_relay
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        stop = self.rt.stop_event
+        targets: list[tuple[str, Callable[[], None]]] = [
+            (loop.name, lambda lp=loop: lp.run(stop))
+            for loop in self.loops  # type: ignore[misc]
+        ]
+        if self.with_relay:
+            targets.append(("relay", lambda: self.relay.run(stop)))
+        for name, fn in targets:
+            t = threading.Thread(target=fn, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("worker.started", consumers=len(self.loops), relay=self.with_relay)
+
+    def join(self, timeout_s: float = 15.0) -> None:
+        for t in self._threads:
+            t.join(timeout_s)
