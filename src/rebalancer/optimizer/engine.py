@@ -29,6 +29,7 @@ from rebalancer.optimizer.validation import check_request
 
 DEFAULT_CHAIN = (SolverName.CLARABEL, SolverName.SCS, SolverName.HEURISTIC)
 _WASH_TOL = 1e-7
+_MAX_ROUNDS = 5
 _RISK_TERMS = (TrackingErrorLimit, VarLimit, StressLimit, SectorRiskShare)
 _OBJ_RTOL, _OBJ_ATOL = 1e-3, 1e-7
 
@@ -185,54 +186,39 @@ class Recommender:
         prob.update(data)
         res = prob.solve(data, self.solvers)
         solves = 1
-        for _ in range(6):
+        for rounds in range(_MAX_ROUNDS):
             if res.trade is None:
                 break
             changed = False
             conflicts = prob.wash.conflicts(data, res.trade, _WASH_TOL)
             if conflicts:
-                res, k = self._settle_wash(prob, data, set(conflicts))
-                solves += k
+                self._settle_wash(data, conflicts, last=rounds == _MAX_ROUNDS - 2)
                 changed = True
-            if res.trade is not None and prob.sector_share is not None:
+            if prob.sector_share is not None:
                 shares = sector_shares(data, data.w + res.trade.z)
                 if (shares > data.budget_share + 1e-7).any():
                     prob.sector_share.linearize(data, data.w + res.trade.z)
                     changed = True
             if not changed:
                 break
+            prob.update(data)
             res = prob.solve(data, self.solvers)
             solves += 1
         return res, solves
 
+    @staticmethod
     def _settle_wash(
-        self, prob: CompiledProblem, data: ProblemData, groups: set[str]
-    ) -> tuple[SolveResult, int]:
-        """Per conflicting group, either forbid its buys or its loss sales (the cheaper)."""
-        members = np.array([g in groups for g in data.groups])
-        loss = (data.lot_basis > data.price[:, None]) & members[:, None]
-        buy_ub, lot_ub = data.buy_ub.copy(), data.lot_ub.copy()
-        best: tuple[float, np.ndarray, np.ndarray, SolveResult] | None = None
-        for option in ("no_buys", "no_loss_sales"):
-            data.buy_ub[:], data.lot_ub[:] = buy_ub, lot_ub
-            if option == "no_buys":
-                data.buy_ub[members] = 0.0
+        data: ProblemData, conflicts: dict[str, tuple[float, float]], last: bool
+    ) -> None:
+        """Per conflicting group keep the larger side: forbid its loss sales when it buys more
+        than it sells at a loss, else its buys (on the last round, always the loss sales)."""
+        loss = data.lot_basis > data.price[:, None]
+        for group, (sold, bought) in conflicts.items():
+            members = np.array([g == group for g in data.groups])
+            if bought >= sold or last:
+                data.lot_ub[members[:, None] & loss] = 0.0
             else:
-                data.lot_ub[loss] = 0.0
-            prob.update(data)
-            res = prob.solve(data, self.solvers)
-            if res.trade is not None:
-                f = prob.objective(data, res.trade)
-                if best is None or f < best[0]:
-                    best = (f, data.buy_ub.copy(), data.lot_ub.copy(), res)
-        if best is None:
-            data.buy_ub[:] = buy_ub
-            data.lot_ub[:] = np.where(loss, 0.0, lot_ub)
-            prob.update(data)
-            return prob.solve(data, self.solvers), 3
-        data.buy_ub[:], data.lot_ub[:] = best[1], best[2]
-        prob.update(data)
-        return best[3], 2
+                data.buy_ub[members] = 0.0
 
     def _check_objective(
         self, prob: CompiledProblem, data: ProblemData, t: TradeVec, theirs: float | None
