@@ -137,10 +137,24 @@ def run(n: int, reps: int, naive_reps: int) -> list[list[object]]:
         naive.append(time.perf_counter() - t)
     lots = n * 4
     return [
-        [n, lots, "compiled: analyze end to end", len(full), pct(full, 50), pct(full, 99),
-         f"{np.mean(solves):.1f} solves/request; first call compiled in {compile_s:.1f} s"],
-        [n, lots, "compiled: one solve (update + Clarabel)", len(single), pct(single, 50),
-         pct(single, 99), ""],
+        [
+            n,
+            lots,
+            "compiled: analyze end to end",
+            len(full),
+            pct(full, 50),
+            pct(full, 99),
+            f"{np.mean(solves):.1f} solves/request; first call compiled in {compile_s:.1f} s",
+        ],
+        [
+            n,
+            lots,
+            "compiled: one solve (update + Clarabel)",
+            len(single),
+            pct(single, 50),
+            pct(single, 99),
+            "",
+        ],
         [n, lots, "naive: rebuild + one solve", len(naive), pct(naive, 50), pct(naive, 99), ""],
     ]
 

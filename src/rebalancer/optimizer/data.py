@@ -20,7 +20,7 @@ from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
 
 Arr = NDArray[np.float64]
 BIG = 10.0
-"""Stand-in limit (fraction of NAV) for a constraint the policy leaves open; trades never reach it."""
+"""Stand-in limit (fraction of NAV) for a limit the policy leaves open; never reached."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,8 @@ def _cash_message(data: ProblemData, names: list[ConstraintName]) -> tuple[str, 
     if _C.TURNOVER in names:
         fields.append("policy.max_turnover")
         parts.append(
-            f"policy.max_turnover {data.turnover_limit:.2f} allows {_money(data.turnover_limit * data.nav)}"
+            f"policy.max_turnover {data.turnover_limit:.2f} allows "
+            f"{_money(data.turnover_limit * data.nav)}"
         )
     if _C.ADV_CAP in names:
         fields.append("policy.max_adv_fraction")
@@ -74,10 +75,10 @@ def infeasible_error(
         if term.name in names:
             now[term.name] = term.check(data, zero)
     texts: list[str] = []
-    fields: list[str] = []
+    named: list[str] = []
     for name in names:
         for c in now.get(name, []):
-            fields += [f for f in c.fields if f not in fields]
+            named += [f for f in c.fields if f not in named]
             subj = f" ({c.subject})" if c.subject else ""
             rel = ">=" if c.lower else "<="
             texts.append(

@@ -117,7 +117,8 @@ class Recommender:
         if bad:
             c = bad[0]
             raise ValidationFailed(
-                f"the rounded answer breaks {c.name.value}{' of ' + c.subject if c.subject else ''}: "
+                f"the rounded answer breaks {c.name.value}"
+                f"{' of ' + c.subject if c.subject else ''}: "
                 f"value {c.value:.6g}, limit {c.limit:.6g}",
                 list(c.fields),
             )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from rebalancer.optimizer.data import BIG, ProblemData
 import numpy as np
 
+from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.enums import Reason, Side
 from rebalancer.optimizer.schemas import AnalyzeRequest, LotSale, RiskEffect
 from rebalancer.optimizer.terms.base import Arr, sigma_times
@@ -67,7 +67,8 @@ def explain_trade(
     if gap_a < gap_b - _TINY:
         reasons.append(Reason.DRIFT_REMOVED)
         parts.append(
-            f"moves {inst} from {before[i]:.2%} to {after[i]:.2%} of NAV (target {data.target[i]:.2%})"
+            f"moves {inst} from {before[i]:.2%} to {after[i]:.2%} of NAV "
+            f"(target {data.target[i]:.2%})"
         )
     losses = sum(lot.realized_gain for lot in lots if lot.realized_gain < 0)
     if losses < 0:

@@ -16,6 +16,7 @@ import numpy as np
 
 from rebalancer.optimizer.data import ProblemData, Shape
 from rebalancer.optimizer.enums import SolverName, SolveStatus
+from rebalancer.optimizer.terms import atoms
 from rebalancer.optimizer.terms.base import Check, ConstraintTerm, CostTerm, TradeVec, Variables
 from rebalancer.optimizer.terms.constraints import (
     AdvCap,
@@ -105,7 +106,7 @@ class CompiledProblem:
         constraints = v.constraints + self.risk.constraints
         for term in self.limits:
             constraints += term.constraints
-        objective = cp.Minimize(SCALE * cp.sum([c.expr for c in self.costs]))
+        objective = cp.Minimize(SCALE * atoms.sum_([c.expr for c in self.costs]))
         self.problem = cp.Problem(objective, constraints)
         if not self.problem.is_dpp():  # pragma: no cover - guarded by tests
             raise RuntimeError("optimizer problem is not DPP")
@@ -149,7 +150,7 @@ class CompiledProblem:
             try:
                 with warnings.catch_warnings():  # inaccuracy is recorded in the status instead
                     warnings.simplefilter("ignore")
-                    self.problem.solve(**_SOLVER_ARGS[name])  # type: ignore[arg-type]
+                    self.problem.solve(**_SOLVER_ARGS[name])  # type: ignore[arg-type,no-untyped-call]
             except (cp.SolverError, ValueError, ArithmeticError) as exc:
                 fallbacks.append((name, f"solver error: {exc}"[:300]))
                 continue

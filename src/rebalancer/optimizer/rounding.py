@@ -37,13 +37,14 @@ class Shares:
 
 
 def _sellable(data: ProblemData) -> Arr:
-    return np.where(data.lot_ub > 0, data.lot_qty, 0.0)
+    out: Arr = np.where(data.lot_ub > 0, data.lot_qty, 0.0)
+    return out
 
 
 def _spread_sell(data: ProblemData, i: int, total: float, wish: Arr) -> Arr:
     """Shares of each lot of instrument ``i`` summing to ``total``, following ``wish``."""
-    cap = _sellable(data)[i]
-    out = np.minimum(np.floor(np.minimum(wish, cap) + 1e-9), cap)
+    cap: Arr = _sellable(data)[i]
+    out: Arr = np.minimum(np.floor(np.minimum(wish, cap) + 1e-9), cap)
     if total >= cap.sum() - 1e-9:
         return cap.copy()
     rest = total - out.sum()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from datetime import timedelta
 
+import pytest
 from opt_factory import AS_OF, diag_cov, inst, lot, request
 
 from rebalancer.domain.errors import InfeasibleRebalance, InvalidInput
@@ -122,7 +122,11 @@ def _wash(recent_days: int, substitutes: bool):
             "covariance": [[0.04, 0.0396], [0.0396, 0.04]],
         },
         recent_buys=[
-            {"instrument": "X", "date": (AS_OF - timedelta(days=recent_days)).isoformat(), "quantity": 5}
+            {
+                "instrument": "X",
+                "date": (AS_OF - timedelta(days=recent_days)).isoformat(),
+                "quantity": 5,
+            }
         ],
         policy={"short_term_rate": 0.4, "long_term_rate": 0.2},
     )

@@ -59,9 +59,13 @@ def _independent_check(req: AnalyzeRequest, out: AnalyzeResponse) -> None:
     lot_size=st.sampled_from([1, 10]),
 )
 def test_no_answer_violates_a_constraint_after_rounding(seed, min_cash, turnover, lot_size) -> None:
-    req = random_request(seed, min_cash_weight=min_cash, max_turnover=turnover, max_adv_fraction=0.05)
+    req = random_request(
+        seed, min_cash_weight=min_cash, max_turnover=turnover, max_adv_fraction=0.05
+    )
     req = req.model_copy(
-        update={"instruments": [i.model_copy(update={"lot_size": lot_size}) for i in req.instruments]}
+        update={
+            "instruments": [i.model_copy(update={"lot_size": lot_size}) for i in req.instruments]
+        }
     )
     try:
         out = REC.analyze(req)
@@ -109,7 +113,6 @@ def plain_objective(req: AnalyzeRequest) -> float:
     p = np.array([i.price for i in req.instruments])
     lots = req.portfolio.lots
     L = len(lots)
-    qty = np.array([lt.quantity for lt in lots])
     nav = req.portfolio.cash + float(sum(lt.quantity * p[ids.index(lt.instrument)] for lt in lots))
     A = np.zeros((n, L))
     tax = np.zeros(L)

@@ -125,7 +125,7 @@ def prob_chain():
 
 
 def test_problem_is_dpp_and_parameters_are_declared_once() -> None:
-    data, prob = _setup()
+    _, prob = _setup()
     assert prob.problem.is_dpp()
     names = [p.name() for p in prob.problem.parameters()]
     assert len(names) == len(set(names))

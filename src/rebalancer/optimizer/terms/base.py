@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from rebalancer.optimizer.data import BIG, ProblemData, Shape
 from rebalancer.optimizer.enums import ConstraintName
+from rebalancer.optimizer.terms import atoms
 
 Arr = NDArray[np.float64]
 
@@ -64,7 +65,7 @@ class Variables:
             (shape.n, shape.lots_per_instrument), nonneg=True, name="lot_sell"
         )
         self.sell = cp.Variable(shape.n, nonneg=True, name="sell")
-        self.constraints: list[cp.Constraint] = [self.sell == cp.sum(self.lot_sell, axis=1)]
+        self.constraints: list[cp.Constraint] = [self.sell == atoms.sum_(self.lot_sell, axis=1)]
         self.z = self.buy - self.sell
         self.traded = self.buy + self.sell
 

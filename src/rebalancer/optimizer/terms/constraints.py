@@ -7,6 +7,7 @@ import numpy as np
 
 from rebalancer.optimizer.data import BIG, ProblemData, Shape
 from rebalancer.optimizer.enums import ConstraintName
+from rebalancer.optimizer.terms import atoms
 from rebalancer.optimizer.terms.base import Check, ConstraintTerm, TradeVec, Variables
 
 _EPS = 1e-12
@@ -34,7 +35,9 @@ def _vector(
     idx = np.flatnonzero(slack < -tol)
     if idx.size == 0:
         idx = np.array([int(np.argmin(slack))])
-    return [Check(name, fields, subjects[k], float(values[k]), float(limits[k]), lower) for k in idx]
+    return [
+        Check(name, fields, subjects[k], float(values[k]), float(limits[k]), lower) for k in idx
+    ]
 
 
 class CashFloor(ConstraintTerm):
@@ -45,7 +48,7 @@ class CashFloor(ConstraintTerm):
     def __init__(self, v: Variables) -> None:
         super().__init__()
         self.room = cp.Parameter(name="cash_room")
-        self.constraints = [cp.sum(v.buy) - cp.sum(v.sell) <= self.room]
+        self.constraints = [atoms.sum_(v.buy) - atoms.sum_(v.sell) <= self.room]
 
     def update(self, data: ProblemData) -> None:
         self.room.value = BIG if self.relaxed else data.cash / data.nav - data.cash_floor
@@ -65,7 +68,7 @@ class Turnover(ConstraintTerm):
     def __init__(self, v: Variables) -> None:
         super().__init__()
         self.cap = cp.Parameter(nonneg=True, name="turnover_cap")
-        self.constraints = [cp.sum(v.traded) <= self.cap]
+        self.constraints = [atoms.sum_(v.traded) <= self.cap]
 
     def update(self, data: ProblemData) -> None:
         self.cap.value = self.limit(data.turnover_limit)

@@ -6,6 +6,7 @@ import cvxpy as cp
 import numpy as np
 
 from rebalancer.optimizer.data import ProblemData, Shape
+from rebalancer.optimizer.terms import atoms
 from rebalancer.optimizer.terms.base import CostTerm, TradeVec, Variables, sigma_times
 
 
@@ -25,7 +26,7 @@ class ActiveRisk:
         self.v = cp.Variable(shape.n, name="active_specific")
         self.constraints: list[cp.Constraint] = [
             self.u == self.load.T @ v.z + self.u0,
-            self.v == cp.multiply(self.sd, v.z) + self.v0,
+            self.v == atoms.multiply(self.sd, v.z) + self.v0,
         ]
 
     def update(self, data: ProblemData) -> None:
@@ -43,7 +44,9 @@ class TrackingTerm(CostTerm):
 
     def __init__(self, risk: ActiveRisk) -> None:
         self.gamma = cp.Parameter(nonneg=True, name="gamma")
-        self._expr = self.gamma * (cp.sum_squares(risk.u) + cp.sum_squares(risk.v))
+        self._expr: cp.Expression = self.gamma * (
+            atoms.sum_squares(risk.u) + atoms.sum_squares(risk.v)
+        )
 
     @property
     def expr(self) -> cp.Expression:
@@ -64,7 +67,7 @@ class SpreadFeesTerm(CostTerm):
 
     def __init__(self, shape: Shape, v: Variables) -> None:
         self.rate = cp.Parameter(shape.n, nonneg=True, name="spread_fee_rate")
-        self._expr = self.rate @ v.traded
+        self._expr: cp.Expression = self.rate @ v.traded
 
     @property
     def expr(self) -> cp.Expression:
@@ -84,7 +87,7 @@ class ImpactTerm(CostTerm):
 
     def __init__(self, shape: Shape, v: Variables) -> None:
         self.coef = cp.Parameter(shape.n, nonneg=True, name="impact_coef")
-        self._expr = cp.sum(cp.multiply(self.coef, cp.power(v.traded, 1.5)))
+        self._expr = atoms.sum_(atoms.multiply(self.coef, atoms.power(v.traded, 1.5)))
 
     @property
     def expr(self) -> cp.Expression:
@@ -104,7 +107,7 @@ class TaxTerm(CostTerm):
 
     def __init__(self, shape: Shape, v: Variables) -> None:
         self.rate = cp.Parameter((shape.n, shape.lots_per_instrument), name="lot_tax_rate")
-        self._expr = cp.sum(cp.multiply(self.rate, v.lot_sell))
+        self._expr = atoms.sum_(atoms.multiply(self.rate, v.lot_sell))
 
     @property
     def expr(self) -> cp.Expression:

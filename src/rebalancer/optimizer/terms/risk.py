@@ -7,6 +7,7 @@ import numpy as np
 
 from rebalancer.optimizer.data import BIG, ProblemData, Shape
 from rebalancer.optimizer.enums import ConstraintName
+from rebalancer.optimizer.terms import atoms
 from rebalancer.optimizer.terms.base import (
     Arr,
     Check,
@@ -27,7 +28,7 @@ class TrackingErrorLimit(ConstraintTerm):
     def __init__(self, risk: ActiveRisk) -> None:
         super().__init__()
         self.cap = cp.Parameter(nonneg=True, name="te_cap")
-        self.constraints = [cp.norm(cp.hstack([risk.u, risk.v]), 2) <= self.cap]
+        self.constraints = [atoms.norm(atoms.hstack([risk.u, risk.v]), 2) <= self.cap]
 
     def fields(self, data: ProblemData) -> list[str]:
         return ["policy.max_tracking_error"]
@@ -50,8 +51,8 @@ class VarLimit(ConstraintTerm):
         self.cap = cp.Parameter(nonneg=True, name="var_cap_over_z")
         self.uw = cp.Parameter(shape.factors, name="target_factor")
         self.vw = cp.Parameter(shape.n, name="target_specific")
-        total = cp.hstack([risk.u + self.uw, risk.v + self.vw])
-        self.constraints = [cp.norm(total, 2) <= self.cap]
+        total = atoms.hstack([risk.u + self.uw, risk.v + self.vw])
+        self.constraints = [atoms.norm(total, 2) <= self.cap]
 
     def fields(self, data: ProblemData) -> list[str]:
         return ["policy.max_var", "policy.var_confidence"]
