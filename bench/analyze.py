@@ -1,6 +1,7 @@
 """Benchmark ``analyze``: compiled (cp.Parameter, compile once per shape) vs naive rebuild.
 
-Run: ``.venv/bin/python bench/analyze.py [--reps N]``. Writes the "analyze" section of
+Run from the repo root: ``.venv/bin/python -m bench.analyze [--reps N] [--naive-reps N]``.
+Writes the "analyze" section of
 docs/benchmarks.md. Each request of a size has the same shape (n instruments, 4 lots each,
 10 factors) but new numbers, as a worker serving many accounts would see.
 """
