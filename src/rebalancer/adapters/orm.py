@@ -288,6 +288,10 @@ orders = sa.Table(
     sa.Column("sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Column("wave", sa.Integer, nullable=False, server_default="0"),
     sa.Column("state", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("block_id", pg.UUID(as_uuid=True), index=True),
+    sa.Column("requested_quantity", SHARES),
+    sa.Column("sent_at", TS),
+    sa.Column("send_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", TS, nullable=False, server_default=_now()),
     sa.Column("updated_at", TS, nullable=False, server_default=_now()),
     sa.UniqueConstraint(
@@ -298,6 +302,43 @@ orders = sa.Table(
     ),
     sa.CheckConstraint("quantity > 0", name="quantity_positive"),
     sa.CheckConstraint("filled_quantity <= quantity", name="filled_le_quantity"),
+)
+
+block_orders = sa.Table(
+    "block_orders",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False, index=True),
+    sa.Column("instrument", sa.Text, sa.ForeignKey("instruments.id"), nullable=False),
+    sa.Column("side", sa.Text, nullable=False),
+    sa.Column("quantity", SHARES, nullable=False),
+    sa.Column("filled_quantity", SHARES, nullable=False, server_default="0"),
+    sa.Column("avg_fill_price", MONEY),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("limit_price", MONEY),
+    sa.Column("time_in_force", sa.Text, nullable=False, server_default="day"),
+    sa.Column("arrival_price", MONEY),
+    sa.Column("children", pg.JSONB, nullable=False, server_default="[]"),
+    sa.Column("allocated", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("state", pg.JSONB, nullable=False, server_default="{}"),
+    sa.Column("reason", sa.Text),
+    sa.Column("sent_at", TS),
+    sa.Column("send_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", TS, nullable=False, server_default=_now()),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+    sa.CheckConstraint("quantity > 0", name="quantity_positive"),
+    sa.CheckConstraint("filled_quantity <= quantity", name="filled_le_quantity"),
+)
+
+cost_estimates = sa.Table(
+    "cost_estimates",
+    metadata,
+    sa.Column("tenant_id", sa.Text, primary_key=True),
+    sa.Column("instrument", sa.Text, primary_key=True),
+    sa.Column("half_spread_bps", sa.Float, nullable=False),
+    sa.Column("observations", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_observed_bps", sa.Float),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now()),
 )
 
 executions = sa.Table(
@@ -396,7 +437,16 @@ outbox = sa.Table(
     sa.Column("created_at", TS, nullable=False, server_default=_now()),
     sa.Column("published_at", TS),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # Id of the inserting transaction: the status stream reads rows in (txid, id) order below
+    # the oldest running transaction, so it never skips a row committed late.
+    sa.Column(
+        "txid",
+        sa.BigInteger,
+        nullable=False,
+        server_default=sa.text("(pg_current_xact_id()::text)::bigint"),
+    ),
     sa.Index("ix_outbox_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
+    sa.Index("ix_outbox_type_txid", "type", "txid", "id"),
 )
 
 processed_events = sa.Table(
