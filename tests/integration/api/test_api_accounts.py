@@ -48,6 +48,32 @@ def test_account_crud(client: TestClient) -> None:
     assert dup.status_code == 409 and aid in dup.json()["detail"]
 
 
+def test_admin_actions_are_audited(client: TestClient, engine: Any) -> None:
+    import sqlalchemy as sa
+
+    from rebalancer.adapters import orm
+
+    aid, mid, insts = make_account(client)
+    ok(client.put(f"/v1/accounts/{aid}", json=account_body(mid, insts), headers=ADMIN))
+    t = orm.audit_log
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.actor, t.c.action, t.c.entity_id, t.c.tenant_id)
+            .where(t.c.entity_id.in_([aid, mid, *insts]))
+            .order_by(t.c.id)
+        ).all()
+    actions = [(r.action, r.entity_id) for r in rows]
+    assert actions == [
+        ("upsert", insts[0]),
+        ("upsert", insts[1]),
+        ("create", mid),
+        ("create", aid),
+        ("replace", aid),
+    ]
+    assert {r.tenant_id for r in rows} == {"tenant-a"}
+    assert all(r.actor.startswith("api-key:") and "test-admin-key" not in r.actor for r in rows)
+
+
 def test_accounts_are_paged(client: TestClient) -> None:
     insts = make_instruments(client, 1)
     mid = make_model(client, insts)
