@@ -215,11 +215,14 @@ def require(scope: Scope) -> Callable[..., Principal]:
         except ApiError as exc:
             log.info("auth.rejected", reason=exc.detail, route=request.scope.get("path"))
             raise
-        structlog.contextvars.bind_contextvars(
-            tenant=principal.tenant_id, subject=principal.subject, auth_method=principal.method
-        )
+        request.state.principal = principal  # for the access log line
         if scope not in principal.scopes:
-            log.info("auth.forbidden", needed=str(scope))
+            log.info(
+                "auth.forbidden",
+                needed=str(scope),
+                tenant=principal.tenant_id,
+                subject=principal.subject,
+            )
             raise ApiError(
                 403,
                 "forbidden",

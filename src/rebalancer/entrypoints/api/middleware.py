@@ -27,8 +27,8 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram(
     "rebalancer_http_request_duration_seconds",
-    "HTTP request latency (seconds) by method and route template.",
-    ["method", "route"],
+    "HTTP request latency (seconds) by method, route template and status code.",
+    ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
@@ -96,17 +96,18 @@ class RequestContextMiddleware:
             route = route_template(scope)
             status = int(state["status"])
             REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
+            LATENCY.labels(method, route, str(status)).observe(elapsed)
+            principal = scope["state"].get("principal")
             log.info(
                 "http.request",
                 method=method,
                 route=route,
                 status=status,
                 duration_ms=round(elapsed * 1000.0, 2),
+                tenant=getattr(principal, "tenant_id", None),
+                subject=getattr(principal, "subject", None),
             )
-            structlog.contextvars.unbind_contextvars(
-                "request_id", "tenant", "subject", "auth_method"
-            )
+            structlog.contextvars.unbind_contextvars("request_id")
 
 
 async def _send_internal_error(send: Send, request_id: str) -> None:
