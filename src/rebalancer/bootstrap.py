@@ -77,17 +77,22 @@ class Runtime:
     client: pulsar.Client
     publisher: Publisher
     stop_event: threading.Event = field(default_factory=threading.Event)
-    _optimizer: Any = None
+    _local: threading.local = field(default_factory=threading.local)
     _closed: bool = False
 
     @property
     def optimizer(self) -> Any:
-        """The process's recommendation engine (compiled problems are cached inside it)."""
-        if self._optimizer is None:
+        """This thread's recommendation engine (compiled problems are cached inside it).
+
+        Compiled CVXPY problems hold solver state that must not be shared between threads, so
+        each consumer thread gets its own engine and reuses it across accounts.
+        """
+        engine = getattr(self._local, "optimizer", None)
+        if engine is None:
             from rebalancer.optimizer import Recommender
 
-            self._optimizer = Recommender()
-        return self._optimizer
+            engine = self._local.optimizer = Recommender()
+        return engine
 
     def close(self) -> None:
         """Stop background work, close clients and stop owned embedded servers (idempotent)."""

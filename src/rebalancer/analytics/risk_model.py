@@ -1,7 +1,8 @@
 """Risk-model estimation from stored daily closes.
 
-The optimizer wants a covariance of daily returns (fractions, per day). With enough history the
-sample covariance is shrunk toward its diagonal (a fixed-intensity Ledoit-Wolf style target);
+The optimizer's tracking term is priced over a one-year horizon, so the covariance returned here
+is of **annual** returns (daily covariance x 252). With enough history the sample covariance of
+daily log returns is shrunk toward its diagonal (a fixed-intensity Ledoit-Wolf style target);
 instruments with too little history fall back to a diagonal from their quoted daily volatility.
 """
 
@@ -18,14 +19,17 @@ MIN_OBSERVATIONS = 30
 DEFAULT_DAILY_VOL = 0.02
 """Daily volatility assumed when nothing else is known (fraction per day)."""
 
+TRADING_DAYS_PER_YEAR = 252
+
 
 def estimate_covariance(
     instruments: Sequence[str],
     closes: Mapping[str, Sequence[float]],
     daily_vols: Mapping[str, float | None],
     shrinkage: float = 0.2,
+    periods_per_year: int = TRADING_DAYS_PER_YEAR,
 ) -> NDArray[np.float64]:
-    """Covariance matrix of daily returns (n x n, fraction^2 per day), positive semidefinite.
+    """Covariance of annual returns (n x n, fraction^2 per year), positive semidefinite.
 
     Parameters
     ----------
@@ -37,6 +41,8 @@ def estimate_covariance(
         Quoted daily volatility per instrument (used where history is short).
     shrinkage
         Weight of the diagonal target in ``(1 - s) * S + s * diag(S)``.
+    periods_per_year
+        Scale from daily to annual covariance (1 keeps daily units).
     """
     n = len(instruments)
     vols = np.array([daily_vols.get(i) or DEFAULT_DAILY_VOL for i in instruments], dtype=float)
@@ -58,7 +64,7 @@ def estimate_covariance(
     if w.min() < 0:
         cov = (v * np.clip(w, 1e-12, None)) @ v.T
     assert cov.shape == (n, n)
-    return cov
+    return cov * float(periods_per_year)
 
 
 def realized_daily_vol(closes: Sequence[float], window: int = 60) -> float | None:

@@ -169,7 +169,8 @@ class Demo:
         """Create instruments, models and accounts over HTTP (existing ones are kept)."""
         instruments, models, accounts = _book_payloads(self.book)
         for body in instruments:
-            self.call("PUT", f"/v1/instruments/{body['id']}", json=body)
+            if self.http().get(f"/v1/instruments/{body['id']}").status_code == 404:
+                self.call("POST", "/v1/instruments", json=body)
         for body in models:
             if self.http().get(f"/v1/models/{body['id']}").status_code == 404:
                 self.call("POST", "/v1/models", json=body)
@@ -269,11 +270,15 @@ class Demo:
                 for o in self.stats.orders(recs)
             )
 
-        try:
-            wait_for("orders to finish", lambda: open_orders() == 0, 15, 0.2)
-        except DemoError:
-            self.sim.end_of_day()  # resting remainders expire at the close
-        wait_for("orders to reach a final status", lambda: open_orders() == 0, 120, 0.2)
+        deadline = time.monotonic() + 300
+        while open_orders() > 0:
+            if time.monotonic() > deadline:
+                raise DemoError(f"{open_orders()} orders still open after 300 s")
+            try:
+                wait_for("orders to finish", lambda: open_orders() == 0, 5, 0.2)
+            except DemoError:
+                # Resting remainders (and buys sent once the sells finished) expire at the close.
+                self.sim.end_of_day()
         wait_for(
             "every fill to settle",
             lambda: all(s in TERMINAL_REBALANCE for s in self.stats.rebalances_by_status(ids)),
