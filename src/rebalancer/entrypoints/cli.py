@@ -146,6 +146,19 @@ def simulate(
         rt.close()
 
 
+@app.command("execution-quality")
+def execution_quality_report(
+    tenant: str = typer.Option(..., help="Tenant whose orders are reported."),
+    start: str = typer.Option("", help="First day (YYYY-MM-DD, UTC); default 30 days ago."),
+    end: str = typer.Option("", help="Last day (YYYY-MM-DD, UTC); default today."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Implementation shortfall, slippage vs the cost estimate, fill rate and completion."""
+    from rebalancer.entrypoints.reports import print_execution_quality
+
+    print_execution_quality(_settings(), tenant, start, end, as_json=as_json)
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="rebalancer")
 

@@ -24,6 +24,7 @@ from rebalancer.contracts import (
     new_event,
     parse_payload_as,
 )
+from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
 from rebalancer.simulators.market import PriceFeed
 from rebalancer.simulators.settlement import SettlementAgent
 from rebalancer.simulators.venue import SimulatedVenue
@@ -148,6 +149,8 @@ class Counterparties:
     def _on_report(self, env: Envelope) -> None:
         report = parse_payload_as(env, ExecutionReportV1)
         if not report.kind.is_fill or report.fill_quantity <= Decimal(0):
+            return
+        if report.account_id == BLOCK_ACCOUNT_ID:  # a block: only its allocations settle
             return
         days = self.settlement_days.get(report.instrument, 1)
         conf = self.agent.settle(report, report.venue_time.date(), days)

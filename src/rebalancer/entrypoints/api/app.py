@@ -20,7 +20,14 @@ from rebalancer.config import Settings
 from rebalancer.entrypoints.api.auth import Authenticator
 from rebalancer.entrypoints.api.errors import install_error_handlers
 from rebalancer.entrypoints.api.middleware import RequestContextMiddleware
-from rebalancer.entrypoints.api.routes import accounts, analyze, health, rebalancing, reference
+from rebalancer.entrypoints.api.routes import (
+    accounts,
+    analyze,
+    execution,
+    health,
+    rebalancing,
+    reference,
+)
 
 DESCRIPTION = """\
 Portfolio rebalancing service: instruments, model portfolios and accounts with tax lots; drift
@@ -78,7 +85,7 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None) -> FastAPI
     app.state.runtime = runtime
     app.state.authenticator = Authenticator(s, runtime.engine)
     install_error_handlers(app)
-    for module in (reference, accounts, rebalancing, analyze, health):
+    for module in (reference, accounts, rebalancing, execution, analyze, health):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware)
     return app

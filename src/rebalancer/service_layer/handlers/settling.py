@@ -7,10 +7,16 @@ from decimal import Decimal
 
 from rebalancer.adapters.repositories.rebalancing import order_from_row
 from rebalancer.contracts import SettlementConfirmedV1, StatusEntity
+from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
 from rebalancer.domain.orders import Side
-from rebalancer.domain.settlement import SettledFill, apply_settlement, lots_for_partial_fill
+from rebalancer.domain.settlement import (
+    SettledFill,
+    apply_settlement,
+    lots_for_partial_fill,
+    settlement_date,
+)
+from rebalancer.service_layer.handlers.dispatch import after_order_change, execution_repo
 from rebalancer.service_layer.handlers.recommending import _status_event
-from rebalancer.service_layer.handlers.trading import _after_order_change
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 
@@ -19,8 +25,15 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
 
     A ``settled`` confirmation creates a lot (buy) or reduces the order's named lots (sell,
     specific-lot identification, consumed in order across partial fills), moves cash and
-    records realized gains. A ``failed`` one changes no position and raises an alert.
+    records realized gains. A ``failed`` one changes no position and raises an alert. The
+    settlement date is checked against the instrument's T+n (``settlement_days`` business
+    days after the fill's venue date): a different date raises a
+    ``settlement_date_mismatch`` warning alert (the confirmation still applies). A
+    confirmation of a block order itself (not of an allocation) is ignored: only the
+    accounts' allocations settle.
     """
+    if event.account_id == BLOCK_ACCOUNT_ID:
+        return False
     account = uow.accounts.get(event.account_id, lock=True)
     order_id = uuid.UUID(event.order_id)
     previous = [s for s in uow.rebalancing.settlements(account.id) if s.order_id == order_id]
@@ -41,6 +54,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
     if not uow.rebalancing.add_settlement(row):
         return False
     order = order_from_row(uow.rebalancing.get_order(order_id))
+    _check_settle_date(uow, event)
     if str(event.status) == "failed":
         uow.rebalancing.raise_alert(
             {
@@ -105,6 +119,29 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
             correlation_id=str(order.recommendation_id),
         )
     )
-    _after_order_change(uow, uuid.UUID(order.recommendation_id))
+    after_order_change(uow, uuid.UUID(order.recommendation_id))
     uow.commit()
     return True
+
+
+def _check_settle_date(uow: UnitOfWork, event: SettlementConfirmedV1) -> None:
+    """Alert when the confirmed settlement date is not the instrument's T+n date."""
+    instrument = uow.instruments.get(event.instrument)
+    traded = execution_repo(uow).fill_trade_date(event.report_id) or event.trade_date
+    expected = settlement_date(traded, instrument)
+    if event.settle_date == expected:
+        return
+    uow.rebalancing.raise_alert(
+        {
+            "account_id": event.account_id,
+            "kind": "settlement_date_mismatch",
+            "level": "settlement",
+            "key": event.settlement_id,
+            "severity": "warning",
+            "state": "raised",
+            "message": (
+                f"{event.instrument} traded {traded} settles T+{instrument.settlement_days} on "
+                f"{expected}, but the confirmation says {event.settle_date}"
+            ),
+        }
+    )

@@ -1,9 +1,19 @@
-"""Approval turns a recommendation into orders (exactly once); execution reports move orders
-through their state machine; cancels go to the venue."""
+"""Approval turns recommendations into orders (exactly once; several at once as block orders);
+execution reports move orders through their state machine; cancels go to the venue.
+
+Good-faith guard
+----------------
+Every account is treated as a cash account: buys are paid with settled cash only. At approval
+the buying power is settled cash minus unsettled buy fills
+(:func:`~rebalancer.domain.settlement.buying_power`); buys that do not fit it wait in wave 1
+until the sells of wave 0 are finished *and settled*, and are then sized to the buying power
+of that moment (see :func:`~rebalancer.service_layer.handlers.dispatch.release_buy_wave`).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -12,33 +22,42 @@ from rebalancer.contracts import (
     EventType,
     ExecutionReportV1,
     OrderCancelRequestedV1,
-    OrderLotV1,
-    OrderPlacedV1,
     StatusEntity,
     new_event,
 )
-from rebalancer.domain.errors import Conflict, IllegalTransition, InvalidInput, NotFound
+from rebalancer.domain.errors import Conflict, InvalidInput, NotFound
+from rebalancer.domain.execution import GOOD_FAITH_MARKET_BUFFER_BPS, ExecutionPolicy
 from rebalancer.domain.orders import (
-    ExecutionReport,
     Order,
     OrderStatus,
-    ReportKind,
     ReportOutcome,
     Side,
     Trade,
-    apply_report,
     generate_orders,
-    mark_sent,
     request_cancel,
 )
-from rebalancer.domain.rebalance import RebalanceStatus, status_from_orders
+from rebalancer.domain.settlement import buying_power
+from rebalancer.service_layer.handlers.blocks import apply_block_report, send_blocks
+from rebalancer.service_layer.handlers.dispatch import (
+    REPORTS,
+    after_order_change,
+    apply_to_order,
+    execution_record,
+    execution_repo,
+    order_status_event,
+    send_order,
+)
 from rebalancer.service_layer.handlers.recommending import _status_event
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
+_after_order_change = after_order_change  # used by handlers.settling
 
-def _trades_from_analysis(analysis: dict[str, Any], request: dict[str, Any]) -> list[Trade]:
+
+def _trades_from_analysis(
+    analysis: dict[str, Any], request: dict[str, Any]
+) -> tuple[list[Trade], dict[str, float]]:
     prices = {i["id"]: Decimal(str(i["price"])) for i in request["instruments"]}
-    trades = []
+    trades, costs = [], {}
     for t in analysis.get("trades", []):
         qty = Decimal(str(t["quantity"]))
         if qty <= 0:
@@ -49,77 +68,50 @@ def _trades_from_analysis(analysis: dict[str, Any], request: dict[str, Any]) -> 
         trades.append(
             Trade(t["instrument"], Side(t["side"]), qty, lots, prices.get(t["instrument"]))
         )
-    return trades
+        if t.get("cost_bps") is not None:
+            costs[t["instrument"]] = float(t["cost_bps"])
+    return trades, costs
 
 
-def _order_placed(uow: UnitOfWork, order: Order) -> Any:
-    return new_event(
-        EventType.ORDER_PLACED,
-        OrderPlacedV1(
-            order_id=order.order_id,
-            recommendation_id=order.recommendation_id,
-            account_id=order.account_id,
-            instrument=order.instrument,
-            side=str(order.side),
-            quantity=order.quantity,
-            order_type=str(order.order_type),
-            limit_price=order.limit_price,
-            time_in_force=str(order.tif),
-            lots=[OrderLotV1(lot_id=lot_id, quantity=q) for lot_id, q in order.lots],
-            arrival_price=order.arrival_price or Decimal("0.01"),
-        ),
-        tenant_id=uow.tenant_id,
-        key=order.account_id,
-        correlation_id=order.recommendation_id,
-    )
+def _create_orders(
+    uow: UnitOfWork, recommendation_id: uuid.UUID, actor: str, policy: ExecutionPolicy
+) -> list[Order] | None:
+    """Approve one recommendation and insert its orders (not sent, no commit).
 
-
-def _send(uow: UnitOfWork, order: Order) -> None:
-    mark_sent(order)
-    uow.rebalancing.update_order(uuid.UUID(order.order_id), status=str(order.status))
-    uow.publish(
-        _order_placed(uow, order),
-        _status_event(
-            uow,
-            StatusEntity.ORDER,
-            order.order_id,
-            order.account_id,
-            str(order.status),
-            str(OrderStatus.NEW),
-            correlation_id=order.recommendation_id,
-        ),
-    )
-
-
-def approve(uow: UnitOfWork, recommendation_id: uuid.UUID, actor: str) -> list[dict[str, Any]]:
-    """Approve a recommendation and create its orders, exactly once.
-
-    Approving an already approved recommendation returns its orders and creates nothing. The
-    unique key (recommendation, account, instrument) on orders makes a second set impossible
-    even under concurrent approvals or retries.
-
-    Raises
-    ------
-    Conflict
-        The recommendation is a ``no_trade`` decision or was rejected/superseded.
+    Returns the new orders, or ``None`` when it was approved before.
     """
     rec = uow.rebalancing.get_recommendation(recommendation_id, lock=True)
     if rec.status == "approved":
-        return [order_view(r) for r in uow.rebalancing.orders(recommendation_id=rec.id)]
+        return None
     if rec.status != "pending_approval":
         raise Conflict(
             f"recommendation {rec.id} is {rec.status}; only a pending_approval one can be approved",
             ["recommendation_id"],
         )
     account = uow.accounts.get(rec.account_id, lock=True)
-    trades = _trades_from_analysis(rec.response, rec.request)
+    trades, costs = _trades_from_analysis(rec.response, rec.request)
     if not trades:
         raise InvalidInput("the recommendation has no trades to approve", ["recommendation_id"])
-    orders = generate_orders(str(rec.id), account.id, trades, cash=account.cash)
-    uow.rebalancing.insert_orders([order_values(o) for o in orders])
-    for order in orders:
-        if order.wave == 0:
-            _send(uow, order)
+    owed = execution_repo(uow).unsettled_fill_notional(account.id, Side.BUY)
+    power = buying_power(account.cash, [(Decimal(1), owed)])
+    orders = generate_orders(
+        str(rec.id),
+        account.id,
+        trades,
+        cash=power / (1 + GOOD_FAITH_MARKET_BUFFER_BPS / Decimal(10_000)),
+        limit_offset_bps=policy.limit_offset_bps,
+        tif=policy.time_in_force,
+    )
+    uow.rebalancing.insert_orders(
+        [
+            {
+                **order_values(o),
+                "requested_quantity": o.quantity,
+                "estimated_cost_bps": costs.get(o.instrument),
+            }
+            for o in orders
+        ]
+    )
     uow.rebalancing.set_recommendation_status(rec.id, "approved", approved_by=actor)
     uow.rebalancing.set_rebalance_status(rec.rebalance_id, "trading")
     uow.audit.record(
@@ -127,173 +119,161 @@ def approve(uow: UnitOfWork, recommendation_id: uuid.UUID, actor: str) -> list[d
         "approve",
         "recommendation",
         str(rec.id),
-        {"orders": len(orders), "account_id": account.id},
+        {"orders": len(orders), "account_id": account.id, "buying_power": str(power)},
     )
     uow.publish(
         _status_event(
-            uow,
-            StatusEntity.REBALANCE,
-            str(rec.rebalance_id),
-            account.id,
-            "trading",
-            "pending_approval",
+            uow, StatusEntity.REBALANCE, str(rec.rebalance_id), account.id, "trading", rec.status
         )
     )
+    return orders
+
+
+def approve(
+    uow: UnitOfWork,
+    recommendation_id: uuid.UUID,
+    actor: str,
+    *,
+    execution: ExecutionPolicy | None = None,
+) -> list[dict[str, Any]]:
+    """Approve a recommendation and create its orders, exactly once.
+
+    Approving an already approved recommendation returns its orders and creates nothing. The
+    recommendation's row lock and the unique key (recommendation, account, instrument) on
+    orders make a second set impossible even under concurrent approvals or retries. Wave-0
+    orders are sent at once; wave-1 buys wait for settled sale proceeds (module docstring).
+
+    Parameters
+    ----------
+    execution
+        Market or limit orders and time in force (default: market, day).
+
+    Raises
+    ------
+    Conflict
+        The recommendation is a ``no_trade`` decision or was rejected/superseded.
+    """
+    orders = _create_orders(uow, recommendation_id, actor, execution or ExecutionPolicy())
+    if orders is not None:
+        no_sells = all(o.wave == 1 for o in orders)  # nothing to wait for: send buys now
+        for order in orders:
+            if order.wave == 0 or no_sells:
+                send_order(uow, order)
+        uow.commit()
+    return [order_view(r) for r in _orders_now(uow, [recommendation_id])]
+
+
+def approve_many(
+    uow: UnitOfWork,
+    recommendation_ids: Sequence[uuid.UUID],
+    actor: str,
+    *,
+    execution: ExecutionPolicy | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Approve several recommendations in one transaction, trading shared instruments as blocks.
+
+    First-wave orders of the same instrument and side in two or more accounts go to the venue
+    as one block order whose fills are allocated back pro rata
+    (:mod:`~rebalancer.service_layer.handlers.blocks`). Recommendations already approved keep
+    their orders. Returns ``recommendation id -> its orders``.
+
+    Raises
+    ------
+    Conflict, NotFound
+        For the first recommendation that cannot be approved; nothing is approved then.
+    """
+    policy = execution or ExecutionPolicy()
+    ids = sorted(set(recommendation_ids), key=str)  # one lock order: no deadlocks
+    if not ids:
+        raise InvalidInput("no recommendation ids given", ["recommendation_ids"])
+    new: list[Order] = []
+    for rid in ids:
+        new += _create_orders(uow, rid, actor, policy) or []
+    send_blocks(uow, new, policy)
     uow.commit()
-    return [order_view(r) for r in _orders_now(uow, rec.id)]
+    rows = _orders_now(uow, ids)
+    return {str(rid): [order_view(r) for r in rows if r.recommendation_id == rid] for rid in ids}
 
 
-def _orders_now(uow: UnitOfWork, recommendation_id: uuid.UUID) -> list[Any]:
+def _orders_now(uow: UnitOfWork, recommendation_ids: Sequence[uuid.UUID]) -> list[Any]:
     with UnitOfWork(uow.engine, uow.tenant_id) as fresh:
-        return fresh.rebalancing.orders(recommendation_id=recommendation_id)
+        return [
+            r for rid in recommendation_ids for r in fresh.rebalancing.orders(recommendation_id=rid)
+        ]
 
 
 def apply_execution_report(uow: UnitOfWork, event: ExecutionReportV1) -> ReportOutcome:
-    """Apply one venue report to its order (once); refresh the rebalance's status."""
-    report = ExecutionReport(
-        report_id=event.report_id,
-        order_id=event.order_id,
-        kind=ReportKind(str(event.kind)),
-        fill_quantity=event.fill_quantity,
-        fill_price=event.fill_price,
-        cumulative_quantity=event.cumulative_quantity,
-        sequence=event.sequence,
-        reason=event.reason or "",
-    )
-    record = {
-        "report_id": event.report_id,
-        "kind": str(event.kind),
-        "fill_quantity": event.fill_quantity,
-        "fill_price": event.fill_price,
-        "cumulative_quantity": event.cumulative_quantity,
-        "sequence": event.sequence,
-        "reason": event.reason,
-        "venue_time": event.venue_time,
-    }
+    """Apply one venue report to its order or block order (once); refresh the rebalance status.
+
+    A report for an unknown order is recorded with outcome ``rejected_unknown`` and changes
+    nothing; a repeated report id is a ``duplicate``; a report after the order finished
+    (a fill after a cancel) is ``ignored_late`` (its shares are still recorded and settle).
+    """
     try:
         oid = uuid.UUID(event.order_id)
         row = uow.rebalancing.get_order(oid, lock=True)
-    except (ValueError, NotFound):  # unknown order: record the report, change nothing
-        uow.rebalancing.add_execution(
-            {**record, "order_id": None, "outcome": str(ReportOutcome.REJECTED_UNKNOWN)}
-        )
-        uow.commit()
-        return ReportOutcome.REJECTED_UNKNOWN
-    order = order_from_row(row)
-    previous = order.status
-    try:
-        outcome = apply_report(order, report)
-    except (IllegalTransition, InvalidInput) as exc:
-        uow.rebalancing.add_execution(
-            {**record, "order_id": oid, "outcome": f"refused: {exc.detail}"[:500]}
-        )
-        uow.commit()
-        return ReportOutcome.IGNORED_LATE
-    if not uow.rebalancing.add_execution({**record, "order_id": oid, "outcome": str(outcome)}):
-        uow.commit()
-        return ReportOutcome.DUPLICATE
-    if outcome in (ReportOutcome.APPLIED, ReportOutcome.IGNORED_LATE):
-        values = order_values(order)
-        values.pop("id")
-        if report.kind == ReportKind.REJECTED:
-            values["reason"] = report.reason
-        uow.rebalancing.update_order(oid, **values)
-        if order.status != previous:
-            uow.publish(
-                _status_event(
-                    uow,
-                    StatusEntity.ORDER,
-                    order.order_id,
-                    order.account_id,
-                    str(order.status),
-                    str(previous),
-                    report.reason or None,
-                    correlation_id=order.recommendation_id,
-                )
+    except (ValueError, NotFound):
+        row = None
+    if row is not None:
+        outcome = apply_to_order(uow, row, event)
+    else:
+        try:
+            block = execution_repo(uow).get_block(uuid.UUID(event.order_id), lock=True)
+        except (ValueError, NotFound):
+            uow.rebalancing.add_execution(
+                {
+                    **execution_record(event),
+                    "order_id": None,
+                    "outcome": str(ReportOutcome.REJECTED_UNKNOWN),
+                }
             )
-        _after_order_change(uow, uuid.UUID(order.recommendation_id))
+            REPORTS.labels(str(ReportOutcome.REJECTED_UNKNOWN)).inc()
+            uow.commit()
+            return ReportOutcome.REJECTED_UNKNOWN
+        outcome = apply_block_report(uow, block, event)
     uow.commit()
     return outcome
 
 
-def _after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
-    """Send the buy wave once the sells are done, and refresh the rebalance status."""
-    rec = uow.rebalancing.get_recommendation(recommendation_id)
-    orders = [order_from_row(r) for r in uow.rebalancing.orders(recommendation_id=rec.id)]
-    wave0_done = all(o.status.terminal for o in orders if o.wave == 0)
-    if wave0_done:
-        for o in orders:
-            if o.wave == 1 and o.status == OrderStatus.NEW:
-                _send(uow, o)
-    reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
-    status = str(_rebalance_status(uow, rec.account_id, orders))
-    if status != reb.status:
-        uow.rebalancing.set_rebalance_status(reb.id, status)
-        uow.publish(
-            _status_event(
-                uow, StatusEntity.REBALANCE, str(reb.id), rec.account_id, status, reb.status
-            )
-        )
-
-
-def _rebalance_status(uow: UnitOfWork, account_id: str, orders: list[Order]) -> str:
-    """The orders' status, held at ``trading`` until every fill has a settlement outcome.
-
-    A failed settlement caps the result at ``partially_complete`` (its alert is raised).
-    """
-    derived = status_from_orders(orders)
-    if not derived.terminal or derived == RebalanceStatus.NO_TRADE:
-        return str(derived)
-    outcome = {s.report_id: s.status for s in uow.rebalancing.settlements(account_id)}
-    fills = [
-        e.report_id
-        for e in uow.rebalancing.executions(uuid.UUID(o.order_id) for o in orders)
-        if e.kind in ("fill", "partial_fill") and e.outcome in ("applied", "ignored_late")
-    ]
-    if any(f not in outcome for f in fills):
-        return str(RebalanceStatus.TRADING)
-    if derived == RebalanceStatus.COMPLETE and any(outcome[f] == "failed" for f in fills):
-        return str(RebalanceStatus.PARTIALLY_COMPLETE)
-    return str(derived)
-
-
 def cancel_order(uow: UnitOfWork, order_id: uuid.UUID, actor: str, reason: str) -> dict[str, Any]:
-    """Ask the venue to cancel a working order (a never-sent order is cancelled at once)."""
+    """Ask the venue to cancel a working order (a never-sent order is cancelled at once).
+
+    Raises
+    ------
+    Conflict
+        The order is finished, or it works inside a block order (the venue knows the block,
+        not the account's share: cancel the block).
+    """
     row = uow.rebalancing.get_order(order_id, lock=True)
     order = order_from_row(row)
     previous = order.status
     if order.status.terminal:
         raise Conflict(f"order {order_id} is already {order.status}", ["order_id"])
+    if row.block_id is not None and order.status != OrderStatus.NEW:
+        raise Conflict(
+            f"order {order_id} works inside block order {row.block_id}; cancel the block",
+            ["order_id"],
+        )
     request_cancel(order)
-    uow.rebalancing.update_order(order_id, status=str(order.status))
+    uow.rebalancing.update_order(order_id, status=str(order.status), reason=reason)
     if order.status == OrderStatus.CANCEL_REQUESTED:
-        uow.publish(
-            new_event(
-                EventType.ORDER_CANCEL_REQUESTED,
-                OrderCancelRequestedV1(
-                    order_id=order.order_id, account_id=order.account_id, reason=reason
-                ),
-                tenant_id=uow.tenant_id,
-                key=order.account_id,
-                correlation_id=order.recommendation_id,
-            )
-        )
-    uow.publish(
-        _status_event(
-            uow,
-            StatusEntity.ORDER,
-            order.order_id,
-            order.account_id,
-            str(order.status),
-            str(previous),
-            reason,
-            correlation_id=order.recommendation_id,
-        )
-    )
+        uow.publish(cancel_event(uow, order.order_id, order.account_id, reason))
+    uow.publish(order_status_event(uow, order, previous, reason))
     uow.audit.record(actor, "cancel", "order", str(order_id), {"reason": reason})
-    _after_order_change(uow, uuid.UUID(order.recommendation_id))
+    after_order_change(uow, uuid.UUID(order.recommendation_id))
     uow.commit()
     return order_view(uow.rebalancing.get_order(order_id))
+
+
+def cancel_event(uow: UnitOfWork, order_id: str, account_id: str, reason: str) -> Any:
+    """``order_cancel_requested`` event for the venue."""
+    return new_event(
+        EventType.ORDER_CANCEL_REQUESTED,
+        OrderCancelRequestedV1(order_id=order_id, account_id=account_id, reason=reason),
+        tenant_id=uow.tenant_id,
+        key=account_id,
+        correlation_id=order_id,
+    )
 
 
 def order_view(row: Any) -> dict[str, Any]:

@@ -1,0 +1,283 @@
+"""Block orders, send tracking, unsettled fills, realized cost estimates, execution-quality rows
+and the status feed (tenant-scoped)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.reference import dumps
+from rebalancer.domain.errors import NotFound
+from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
+from rebalancer.domain.orders import Order, OrderStatus, Side, TimeInForce
+
+Row = sa.Row[Any]
+
+FILL_KINDS = ("fill", "partial_fill")
+COUNTED_OUTCOMES = ("applied", "ignored_late")
+"""Execution outcomes whose shares traded (a late fill after a cancel still traded)."""
+
+
+class ExecutionRepository:
+    """Execution-side queries on one connection (the unit of work's transaction)."""
+
+    def __init__(self, conn: sa.Connection, tenant_id: str) -> None:
+        self.conn = conn
+        self.tenant_id = tenant_id
+
+    # ------------------------------------------------------------------ block orders
+    def insert_block(self, row: Mapping[str, Any]) -> bool:
+        """Insert a block order; False when its (deterministic) id exists already."""
+        values = {
+            **row,
+            "tenant_id": self.tenant_id,
+            "children": dumps(row.get("children", [])),
+            "allocated": dumps(row.get("allocated", {})),
+            "state": dumps(row.get("state", {})),
+        }
+        res = self.conn.execute(
+            insert(orm.block_orders)
+            .values(**values)
+            .on_conflict_do_nothing()
+            .returning(orm.block_orders.c.id)
+        ).first()
+        return res is not None
+
+    def get_block(self, block_id: uuid.UUID, *, lock: bool = False) -> Row:
+        t = orm.block_orders
+        q = sa.select(t).where(t.c.id == block_id, t.c.tenant_id == self.tenant_id)
+        row = self.conn.execute(q.with_for_update() if lock else q).first()
+        if row is None:
+            raise NotFound(f"block order {block_id} does not exist", ["block_id"])
+        return row
+
+    def update_block(self, block_id: uuid.UUID, **values: Any) -> None:
+        for key in ("children", "allocated", "state"):
+            if key in values:
+                values[key] = dumps(values[key])
+        self.conn.execute(
+            sa.update(orm.block_orders)
+            .where(orm.block_orders.c.id == block_id)
+            .values(**values, updated_at=sa.func.now())
+        )
+
+    # ------------------------------------------------------------------ send tracking
+    def mark_sent(self, table: sa.Table, row_id: uuid.UUID) -> None:
+        """Stamp ``sent_at = now()`` and count one more send attempt."""
+        self.conn.execute(
+            sa.update(table)
+            .where(table.c.id == row_id)
+            .values(sent_at=sa.func.now(), send_attempts=table.c.send_attempts + 1)
+        )
+
+    def unacknowledged(self, table: sa.Table, sent_before: datetime) -> list[Row]:
+        """Orders (or blocks) sent before ``sent_before`` that the venue never reported on.
+
+        Children of a block are skipped (their block is the venue's order).
+        """
+        ex = orm.executions
+        q = sa.select(table).where(
+            table.c.tenant_id == self.tenant_id,
+            table.c.status.in_([str(OrderStatus.SENT), str(OrderStatus.CANCEL_REQUESTED)]),
+            table.c.sent_at < sent_before,
+            ~sa.exists().where(ex.c.order_id == table.c.id),
+        )
+        if table is orm.orders:
+            q = q.where(table.c.block_id.is_(None))
+        return list(self.conn.execute(q.order_by(table.c.sent_at).with_for_update()).all())
+
+    # ------------------------------------------------------------------ unsettled fills
+    def unsettled_fill_notional(self, account_id: str, side: Side) -> Decimal:
+        """Currency of the account's ``side`` fills that have no settlement outcome yet."""
+        ex, o, st = orm.executions, orm.orders, orm.settlements
+        q = (
+            sa.select(sa.func.coalesce(sa.func.sum(ex.c.fill_quantity * ex.c.fill_price), 0))
+            .join(o, o.c.id == ex.c.order_id)
+            .where(
+                o.c.account_id == account_id,
+                o.c.tenant_id == self.tenant_id,
+                o.c.side == str(side),
+                ex.c.kind.in_(FILL_KINDS),
+                ex.c.outcome.in_(COUNTED_OUTCOMES),
+                ~sa.exists().where(st.c.report_id == ex.c.report_id),
+            )
+        )
+        return Decimal(self.conn.execute(q).scalar_one())
+
+    def unsettled_fills(self, order_ids: Sequence[uuid.UUID]) -> int:
+        """How many fills of these orders have no settlement outcome yet."""
+        ex, st = orm.executions, orm.settlements
+        q = sa.select(sa.func.count()).where(
+            ex.c.order_id.in_(list(order_ids)),
+            ex.c.kind.in_(FILL_KINDS),
+            ex.c.outcome.in_(COUNTED_OUTCOMES),
+            ~sa.exists().where(st.c.report_id == ex.c.report_id),
+        )
+        return int(self.conn.execute(q).scalar_one())
+
+    def fill_trade_date(self, report_id: str) -> date | None:
+        """Venue date of a fill report (its trade date), if recorded."""
+        t = orm.executions
+        ts = self.conn.execute(sa.select(t.c.venue_time).where(t.c.report_id == report_id)).scalar()
+        return ts.date() if ts is not None else None
+
+    # ------------------------------------------------------------------ cost estimates
+    def cost_estimates(self, instruments: Sequence[str]) -> dict[str, Row]:
+        t = orm.cost_estimates
+        rows = self.conn.execute(
+            sa.select(t).where(
+                t.c.tenant_id == self.tenant_id, t.c.instrument.in_(list(instruments))
+            )
+        ).all()
+        return {r.instrument: r for r in rows}
+
+    def lock_cost_estimate(self, instrument: str) -> Row | None:
+        t = orm.cost_estimates
+        return self.conn.execute(
+            sa.select(t)
+            .where(t.c.tenant_id == self.tenant_id, t.c.instrument == instrument)
+            .with_for_update()
+        ).first()
+
+    def save_cost_estimate(
+        self, instrument: str, half_spread_bps: float, observations: int, observed_bps: float
+    ) -> None:
+        values = {
+            "half_spread_bps": half_spread_bps,
+            "observations": observations,
+            "last_observed_bps": observed_bps,
+            "updated_at": sa.func.now(),
+        }
+        stmt = insert(orm.cost_estimates).values(
+            tenant_id=self.tenant_id, instrument=instrument, **values
+        )
+        self.conn.execute(
+            stmt.on_conflict_do_update(index_elements=["tenant_id", "instrument"], set_=values)
+        )
+
+    # ------------------------------------------------------------------ quality
+    def orders_between(self, start: date, end: date) -> list[Row]:
+        """Orders created on days ``start..end`` (UTC, inclusive), with their created day."""
+        t = orm.orders
+        day = sa.cast(sa.func.timezone("UTC", t.c.created_at), sa.Date)
+        return list(
+            self.conn.execute(
+                sa.select(t, day.label("day")).where(
+                    t.c.tenant_id == self.tenant_id, day >= start, day <= end
+                )
+            ).all()
+        )
+
+    def finished_rebalances_between(self, start: date, end: date) -> list[Row]:
+        """``(day, status)`` of rebalances that had orders, by the UTC day they last changed."""
+        r, o, rec = orm.rebalances, orm.orders, orm.recommendations
+        day = sa.cast(sa.func.timezone("UTC", r.c.updated_at), sa.Date)
+        traded = sa.exists().where(rec.c.rebalance_id == r.c.id, o.c.recommendation_id == rec.c.id)
+        return list(
+            self.conn.execute(
+                sa.select(day.label("day"), r.c.status).where(
+                    r.c.tenant_id == self.tenant_id, day >= start, day <= end, traded
+                )
+            ).all()
+        )
+
+
+# ---------------------------------------------------------------------- block <-> domain
+def block_from_row(row: Row) -> Order:
+    """The block as a domain :class:`Order` (state machine and report bookkeeping reused)."""
+    state = row.state or {}
+    return Order(
+        order_id=str(row.id),
+        recommendation_id=str(row.id),
+        account_id=BLOCK_ACCOUNT_ID,
+        instrument=row.instrument,
+        side=Side(row.side),
+        quantity=Decimal(row.quantity),
+        filled_quantity=Decimal(row.filled_quantity),
+        avg_fill_price=row.avg_fill_price,
+        status=OrderStatus(row.status),
+        limit_price=row.limit_price,
+        arrival_price=row.arrival_price,
+        tif=TimeInForce(row.time_in_force),
+        applied_report_ids=list(state.get("applied_report_ids", [])),
+        applied_sequences=[int(x) for x in state.get("applied_sequences", [])],
+        filled_notional=Decimal(str(state.get("filled_notional", "0"))),
+        priced_quantity=Decimal(str(state.get("priced_quantity", "0"))),
+        late_filled_quantity=Decimal(str(state.get("late_filled_quantity", "0"))),
+        block_id=str(row.id),
+    )
+
+
+def block_values(block: Order) -> dict[str, Any]:
+    """Columns of a block that reports change."""
+    return {
+        "filled_quantity": block.filled_quantity,
+        "avg_fill_price": block.avg_fill_price,
+        "status": str(block.status),
+        "state": {
+            "applied_report_ids": block.applied_report_ids,
+            "applied_sequences": block.applied_sequences,
+            "filled_notional": str(block.filled_notional),
+            "priced_quantity": str(block.priced_quantity),
+            "late_filled_quantity": str(block.late_filled_quantity),
+        },
+    }
+
+
+def follow_up_rebalance(conn: sa.Connection, tenant_id: str, reason: str) -> Row | None:
+    """The tenant's rebalance whose reasons include ``reason`` (newest first), if any."""
+    t = orm.rebalances
+    return conn.execute(
+        sa.select(t)
+        .where(t.c.tenant_id == tenant_id, t.c.reasons.contains([reason]))
+        .order_by(t.c.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+# ---------------------------------------------------------------------- status feed
+_FEED = sa.text(
+    """
+    WITH horizon AS (SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint AS xmin)
+    SELECT o.txid, o.id, o.body
+    FROM outbox o, horizon h
+    WHERE o.type = 'status_updated'
+      AND o.txid < h.xmin
+      AND (o.txid, o.id) > (:txid, :id)
+      AND (convert_from(o.body, 'UTF8')::jsonb ->> 'tenant_id') = :tenant
+    ORDER BY o.txid, o.id
+    LIMIT :limit
+    """
+)
+_HORIZON = sa.text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")
+_LAST = 2**63 - 1
+
+
+def status_feed(
+    conn: sa.Connection, tenant_id: str, after: tuple[int, int], limit: int = 200
+) -> list[Row]:
+    """``status_updated`` outbox rows of the tenant after the cursor ``(txid, id)``.
+
+    Rows come in ``(txid, id)`` order and only from transactions older than every running one
+    (``txid < xmin`` of the current snapshot): no later commit can ever land before the
+    cursor, so a reader that resumes from its last cursor misses nothing and sees nothing twice,
+    whichever API process serves it.
+    """
+    return list(
+        conn.execute(
+            _FEED, {"txid": after[0], "id": after[1], "tenant": tenant_id, "limit": limit}
+        ).all()
+    )
+
+
+def status_feed_head(conn: sa.Connection) -> tuple[int, int]:
+    """A cursor positioned at "now": only rows committed from here on follow it."""
+    xmin = int(conn.execute(_HORIZON).scalar_one())
+    return (xmin - 1, _LAST)

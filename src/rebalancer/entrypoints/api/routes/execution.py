@@ -1,0 +1,176 @@
+"""Execution: batch approvals (block orders), the status stream, re-optimizing a remainder and
+execution quality."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from rebalancer.domain.execution import ExecutionPolicy
+from rebalancer.domain.orders import TimeInForce
+from rebalancer.entrypoints.api.deps import ApproveCtx, ReadCtx, TradeCtx
+from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
+from rebalancer.entrypoints.api.schemas import OrderOut
+from rebalancer.service_layer.handlers import status_stream
+from rebalancer.service_layer.handlers.closing import reoptimize_remainder
+from rebalancer.service_layer.handlers.quality import execution_quality
+from rebalancer.service_layer.handlers.trading import approve_many
+
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+
+HEARTBEAT_S = 15.0
+POLL_S = 0.25
+
+
+class BatchApproval(BaseModel):
+    """Body of ``POST /v1/approvals``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recommendation_ids: list[uuid.UUID] = Field(min_length=1, max_length=500)
+    limit_offset_bps: Decimal | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="None: market orders; else limit orders this many bps through arrival.",
+    )
+    time_in_force: TimeInForce = TimeInForce.DAY
+
+
+class BatchApprovalOut(BaseModel):
+    """Orders per approved recommendation (first-wave orders shared by accounts are blocked)."""
+
+    orders: dict[str, list[OrderOut]]
+
+
+class ReoptimizeOut(BaseModel):
+    rebalance_id: uuid.UUID = Field(description="The follow-up rebalance.")
+    remainder_of: uuid.UUID
+    status: str
+    recommendation_id: uuid.UUID | None
+
+
+@router.post(
+    "/approvals",
+    response_model=BatchApprovalOut,
+    tags=["rebalancing"],
+    summary="Approve several recommendations at once, trading shared instruments as blocks",
+)
+def approve_batch(body: BatchApproval, ctx: ApproveCtx) -> BatchApprovalOut:
+    """All or nothing; recommendations approved before keep (and return) their orders."""
+    policy = ExecutionPolicy(body.limit_offset_bps, body.time_in_force)
+    with ctx.uow() as uow:
+        result = approve_many(uow, body.recommendation_ids, ctx.actor, execution=policy)
+    return BatchApprovalOut(
+        orders={k: [OrderOut.model_validate(o) for o in v] for k, v in result.items()}
+    )
+
+
+@router.post(
+    "/rebalances/{rebalance_id}/reoptimize",
+    response_model=ReoptimizeOut,
+    tags=["rebalancing"],
+    summary="Re-optimize what a partially complete rebalance left undone",
+)
+def reoptimize(rebalance_id: uuid.UUID, ctx: TradeCtx) -> ReoptimizeOut:
+    """Opens (once) a follow-up rebalance and recommends it from the current lots and cash;
+    the old orders are never re-sent. 409 unless the rebalance is partially_complete/failed."""
+    with ctx.uow() as uow:
+        new_id = reoptimize_remainder(uow, ctx.runtime.optimizer, rebalance_id)
+    with ctx.uow() as uow:
+        row = uow.rebalancing.get_rebalance(new_id)
+        rec = uow.rebalancing.recommendation_for(new_id)
+    return ReoptimizeOut(
+        rebalance_id=new_id,
+        remainder_of=rebalance_id,
+        status=row.status,
+        recommendation_id=rec.id if rec is not None else None,
+    )
+
+
+@router.get("/execution-quality", tags=["orders"], summary="Execution quality report")
+def get_execution_quality(
+    ctx: ReadCtx,
+    start: date | None = None,
+    end: date | None = None,
+) -> dict[str, Any]:
+    """Implementation shortfall (bps vs arrival), slippage vs the optimizer's cost estimate,
+    fill rate and completed share of rebalances (target > 95 %), total, by instrument and by
+    day, for orders created on ``start..end`` (UTC; default: the last 30 days)."""
+    end = end or datetime.now(UTC).date()
+    start = start or end - timedelta(days=30)
+    with ctx.uow() as uow:
+        return execution_quality(uow, start, end)
+
+
+@router.get(
+    "/stream",
+    tags=["rebalancing"],
+    summary="Server-sent events: status changes of rebalances, orders and settlements",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    request: Request,
+    ctx: ReadCtx,
+    account_id: str | None = None,
+    entity: Annotated[str | None, Query(pattern="^(rebalance|order|settlement)$")] = None,
+    entity_id: str | None = None,
+    correlation_id: str | None = None,
+    since: Annotated[str | None, Query(description="Cursor '<txid>-<id>' to resume after.")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+    max_events: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    idle_timeout_s: Annotated[float | None, Query(gt=0, le=3600)] = None,
+) -> StreamingResponse:
+    """``text/event-stream`` of the tenant's status changes, each ``event: status`` with the
+    cursor as ``id:`` and the change as JSON ``data:``. Resume with ``Last-Event-ID`` (or
+    ``since``); without either the stream starts now. Works behind several API processes (it
+    reads committed outbox rows, not an in-memory bus). ``max_events`` / ``idle_timeout_s``
+    end the stream (for scripts); a comment line is sent every 15 s as a heartbeat."""
+    text = last_event_id or since
+    with ctx.uow() as uow:
+        cursor = status_stream.parse_cursor(text) if text else status_stream.head(uow)
+    flt = status_stream.StatusFilter(account_id, entity, entity_id, correlation_id)
+
+    def fetch(after: status_stream.Cursor) -> tuple[list[dict[str, Any]], status_stream.Cursor]:
+        with ctx.uow() as uow:
+            return status_stream.read_status_changes(uow, after, flt)
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal cursor
+        sent, last_event, last_beat = 0, time.monotonic(), time.monotonic()
+        yield "retry: 1000\n\n"
+        while True:
+            batch, cursor = await run_in_threadpool(fetch, cursor)
+            for ev in batch:
+                yield f"id: {ev['id']}\nevent: status\ndata: {json.dumps(ev)}\n\n"
+                sent += 1
+                last_event = time.monotonic()
+                if max_events is not None and sent >= max_events:
+                    return
+            now = time.monotonic()
+            if idle_timeout_s is not None and now - last_event > idle_timeout_s:
+                return
+            if now - last_beat > HEARTBEAT_S:
+                last_beat = now
+                yield ": heartbeat\n\n"
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

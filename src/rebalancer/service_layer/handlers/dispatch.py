@@ -1,0 +1,267 @@
+"""Shared steps of the trading handlers (no commit here): send an order, apply one report to one
+order, release the buy wave under the good-faith guard, and derive the rebalance status."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import Counter
+
+from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.execution import ExecutionRepository
+from rebalancer.adapters.repositories.rebalancing import order_from_row, order_values
+from rebalancer.contracts import (
+    EventType,
+    ExecutionReportV1,
+    OrderLotV1,
+    OrderPlacedV1,
+    StatusEntity,
+    new_event,
+)
+from rebalancer.domain.errors import IllegalTransition, InvalidInput
+from rebalancer.domain.execution import GOOD_FAITH_MARKET_BUFFER_BPS, BuyToSize, size_buys
+from rebalancer.domain.orders import (
+    ExecutionReport,
+    Order,
+    OrderStatus,
+    ReportKind,
+    ReportOutcome,
+    Side,
+    apply_report,
+    transition,
+)
+from rebalancer.domain.rebalance import REBALANCE_TERMINAL, RebalanceStatus, status_from_orders
+from rebalancer.domain.settlement import buying_power
+from rebalancer.service_layer.handlers.quality import record_realized_cost
+from rebalancer.service_layer.handlers.recommending import _status_event
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+REPORTS = Counter("rebalancer_execution_reports_total", "Execution reports by outcome", ["outcome"])
+
+
+def execution_repo(uow: UnitOfWork) -> ExecutionRepository:
+    """The execution repository on the unit of work's transaction."""
+    return ExecutionRepository(uow.conn, uow.tenant_id)
+
+
+def order_status_event(uow: UnitOfWork, order: Order, previous: OrderStatus, detail: str) -> Any:
+    """``status_updated`` event of an order."""
+    return _status_event(
+        uow,
+        StatusEntity.ORDER,
+        order.order_id,
+        order.account_id,
+        str(order.status),
+        str(previous),
+        detail or None,
+        correlation_id=order.recommendation_id,
+    )
+
+
+def placed_event(uow: UnitOfWork, order: Order, account_key: str | None = None) -> Any:
+    """``order_placed`` event (the venue's copy of the order; a re-send repeats it)."""
+    return new_event(
+        EventType.ORDER_PLACED,
+        OrderPlacedV1(
+            order_id=order.order_id,
+            recommendation_id=order.recommendation_id,
+            account_id=order.account_id,
+            instrument=order.instrument,
+            side=str(order.side),
+            quantity=order.quantity,
+            order_type=str(order.order_type),
+            limit_price=order.limit_price,
+            time_in_force=str(order.tif),
+            lots=[OrderLotV1(lot_id=lot_id, quantity=q) for lot_id, q in order.lots],
+            arrival_price=order.arrival_price or Decimal("0.01"),
+        ),
+        tenant_id=uow.tenant_id,
+        key=account_key or order.account_id,
+        correlation_id=order.recommendation_id,
+    )
+
+
+def send_order(uow: UnitOfWork, order: Order, *, via_block: bool = False) -> None:
+    """Mark a new order sent; publish it to the venue unless its block carries it."""
+    previous = order.status
+    if order.status == OrderStatus.NEW:
+        transition(order, OrderStatus.SENT)
+    oid = uuid.UUID(order.order_id)
+    uow.rebalancing.update_order(oid, status=str(order.status))
+    events = [order_status_event(uow, order, previous, "in block" if via_block else "")]
+    if not via_block:
+        execution_repo(uow).mark_sent(orm.orders, oid)
+        events.insert(0, placed_event(uow, order))
+    uow.publish(*events)
+
+
+def domain_report(event: ExecutionReportV1) -> ExecutionReport:
+    """The domain view of a venue report."""
+    return ExecutionReport(
+        report_id=event.report_id,
+        order_id=event.order_id,
+        kind=ReportKind(str(event.kind)),
+        fill_quantity=event.fill_quantity,
+        fill_price=event.fill_price,
+        cumulative_quantity=event.cumulative_quantity,
+        sequence=event.sequence,
+        reason=event.reason or "",
+    )
+
+
+def execution_record(event: ExecutionReportV1) -> dict[str, Any]:
+    """Columns of the ``executions`` row of a report (without order id and outcome)."""
+    return {
+        "report_id": event.report_id,
+        "kind": str(event.kind),
+        "fill_quantity": event.fill_quantity,
+        "fill_price": event.fill_price,
+        "cumulative_quantity": event.cumulative_quantity,
+        "sequence": event.sequence,
+        "reason": event.reason,
+        "venue_time": event.venue_time,
+    }
+
+
+def apply_to_order(uow: UnitOfWork, row: Any, event: ExecutionReportV1) -> ReportOutcome:
+    """Apply one report to a locked order row and record it; no commit.
+
+    Every report is recorded in ``executions`` with its outcome (``applied``,
+    ``ignored_late``, ``duplicate`` for a repeated sequence, ``refused: ...`` for an overfill
+    or an illegal change); a repeated report id is not recorded twice.
+    """
+    oid = row.id
+    record = {**execution_record(event), "order_id": oid}
+    order = order_from_row(row)
+    previous = order.status
+    try:
+        outcome = apply_report(order, domain_report(event))
+    except (IllegalTransition, InvalidInput) as exc:
+        if uow.rebalancing.add_execution({**record, "outcome": f"refused: {exc.detail}"[:500]}):
+            REPORTS.labels("refused").inc()
+            return ReportOutcome.IGNORED_LATE
+        REPORTS.labels("duplicate").inc()
+        return ReportOutcome.DUPLICATE
+    if not uow.rebalancing.add_execution({**record, "outcome": str(outcome)}):
+        REPORTS.labels("duplicate").inc()
+        return ReportOutcome.DUPLICATE
+    REPORTS.labels(str(outcome)).inc()
+    if outcome not in (ReportOutcome.APPLIED, ReportOutcome.IGNORED_LATE):
+        return outcome
+    values = order_values(order)
+    for key in ("id", "quantity", "lots", "wave"):
+        values.pop(key)
+    if str(event.kind) in ("rejected", "expired", "cancelled"):
+        values["reason"] = event.reason
+    uow.rebalancing.update_order(oid, **values)
+    if order.status != previous:
+        uow.publish(order_status_event(uow, order, previous, event.reason or ""))
+        if order.status.terminal:
+            record_realized_cost(uow, order, row.estimated_cost_bps)
+    after_order_change(uow, uuid.UUID(order.recommendation_id))
+    return outcome
+
+
+# --------------------------------------------------------------------------- waves and status
+def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
+    """Send the buy wave once the sells are done and settled; refresh the rebalance status."""
+    rec = uow.rebalancing.get_recommendation(recommendation_id)
+    rows = uow.rebalancing.orders(recommendation_id=rec.id)
+    orders = [order_from_row(r) for r in rows]
+    waiting = [o for o in orders if o.wave == 1 and o.status == OrderStatus.NEW]
+    if waiting and all(o.status.terminal for o in orders if o.wave == 0):
+        sells = [uuid.UUID(o.order_id) for o in orders if o.wave == 0 and o.side == Side.SELL]
+        if not execution_repo(uow).unsettled_fills(sells):
+            release_buy_wave(uow, rec.account_id, waiting)
+            rows = uow.rebalancing.orders(recommendation_id=rec.id)
+            orders = [order_from_row(r) for r in rows]
+    reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
+    status = rebalance_status(uow, rec.account_id, rows)
+    if status != reb.status and reb.status not in REBALANCE_TERMINAL:
+        uow.rebalancing.set_rebalance_status(reb.id, status)
+        uow.publish(
+            _status_event(
+                uow, StatusEntity.REBALANCE, str(reb.id), rec.account_id, status, reb.status
+            )
+        )
+
+
+def release_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> None:
+    """Send the held buys, sized to buying power (good-faith guard for cash accounts).
+
+    Buying power is settled cash minus the cost of buy fills not yet settled
+    (:func:`~rebalancer.domain.settlement.buying_power`); unsettled sale proceeds never count.
+    Buys are priced at their limit, or at arrival plus
+    :data:`~rebalancer.domain.execution.GOOD_FAITH_MARKET_BUFFER_BPS` for market orders. A buy
+    that must shrink keeps the recommended quantity in ``requested_quantity``; one that shrinks
+    to nothing is cancelled with the reason.
+    """
+    account = uow.accounts.get(account_id, lock=True)
+    repo = execution_repo(uow)
+    owed = repo.unsettled_fill_notional(account_id, Side.BUY)
+    power = buying_power(account.cash, [(Decimal(1), owed)])
+    lots = uow.instruments.get_many([o.instrument for o in waiting])
+    fresh = []
+    for o in waiting:  # re-read under lock: a concurrent handler may have sent it already
+        current = order_from_row(uow.rebalancing.get_order(uuid.UUID(o.order_id), lock=True))
+        if current.status == OrderStatus.NEW:
+            fresh.append(current)
+    buffer = 1 + GOOD_FAITH_MARKET_BUFFER_BPS / Decimal(10_000)
+    sized = size_buys(
+        [
+            BuyToSize(
+                o.order_id,
+                o.quantity,
+                o.limit_price or (o.arrival_price or Decimal(0)) * buffer,
+                lots[o.instrument].lot_size if o.instrument in lots else 1,
+            )
+            for o in fresh
+        ],
+        power,
+    )
+    for o in fresh:
+        qty = sized[o.order_id]
+        oid = uuid.UUID(o.order_id)
+        if qty <= 0:
+            reason = f"good-faith guard: settled buying power {power:.2f} covers no shares"
+            transition(o, OrderStatus.CANCELLED)
+            uow.rebalancing.update_order(oid, status=str(o.status), reason=reason)
+            uow.publish(order_status_event(uow, o, OrderStatus.NEW, reason))
+            continue
+        if qty < o.quantity:
+            reason = (
+                f"good-faith guard: resized from {o.quantity} to {qty} shares to fit settled "
+                f"buying power {power:.2f}"
+            )
+            uow.rebalancing.update_order(oid, quantity=qty, reason=reason)
+            o.quantity = qty
+        send_order(uow, o)
+
+
+def rebalance_status(uow: UnitOfWork, account_id: str, rows: list[Any]) -> str:
+    """The orders' status, held at ``trading`` until every fill has a settlement outcome.
+
+    A failed settlement, or an order resized by the good-faith guard, caps the result at
+    ``partially_complete`` (a failed settlement also raises its alert).
+    """
+    orders = [order_from_row(r) for r in rows]
+    derived = status_from_orders(orders)
+    if not derived.terminal or derived == RebalanceStatus.NO_TRADE:
+        return str(derived)
+    outcome = {s.report_id: s.status for s in uow.rebalancing.settlements(account_id)}
+    fills = [
+        e.report_id
+        for e in uow.rebalancing.executions(uuid.UUID(o.order_id) for o in orders)
+        if e.kind in ("fill", "partial_fill") and e.outcome in ("applied", "ignored_late")
+    ]
+    if any(f not in outcome for f in fills):
+        return str(RebalanceStatus.TRADING)
+    resized = any(
+        r.requested_quantity is not None and r.requested_quantity > r.quantity for r in rows
+    )
+    failed = any(outcome[f] == "failed" for f in fills)
+    if derived == RebalanceStatus.COMPLETE and (failed or resized):
+        return str(RebalanceStatus.PARTIALLY_COMPLETE)
+    return str(derived)

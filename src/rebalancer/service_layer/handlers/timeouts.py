@@ -1,0 +1,127 @@
+"""Order timeouts: re-send orders the venue never acknowledged, then give up with a reason.
+
+An order (or block order) is *unacknowledged* while the venue has sent no report at all about
+it. :func:`sweep_timeouts` looks at those whose last send is older than ``timeout``:
+
+1. while ``send_attempts < max_sends``: publish the same ``order_placed`` again (same order
+   id, so the venue deduplicates it) and stamp a new send time;
+2. then: request a cancel (``cancel_requested``, reason given) so that a venue that did get it
+   stops working it;
+3. when the cancel request is also unanswered after ``timeout``: ``expired`` with the reason
+   (the venue never answered; nothing traded as far as we know; a later report is still
+   recorded as late).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.execution import block_from_row
+from rebalancer.adapters.repositories.rebalancing import order_from_row
+from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
+from rebalancer.domain.orders import Order, OrderStatus, transition
+from rebalancer.service_layer.handlers.blocks import block_placed_event
+from rebalancer.service_layer.handlers.dispatch import (
+    after_order_change,
+    execution_repo,
+    order_status_event,
+    placed_event,
+)
+from rebalancer.service_layer.handlers.trading import cancel_event
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+DEFAULT_MAX_SENDS = 3
+"""Sends (the first one included) before an unacknowledged order is given up."""
+
+
+@dataclass
+class SweepResult:
+    """What one sweep did (order or block ids)."""
+
+    resent: list[str] = field(default_factory=list)
+    cancel_requested: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+
+def sweep_timeouts(
+    uow: UnitOfWork,
+    now: datetime,
+    timeout: timedelta,
+    *,
+    max_sends: int = DEFAULT_MAX_SENDS,
+) -> SweepResult:
+    """Re-send, cancel or expire unacknowledged orders and blocks of the tenant (commits once).
+
+    Parameters
+    ----------
+    now
+        Current time (timezone-aware); rows sent before ``now - timeout`` are due.
+    timeout
+        How long the venue has to answer a send.
+    max_sends
+        Sends before giving up (>= 1).
+    """
+    repo = execution_repo(uow)
+    result = SweepResult()
+    cutoff = now - timeout
+    for row in repo.unacknowledged(orm.orders, cutoff):
+        _handle(uow, row, order_from_row(row), orm.orders, max_sends, timeout, result)
+    for row in repo.unacknowledged(orm.block_orders, cutoff):
+        _handle(uow, row, block_from_row(row), orm.block_orders, max_sends, timeout, result)
+    uow.commit()
+    return result
+
+
+def _handle(
+    uow: UnitOfWork,
+    row: Any,
+    order: Order,
+    table: Any,
+    max_sends: int,
+    timeout: timedelta,
+    result: SweepResult,
+) -> None:
+    repo = execution_repo(uow)
+    oid = row.id
+    is_block = table is orm.block_orders
+    if order.status == OrderStatus.SENT and row.send_attempts < max_sends:
+        uow.publish(block_placed_event(uow, row) if is_block else placed_event(uow, order))
+        repo.mark_sent(table, oid)
+        result.resent.append(str(oid))
+        return
+    if order.status == OrderStatus.SENT:
+        reason = (
+            f"no acknowledgement from the venue after {row.send_attempts} sends "
+            f"{timeout.total_seconds():.0f} s apart; cancel requested"
+        )
+        transition(order, OrderStatus.CANCEL_REQUESTED)
+        account = BLOCK_ACCOUNT_ID if is_block else order.account_id
+        uow.publish(cancel_event(uow, order.order_id, account, reason))
+        repo.mark_sent(table, oid)
+        result.cancel_requested.append(str(oid))
+    else:
+        reason = "the venue answered neither the order nor its cancel request; expired"
+        transition(order, OrderStatus.EXPIRED)
+        result.expired.append(str(oid))
+    if is_block:
+        repo.update_block(oid, status=str(order.status), reason=reason)
+        children = [uuid.UUID(c["order_id"]) for c in row.children]
+    else:
+        children = [oid]
+    recs: set[uuid.UUID] = set()
+    for cid in children:
+        child_row = uow.rebalancing.get_order(cid, lock=True)
+        child = order_from_row(child_row)
+        before = child.status
+        if child.status.terminal or child.status == order.status:
+            continue
+        transition(child, order.status)
+        uow.rebalancing.update_order(cid, status=str(child.status), reason=reason)
+        uow.publish(order_status_event(uow, child, before, reason))
+        recs.add(uuid.UUID(child.recommendation_id))
+    for rid in sorted(recs, key=str):
+        after_order_change(uow, rid)
