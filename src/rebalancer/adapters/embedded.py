@@ -50,7 +50,7 @@ class _Ownership:
             pid = int(self.path.read_text().strip())
         except (OSError, ValueError):
             return False
-        return pid != os.getpid() and _pid_alive(pid)
+        return _pid_alive(pid)  # our own pid: another instance in this process owns it
 
     def claim(self) -> None:
         self.path.write_text(str(os.getpid()))

@@ -123,13 +123,21 @@ class Demo:
     """One demo run: servers, worker, counterparties and an HTTP client."""
 
     def __init__(
-        self, rt: Runtime, api_key: str, *, days: int, seed: int, accounts: int, console: Console
+        self,
+        rt: Runtime,
+        api_key: str,
+        *,
+        days: int,
+        seed: int,
+        accounts: int,
+        console: Console,
+        tenant: str | None = None,
     ) -> None:
         self.rt = rt
         self.console = console
         self.days = days
         self.book = build_sample_book(seed=seed, n_accounts=accounts)
-        self.tenant = self.book.tenant_id
+        self.tenant = tenant or self.book.tenant_id  # the API key's tenant owns what it creates
         self.stats = BookStats(rt.engine)
         self.server = ApiServer(rt)
         self.worker = Worker(rt, threads=2, with_relay=True)
@@ -393,7 +401,10 @@ def run_demo(
         api_key = settings.api_keys[0].key.get_secret_value()
     rt = bootstrap(settings)
     install_signal_handlers(rt)
-    demo = Demo(rt, api_key, days=days, seed=seed, accounts=accounts, console=console)
+    tenant = next(k.tenant for k in settings.api_keys if k.key.get_secret_value() == api_key)
+    demo = Demo(
+        rt, api_key, days=days, seed=seed, accounts=accounts, console=console, tenant=tenant
+    )
     code = 0
     try:
         demo.start()

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 
 from rebalancer.adapters import orm
 from rebalancer.domain.errors import NotFound, UnknownInstrument
@@ -264,7 +264,7 @@ class MarketDataRepository:
     def latest(self, instruments: Iterable[str] | None = None) -> dict[str, Quote]:
         """The most recent bar per instrument."""
         p = orm.prices
-        q = sa.select(p).distinct(p.c.instrument).order_by(p.c.instrument, p.c.ts.desc())
+        q = sa.select(p).ext(distinct_on(p.c.instrument)).order_by(p.c.instrument, p.c.ts.desc())
         if instruments is not None:
             q = q.where(p.c.instrument.in_(sorted(set(instruments))))
         return {
