@@ -210,6 +210,24 @@ trigger_evaluations = sa.Table(
     ),
 )
 
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False, index=True),
+    sa.Column("model_id", sa.Text, sa.ForeignKey("models.id"), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reasons", pg.JSONB, nullable=False, server_default="[]"),
+    sa.Column("total", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("queued", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_by", sa.Text, nullable=False, server_default=""),
+    sa.Column("started_at", TS, nullable=False, server_default=_now()),
+    sa.Column("finished_at", TS),
+)
+"""A batch rebalance: one rebalance per account following a model (see docs/deployment.md)."""
+
 rebalances = sa.Table(
     "rebalances",
     metadata,
@@ -227,6 +245,7 @@ rebalances = sa.Table(
     sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", TS, nullable=False, server_default=_now()),
     sa.Column("updated_at", TS, nullable=False, server_default=_now()),
+    sa.Column("batch_id", pg.UUID(as_uuid=True), sa.ForeignKey("batches.id"), index=True),
 )
 
 recommendations = sa.Table(

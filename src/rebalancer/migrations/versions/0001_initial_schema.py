@@ -339,6 +339,33 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "currency", name=op.f("pk_cash_balances")),
     )
     op.create_table(
+        "batches",
+        sa.Column("id", sa.UUID(), nullable=False),
+        sa.Column("tenant_id", sa.Text(), nullable=False),
+        sa.Column("model_id", sa.Text(), nullable=False),
+        sa.Column("model_version", sa.Integer(), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column(
+            "reasons", postgresql.JSONB(astext_type=sa.Text()), server_default="[]", nullable=False
+        ),
+        sa.Column("total", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("queued", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("skipped", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("created_by", sa.Text(), server_default="", nullable=False),
+        sa.Column(
+            "started_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["model_id"], ["models.id"], name=op.f("fk_batches_model_id_models")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_batches")),
+    )
+    op.create_index(op.f("ix_batches_tenant_id"), "batches", ["tenant_id"], unique=False)
+    op.create_table(
         "rebalances",
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("tenant_id", sa.Text(), nullable=False),
@@ -360,15 +387,20 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
+        sa.Column("batch_id", sa.UUID(), nullable=True),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.id"],
             name=op.f("fk_rebalances_account_id_accounts"),
             ondelete="CASCADE",
         ),
+        sa.ForeignKeyConstraint(
+            ["batch_id"], ["batches.id"], name=op.f("fk_rebalances_batch_id_batches")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rebalances")),
     )
     op.create_index(op.f("ix_rebalances_account_id"), "rebalances", ["account_id"], unique=False)
+    op.create_index(op.f("ix_rebalances_batch_id"), "rebalances", ["batch_id"], unique=False)
     op.create_index(op.f("ix_rebalances_tenant_id"), "rebalances", ["tenant_id"], unique=False)
     op.create_table(
         "settlements",
@@ -722,7 +754,10 @@ def downgrade() -> None:
     op.drop_table("settlements")
     op.drop_index(op.f("ix_rebalances_tenant_id"), table_name="rebalances")
     op.drop_index(op.f("ix_rebalances_account_id"), table_name="rebalances")
+    op.drop_index(op.f("ix_rebalances_batch_id"), table_name="rebalances")
     op.drop_table("rebalances")
+    op.drop_index(op.f("ix_batches_tenant_id"), table_name="batches")
+    op.drop_table("batches")
     op.drop_table("cash_balances")
     op.drop_index(op.f("ix_alerts_account_id"), table_name="alerts")
     op.drop_table("alerts")
