@@ -229,7 +229,9 @@ class InProcessMarket:
 
 
 # ---------------------------------------------------------------------- reading back
-def positions(engine: sa.Engine, tenant: str, account_id: str) -> tuple[dict[str, Decimal], Decimal]:
+def positions(
+    engine: sa.Engine, tenant: str, account_id: str
+) -> tuple[dict[str, Decimal], Decimal]:
     with UnitOfWork(engine, tenant) as uow:
         acct = uow.accounts.get(account_id)
     return acct.quantities(), acct.cash
