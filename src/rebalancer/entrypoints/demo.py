@@ -138,6 +138,7 @@ class Demo:
         self.days = days
         self.book = build_sample_book(seed=seed, n_accounts=accounts)
         self.tenant = tenant or self.book.tenant_id  # the API key's tenant owns what it creates
+        self.instrument_ids = sorted(self.book.instruments)
         self.stats = BookStats(rt.engine)
         self.server = ApiServer(rt)
         self.worker = Worker(rt, threads=2, with_relay=True)
@@ -191,7 +192,7 @@ class Demo:
 
     def start_market(self) -> None:
         """Start the counterparties; publish the opening prices if none are stored yet."""
-        last = self.stats.latest_price_date()
+        last = self.stats.latest_price_date(self.instrument_ids)
         start = last if last is not None and last > self.book.start_date else self.book.start_date
         feed = self.book.price_feed(seed=3) if start == self.book.start_date else None
         if feed is None:
@@ -228,7 +229,7 @@ class Demo:
             self.rt.publisher.publish(TOPICS[EventType.MARKET_DATA], "market", encode(env))
             wait_for(
                 "opening prices to be stored",
-                lambda: self.stats.latest_price_date() == feed.as_of,
+                lambda: self.stats.latest_price_date(self.instrument_ids) == feed.as_of,
                 120,
             )
 
@@ -248,7 +249,9 @@ class Demo:
         assert self.sim is not None
         data = self.sim.step_market()
         wait_for(
-            f"prices of {data.as_of}", lambda: self.stats.latest_price_date() == data.as_of, 120
+            f"prices of {data.as_of}",
+            lambda: self.stats.latest_price_date(self.instrument_ids) == data.as_of,
+            120,
         )
         self.settle_pending()
 
@@ -257,7 +260,10 @@ class Demo:
         recs = {r.rebalance_id: r for r in self.stats.recommendations([p.id for p in pending])}
         for reb in pending:
             rec = recs[reb.id]
-            result.drift_before[reb.account_id] = float(rec.response["drift_before"]["account"])
+            drift = self.call("GET", f"/v1/accounts/{reb.account_id}/drift")
+            result.drift_before[reb.account_id] = float(
+                drift["summaries"]["instrument"]["turnover"]
+            )
             self.call(
                 "POST",
                 f"/v1/recommendations/{rec.id}/approve",

@@ -22,8 +22,12 @@ class BookStats:
         with self.engine.connect() as conn:
             return conn.execute(q).scalar()
 
-    def latest_price_date(self) -> date | None:
-        ts = self._scalar(sa.select(sa.func.max(orm.prices.c.ts)))
+    def latest_price_date(self, instruments: Sequence[str] | None = None) -> date | None:
+        """Date of the newest stored bar (of ``instruments`` when given)."""
+        q = sa.select(sa.func.max(orm.prices.c.ts))
+        if instruments is not None:
+            q = q.where(orm.prices.c.instrument.in_(list(instruments)))
+        ts = self._scalar(q)
         return ts.date() if ts is not None else None
 
     def outbox_backlog(self) -> int:
