@@ -31,6 +31,7 @@ from rebalancer.optimizer.schemas import (
     Policy,
     Portfolio,
 )
+from rebalancer.service_layer.handlers.quality import realized_quotes
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 DEFAULT_ADV_SHARES = 1_000_000.0
@@ -64,7 +65,7 @@ def build_request(
     targets = blended_targets(account.sleeves, models)
     ids = sorted({*account.quantities(), *(k for k in targets if k != CASH)})
     instruments = uow.instruments.get_many(ids)
-    quotes = uow.market.latest(ids)
+    quotes = realized_quotes(uow, uow.market.latest(ids))  # realized costs feed back
     missing = [i for i in ids if i not in quotes]
     if missing:
         raise InvalidInput(
