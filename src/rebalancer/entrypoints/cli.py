@@ -159,6 +159,101 @@ def execution_quality_report(
     print_execution_quality(_settings(), tenant, start, end, as_json=as_json)
 
 
+@app.command()
+def backtest(
+    start: str = typer.Option("2020-01-02", help="First date (YYYY-MM-DD), 1991 to 2022."),
+    end: str = typer.Option("2021-12-31", help="Last date (YYYY-MM-DD), at most 2022-12-28."),
+    accounts: int = typer.Option(6, min=1, help="Accounts of the sample book."),
+    policies: str = typer.Option(
+        "never,monthly,quarterly,band-abs-5,band-rel-25,optimizer",
+        help="Comma-separated: never, monthly, quarterly, band-abs-<pct>, band-rel-<pct>, "
+        "optimizer, optimizer@<risk aversion>.",
+    ),
+    bands: str = typer.Option("2.5,10", help="Extra absolute band widths (%) for the frontier."),
+    output: str = typer.Option("backtest-out", help="Directory of the report and tables."),
+    workers: int = typer.Option(2, min=1, help="Processes."),
+    seed: int = typer.Option(7, help="Seed of the sample book and simulated bond prices."),
+) -> None:
+    """Replay real S&P 500 history under several rebalancing policies; write an HTML report,
+    Parquet files and a DuckDB database."""
+    from datetime import date
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rebalancer.backtest import BacktestConfig, save_results
+    from rebalancer.backtest.runner import prepare, run_job
+
+    try:
+        cfg = BacktestConfig(
+            start=date.fromisoformat(start),
+            end=date.fromisoformat(end),
+            accounts=accounts,
+            policies=tuple(p for p in policies.split(",") if p.strip()),
+            frontier_bands=tuple(float(b) / 100 for b in bands.split(",") if b.strip()),
+            workers=workers,
+            seed=seed,
+        )
+        cfg.policy_specs()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    console = Console()
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("loading prices and the sample book", total=cfg.accounts)
+        job = prepare(cfg)
+        bar.update(task, description=f"replaying {len(job.policies)} policies per account")
+        result = run_job(job, cfg, lambda _a: bar.advance(task))
+    report = save_results(result, Path(output))
+    show = result.metrics.select(
+        "policy", "avg_drift", "cost_bps", "taxes_paid", "after_tax_return",
+        "wash_sale_violations", "share_optimal",
+    )  # fmt: skip
+    console.print(show)
+    console.print(f"report: {report}")
+
+
+@app.command()
+def calendar(
+    now: str = typer.Option("", help="Evaluate at this ISO time (default: the clock, UTC)."),
+    loop: bool = typer.Option(False, "--loop", help="Run again every --interval seconds."),
+    interval: float = typer.Option(60.0, help="Seconds between runs with --loop."),
+) -> None:
+    """Scheduler step: fire the due calendar triggers (each account, schedule and period at most
+    once, also with several schedulers running; the state is in the database)."""
+    from datetime import UTC, datetime
+
+    from rebalancer.adapters import migrate
+    from rebalancer.adapters.db import make_engine
+    from rebalancer.bootstrap import start_infrastructure
+    from rebalancer.service_layer.handlers.monitoring import run_calendar
+    from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+    s = _settings().model_copy(update={"pulsar_url": _settings().pulsar_url or "pulsar://unused:1"})
+    infra = start_infrastructure(s)
+    engine = make_engine(infra.database_url, s)
+    try:
+        migrate.upgrade(engine)
+        while True:
+            at = datetime.fromisoformat(now) if now else datetime.now(UTC)
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            with UnitOfWork(engine, "scheduler") as uow:
+                fired = run_calendar(uow, at)
+            typer.echo(f"{at.isoformat()}: {len(fired)} calendar trigger(s) fired")
+            for f in fired:
+                typer.echo(f"  {f['tenant_id']}/{f['account_id']} {f['period_keys']}")
+            if not loop:
+                break
+            time.sleep(interval)
+    finally:
+        engine.dispose()
+        infra.stop()
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="rebalancer")
 

@@ -9,7 +9,9 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol
 
-from rebalancer.analytics.risk_model import DEFAULT_DAILY_VOL, estimate_covariance
+from rebalancer.analytics.requests import DEFAULT_ADV_SHARES as DEFAULT_ADV_SHARES
+from rebalancer.analytics.requests import DEFAULT_HALF_SPREAD_BPS as DEFAULT_HALF_SPREAD_BPS
+from rebalancer.analytics.requests import involved_instruments, make_request
 from rebalancer.contracts import (
     Decision,
     EventType,
@@ -20,22 +22,12 @@ from rebalancer.contracts import (
     TradeV1,
     new_event,
 )
-from rebalancer.domain.errors import InvalidInput, RebalancerError
-from rebalancer.domain.model import CASH, Account, blended_targets
+from rebalancer.domain.errors import RebalancerError
+from rebalancer.domain.model import Account
 from rebalancer.optimizer.response_schemas import AnalyzeResponse
-from rebalancer.optimizer.schemas import (
-    AnalyzeRequest,
-    CovarianceRiskModel,
-    InstrumentIn,
-    LotIn,
-    Policy,
-    Portfolio,
-)
+from rebalancer.optimizer.schemas import AnalyzeRequest, Policy
 from rebalancer.service_layer.handlers.quality import realized_quotes
 from rebalancer.service_layer.unit_of_work import UnitOfWork
-
-DEFAULT_ADV_SHARES = 1_000_000.0
-DEFAULT_HALF_SPREAD_BPS = 5.0
 
 
 class Optimizer(Protocol):
@@ -44,9 +36,17 @@ class Optimizer(Protocol):
     def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse: ...
 
 
+DEFAULT_RISK_AVERSION = 50.0
+"""gamma for stored rebalances. With the annual covariance of ``estimate_covariance`` the tracking
+term costs ``gamma * TE^2`` of NAV: an ex-ante tracking error of 1 % costs 0.5 % of NAV, so
+drift of a few percent outweighs small loss-harvesting gains, while losses are still harvested
+where a substitute keeps the exposure. Measured on the sample book: gamma 1 let harvesting push
+drift up, gamma 20-100 brings it to 1-3 % (see docs/optimizer.md)."""
+
+
 def default_policy() -> Policy:
     """Policy used for stored rebalances (per-model policies are a later extension)."""
-    return Policy(min_trade_value=50.0, min_net_benefit=1.0)
+    return Policy(risk_aversion=DEFAULT_RISK_AVERSION, min_trade_value=50.0, min_net_benefit=1.0)
 
 
 def build_request(
@@ -62,51 +62,15 @@ def build_request(
     models = {
         k: r.model for k, r in uow.models.get_many(s.model_id for s in account.sleeves).items()
     }
-    targets = blended_targets(account.sleeves, models)
-    ids = sorted({*account.quantities(), *(k for k in targets if k != CASH)})
-    instruments = uow.instruments.get_many(ids)
-    quotes = realized_quotes(uow, uow.market.latest(ids))  # realized costs feed back
-    missing = [i for i in ids if i not in quotes]
-    if missing:
-        raise InvalidInput(
-            f"no price for {', '.join(missing)}; publish market data for it first", ["instruments"]
-        )
-    closes = uow.market.closes(ids)
-    vols = {i: quotes[i].daily_volatility for i in ids}
-    cov = estimate_covariance(ids, closes, vols)
-    return AnalyzeRequest(
-        as_of=as_of,
-        portfolio=Portfolio(
-            cash=float(account.cash),
-            lots=[
-                LotIn(
-                    lot_id=lot.lot_id,
-                    instrument=lot.instrument,
-                    quantity=float(lot.quantity),
-                    cost_basis=float(lot.cost_basis),
-                    acquired=lot.acquired,
-                )
-                for lot in account.lots
-            ],
-        ),
-        targets={k: float(v) for k, v in targets.items() if v > 0 or k == CASH},
-        instruments=[
-            InstrumentIn(
-                id=i,
-                price=float(quotes[i].price),
-                adv_shares=quotes[i].adv_shares or DEFAULT_ADV_SHARES,
-                daily_volatility=quotes[i].daily_volatility or DEFAULT_DAILY_VOL,
-                half_spread_bps=quotes[i].half_spread_bps or DEFAULT_HALF_SPREAD_BPS,
-                sector=instruments[i].sector,
-                asset_class=instruments[i].asset_class,
-                lot_size=instruments[i].lot_size,
-                wash_sale_group=instruments[i].wash_sale_group,
-                substitutes=[s for s in instruments[i].substitutes if s in quotes],
-            )
-            for i in ids
-        ],
-        risk_model=CovarianceRiskModel(instruments=ids, covariance=cov.tolist()),
-        policy=policy or default_policy(),
+    _, ids = involved_instruments(account, models)
+    return make_request(
+        account,
+        models,
+        uow.instruments.get_many(ids),
+        realized_quotes(uow, uow.market.latest(ids)),  # realized costs feed back
+        uow.market.closes(ids),
+        as_of,
+        policy or default_policy(),
     )
 
 

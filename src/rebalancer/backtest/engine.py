@@ -1,0 +1,369 @@
+"""Replay one account under one policy through the live service's request builder, optimizer and
+settlement rules.
+
+Each trading day, at the close:
+
+1. cash flows of the day (a deposit adds cash; a withdrawal larger than the cash first sells,
+   through the optimizer with ``policy.raise_cash``, at least cost, impact and tax);
+2. the policy's trigger; when it fires, :func:`rebalancer.analytics.requests.make_request`
+   builds the request (the function the service uses), the optimizer answers, and a
+   ``rebalance`` answer is executed;
+3. executed trades settle the same day through :func:`rebalancer.domain.settlement.
+   apply_settlement` at the close, with the optimizer's own spread + impact estimate
+   (``TradeOut.cost_bps``) charged as a fee per share (it lowers sale proceeds and raises the
+   cost basis of buys), sells before buys;
+4. a snapshot of NAV, weights and drift.
+
+Units: money in account currency, weights fractions of NAV, quantities shares.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import numpy as np
+
+from rebalancer.analytics.requests import LossSale, make_request
+from rebalancer.backtest.market import MarketHistory
+from rebalancer.backtest.policies import DayState, RebalancePolicy, Trigger
+from rebalancer.domain.errors import RebalancerError
+from rebalancer.domain.model import CASH, Account, Instrument, ModelPortfolio, blended_targets
+from rebalancer.domain.orders import Side
+from rebalancer.domain.settlement import SettledFill, apply_settlement
+from rebalancer.optimizer import Decision, Recommender
+from rebalancer.optimizer.schemas import AnalyzeResponse, Policy, RecentBuy, TradeOut
+
+FEE_QUANTUM = Decimal("0.000001")
+PRICE_QUANTUM = Decimal("0.0001")
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CashFlow:
+    """A deposit (amount > 0) or withdrawal (amount < 0) in currency on ``day``."""
+
+    day: date
+    amount: float
+
+
+@dataclass
+class AccountResult:
+    """Row lists of one (policy, account) replay; every row carries ``policy`` and ``account``."""
+
+    daily: list[Row] = field(default_factory=list)
+    trades: list[Row] = field(default_factory=list)
+    realized: list[Row] = field(default_factory=list)
+    decisions: list[Row] = field(default_factory=list)
+    start_lots: list[Row] = field(default_factory=list)
+    final_lots: list[Row] = field(default_factory=list)
+
+
+def _dec(x: float, q: Decimal) -> Decimal:
+    return Decimal(repr(float(x))).quantize(q, rounding=ROUND_HALF_UP)
+
+
+class AccountReplay:
+    """State and logs of one account under one policy (see the module docstring).
+
+    Parameters
+    ----------
+    account
+        Starting state; copied, never modified.
+    models, instruments
+        Model portfolios and the security master.
+    history
+        Market data; ``t_start`` .. ``t_end`` (inclusive) are replayed.
+    policy
+        The trigger rule.
+    recommender
+        The optimizer (one per process: it caches compiled problems).
+    flows
+        Cash flows by date.
+    decision_days
+        Dates on which ``optimizer`` policies decide.
+    """
+
+    def __init__(
+        self,
+        account: Account,
+        models: Mapping[str, ModelPortfolio],
+        instruments: Mapping[str, Instrument],
+        history: MarketHistory,
+        policy: RebalancePolicy,
+        recommender: Recommender,
+        flows: Mapping[date, float],
+        decision_days: frozenset[date],
+    ) -> None:
+        self.account = copy.deepcopy(account)
+        self.models, self.instruments, self.h = models, instruments, history
+        self.policy, self.rec = policy, recommender
+        self.flows, self.decision_days = flows, decision_days
+        self.targets = blended_targets(account.sleeves, models)
+        self.out = AccountResult()
+        self.buys: list[RecentBuy] = []
+        self.loss_sales: list[LossSale] = []
+        self._seq = 0
+        self._tags = {"policy": policy.name, "account": account.id}
+
+    # ------------------------------------------------------------------ helpers
+    def _prices(self, t: int) -> dict[str, float]:
+        return self.h.prices(t)
+
+    def valuation(self, t: int) -> tuple[float, dict[str, float]]:
+        """NAV (currency) and weights (fractions of NAV) per held or targeted instrument and
+        cash at the close of day ``t`` (as :meth:`Account.weights`, with one valuation)."""
+        values = self.account.market_values(self._prices(t))
+        cash = float(self.account.cash)
+        nav = cash + sum(values.values())
+        w = {i: v / nav for i, v in values.items()} if nav > 0 else {}
+        w[CASH] = cash / nav if nav > 0 else 1.0
+        for k in self.targets:
+            w.setdefault(k, 0.0)
+        return nav, w
+
+    def _ids(self) -> list[str]:
+        return sorted({*self.account.quantities(), *(k for k in self.targets if k != CASH)})
+
+    def _request_state(self, day: date) -> tuple[list[RecentBuy], list[LossSale]]:
+        since = day - timedelta(days=31)
+        self.buys = [b for b in self.buys if b.date >= since]
+        self.loss_sales = [s for s in self.loss_sales if s.date >= since]
+        return self.buys, self.loss_sales
+
+    def ask(self, t: int, policy: Policy) -> tuple[Any, AnalyzeResponse]:
+        """Build the request exactly as the service does and solve it."""
+        day, ids = self.h.dates[t], self._ids()
+        buys, losses = self._request_state(day)
+        req = make_request(
+            self.account,
+            self.models,
+            self.instruments,
+            self.h.quotes(t, ids),
+            self.h.closes(t, ids),
+            day,
+            policy,
+            recent_buys=buys,
+            recent_loss_sales=losses,
+        )
+        return req, self.rec.analyze(req)
+
+    # ------------------------------------------------------------------ execution
+    def _fill(self, t: int, trade: TradeOut, kind: str) -> None:
+        day, price = (
+            self.h.dates[t],
+            _dec(self.h.close[t, self.h.column(trade.instrument)], PRICE_QUANTUM),
+        )
+        fee = (price * Decimal(repr(trade.cost_bps)) / Decimal(10_000)).quantize(FEE_QUANTUM)
+        qty = Decimal(repr(trade.quantity))
+        side = Side.BUY if str(trade.side) == "buy" else Side.SELL
+        if side == Side.BUY:
+            affordable = (self.account.cash / (price + fee)).to_integral_value(
+                rounding="ROUND_FLOOR"
+            )
+            qty = min(qty, max(affordable, Decimal(0)))
+            if qty <= 0:
+                return
+        self._seq += 1
+        fid = f"{self.policy.name}:{self.account.id}:{day.isoformat()}:{self._seq}"
+        lots = tuple((ls.lot_id, Decimal(repr(ls.quantity))) for ls in trade.lots)
+        if side == Side.BUY or sum((q for _, q in lots), Decimal(0)) != qty:
+            lots = ()
+        fill = SettledFill(
+            fid, fid, self.account.id, trade.instrument, side, qty, price, day, fee, lots
+        )
+        res = apply_settlement(self.account, fill)
+        self.out.trades.append(
+            {
+                **self._tags,
+                "date": day,
+                "fill_id": fid,
+                "instrument": trade.instrument,
+                "group": self.instruments[trade.instrument].group,
+                "side": str(side),
+                "kind": kind,
+                "quantity": float(qty),
+                "price": float(price),
+                "value": float(qty * price),
+                "cost": float(qty * fee),
+            }
+        )
+        if side == Side.BUY:
+            self.buys.append(RecentBuy(instrument=trade.instrument, date=day, quantity=float(qty)))
+        for g in res.realized:
+            self.out.realized.append(
+                {
+                    **self._tags,
+                    "date": day,
+                    "fill_id": fid,
+                    "lot_id": g.lot_id,
+                    "instrument": g.instrument,
+                    "group": self.instruments[g.instrument].group,
+                    "acquired": g.acquired,
+                    "quantity": float(g.quantity),
+                    "gain": float(g.gain),
+                    "term": str(g.term),
+                    "taxable": self.account.tax_type == "taxable",
+                }
+            )
+            if g.gain < 0:
+                self.loss_sales.append(LossSale(g.instrument, day))
+
+    def execute(self, t: int, response: AnalyzeResponse, kind: str) -> None:
+        """Settle a rebalance answer: sells first, then buys (buys capped by the cash)."""
+        for tr in sorted(response.trades, key=lambda x: str(x.side) != "sell"):
+            self._fill(t, tr, kind)
+
+    # ------------------------------------------------------------------ one day
+    def _withdraw(self, t: int, amount: float) -> None:
+        shortfall = amount - float(self.account.cash)
+        if shortfall > 0 and self.account.lots:
+            pol = self.policy.optimizer_policy.model_copy(
+                update={"raise_cash": shortfall * 1.01 + 1.0, "min_net_benefit": 0.0}
+            )
+            try:
+                _, resp = self.ask(t, pol)
+                self.execute(t, resp, "liquidity")
+            except RebalancerError as exc:
+                self._decision(t, "liquidity", None, None, None, error=exc.code)
+        take = min(Decimal(repr(amount)), self.account.cash).quantize(Decimal("0.01"))
+        self.account.cash -= max(take, Decimal(0))
+
+    def _decision(
+        self,
+        t: int,
+        reason: str,
+        trig: Trigger | None,
+        resp: AnalyzeResponse | None,
+        best: float | None,
+        *,
+        error: str | None = None,
+        ms: float = 0.0,
+    ) -> None:
+        row: Row = {
+            **self._tags,
+            "date": self.h.dates[t],
+            "reason": reason,
+            "graded": bool(trig and trig.grade),
+            "decision": str(resp.decision) if resp is not None else "failed",
+            "error": error,
+            "nav": resp.nav if resp is not None else None,
+            "objective_before": resp.objective_before.total if resp is not None else None,
+            "objective": resp.objective.total if resp is not None else None,
+            "best_objective": best,
+            "net_benefit": resp.net_benefit if resp is not None else None,
+            "min_net_benefit": trig.policy.min_net_benefit if trig is not None else None,
+            "drift_before": resp.drift_before.account if resp is not None else None,
+            "drift_after": resp.drift_after.account if resp is not None else None,
+            "trades": len(resp.trades) if resp is not None else 0,
+            "solve_ms": ms,
+        }
+        self.out.decisions.append(row)
+
+    def step(self, t: int, previous: date | None) -> None:
+        """Flows, trigger, execution and snapshot of trading day ``t``."""
+        day = self.h.dates[t]
+        flow = self.flows.get(day, 0.0)
+        if flow > 0:
+            self.account.cash += _dec(flow, Decimal("0.01"))
+        elif flow < 0:
+            self._withdraw(t, -flow)
+        trig = None
+        if self.policy.kind != "never":
+            nav, w = self.valuation(t)
+            state = DayState(
+                day, previous, day in self.decision_days, w, self.targets, self.instruments
+            )
+            trig = self.policy.decide(state) if nav > 0 else None
+        if trig is not None:
+            t0 = time.perf_counter()
+            try:
+                req, resp = self.ask(t, trig.policy)
+                best = self.rec.relaxed_objective(req) if trig.grade else None
+                ms = (time.perf_counter() - t0) * 1e3
+                self._decision(t, trig.reason, trig, resp, best, ms=ms)
+                if resp.decision == Decision.REBALANCE:
+                    self.execute(t, resp, "rebalance")
+            except RebalancerError as exc:
+                self._decision(t, trig.reason, trig, None, None, error=exc.code)
+        self.snapshot(t, flow)
+
+    def snapshot(self, t: int, flow: float) -> None:
+        """Append the end-of-day row of day ``t``."""
+        nav, w = self.valuation(t)
+        keys = sorted(w)
+        active = np.array([w[k] - self.targets.get(k, 0.0) for k in keys])
+        nxt = t + 1 < len(self.h.dates)
+        ret_next = (
+            {
+                k: self.h.close[t + 1, self.h.column(k)] / self.h.close[t, self.h.column(k)] - 1.0
+                for k in keys
+                if k != CASH
+            }
+            if nxt
+            else {}
+        )
+        active_next = sum(a * ret_next.get(k, 0.0) for k, a in zip(keys, active, strict=True))
+        target_next = sum(v * ret_next.get(k, 0.0) for k, v in self.targets.items() if k != CASH)
+        self.out.daily.append(
+            {
+                **self._tags,
+                "date": self.h.dates[t],
+                "nav": nav,
+                "cash": float(self.account.cash),
+                "flow": flow,
+                "drift": float(np.abs(active).sum() / 2.0),
+                "max_drift": float(np.abs(active).max()) if active.size else 0.0,
+                "active_return_next": float(active_next) if nxt else None,
+                "target_return_next": float(target_next) if nxt else None,
+            }
+        )
+
+    def lot_rows(self, t: int) -> list[Row]:
+        """The open lots valued at the close of day ``t`` (for the liquidation tax)."""
+        prices, day = self._prices(t), self.h.dates[t]
+        return [
+            {
+                **self._tags,
+                "date": day,
+                "lot_id": lot.lot_id,
+                "instrument": lot.instrument,
+                "acquired": lot.acquired,
+                "quantity": float(lot.quantity),
+                "cost_basis": float(lot.cost_basis),
+                "price": prices[lot.instrument],
+                "taxable": self.account.tax_type == "taxable",
+            }
+            for lot in self.account.lots
+        ]
+
+
+def replay_account(
+    account: Account,
+    models: Mapping[str, ModelPortfolio],
+    instruments: Mapping[str, Instrument],
+    history: MarketHistory,
+    policy: RebalancePolicy,
+    recommender: Recommender,
+    *,
+    t_start: int,
+    t_end: int,
+    flows: Mapping[date, float] | None = None,
+    decision_days: frozenset[date] = frozenset(),
+) -> AccountResult:
+    """Replay ``account`` under ``policy`` over trading days ``t_start`` .. ``t_end``."""
+    r = AccountReplay(
+        account, models, instruments, history, policy, recommender, flows or {}, decision_days
+    )
+    r.out.start_lots = r.lot_rows(t_start)
+    previous: date | None = None
+    for t in range(t_start, t_end + 1):
+        r.step(t, previous)
+        previous = history.dates[t]
+    r.out.final_lots = r.lot_rows(t_end)
+    return r.out

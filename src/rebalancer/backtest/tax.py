@@ -1,0 +1,227 @@
+"""Taxes of a backtest: yearly netting, the liquidation tax, honest tax alpha and an independent
+wash-sale check of the trade log.
+
+Rules (a simplified US individual; documented in docs/backtesting.md)
+--------------------------------------------------------------------
+- Only ``taxable`` accounts pay tax; gains in tax-deferred and tax-exempt accounts are ignored.
+- Per calendar year, short-term and long-term gains are netted separately, then across: a net
+  loss on one side offsets a net gain on the other. A remaining net loss is carried forward
+  (first against next year's short-term, then long-term gains); no 3,000 USD ordinary offset.
+- Tax = net short-term gain x ``short_term_rate`` + net long-term gain x ``long_term_rate``.
+  Taxes are paid from outside the account (they are not withdrawn from its cash).
+- The liquidation tax is the tax the open lots would owe if sold at the last close (with the
+  carry-forward left), the honest end value of deferred gains.
+
+Tax alpha against the do-nothing shadow (the ``never`` policy with the same cash flows), per
+account, in currency:
+
+- ``gross_tax_saving = taxes_paid(shadow) - taxes_paid(policy)`` (the flattering number);
+- ``deferred = liquidation_tax(policy) - liquidation_tax(shadow)``: saving given back later
+  because harvesting lowered the cost basis (it also carries the effect of different pre-tax
+  returns on unrealized gains);
+- ``permanent = gross_tax_saving - deferred``: what survives liquidation;
+- ``deferral_value = deferred x (1 - (1 + r)^-h)``: the time value of the deferred part at
+  discount rate ``r`` over ``h`` years.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import polars as pl
+
+SHORT_TERM_RATE = 0.35
+LONG_TERM_RATE = 0.15
+WASH_SALE_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class TaxRates:
+    """Tax rates (fractions) and the parameters of the deferral's value."""
+
+    short_term: float = SHORT_TERM_RATE
+    long_term: float = LONG_TERM_RATE
+    discount_rate: float = 0.04
+    """Yearly rate that discounts deferred tax."""
+    horizon_years: float = 10.0
+    """Years until the deferred tax is assumed paid."""
+
+
+def net_tax(st: float, lt: float, carry: float, rates: TaxRates) -> tuple[float, float]:
+    """Tax of one year's net short-term ``st`` and long-term ``lt`` gains (currency) with a
+    carried-forward loss ``carry`` (>= 0); returns ``(tax, carry left)``."""
+    st_net = st - carry
+    lt_net = lt
+    if st_net < 0:
+        lt_net += st_net
+        st_net = 0.0
+    if lt_net < 0:
+        st_net += lt_net
+        lt_net = 0.0
+    if st_net < 0:
+        return 0.0, -st_net
+    return st_net * rates.short_term + lt_net * rates.long_term, 0.0
+
+
+def account_taxes(
+    realized: pl.DataFrame, lots: pl.DataFrame, rates: TaxRates = TaxRates()
+) -> pl.DataFrame:
+    """Per (policy, account): taxes paid, gains and losses realized, and liquidation tax.
+
+    Parameters
+    ----------
+    realized
+        Realized gains: ``policy, account, date, gain, term, taxable``.
+    lots
+        Open lots at the end: ``policy, account, date, quantity, cost_basis, price, acquired,
+        taxable``.
+    """
+    keys: set[tuple[str, str]] = set()
+    by_year: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for r in realized.iter_rows(named=True):
+        k = (r["policy"], r["account"])
+        keys.add(k)
+        if not r["taxable"]:
+            continue
+        y = by_year.setdefault(k, {}).setdefault(r["date"].year, [0.0, 0.0])
+        y[0 if r["term"] == "short" else 1] += r["gain"]
+    unreal: dict[tuple[str, str], list[float]] = {}
+    for r in lots.iter_rows(named=True):
+        k = (r["policy"], r["account"])
+        keys.add(k)
+        if not r["taxable"]:
+            continue
+        u = unreal.setdefault(k, [0.0, 0.0])
+        long = (r["date"] - r["acquired"]).days > 365
+        u[1 if long else 0] += (r["price"] - r["cost_basis"]) * r["quantity"]
+    rows = []
+    for k in sorted(keys):
+        paid, carry = 0.0, 0.0
+        for year in sorted(by_year.get(k, {})):
+            st, lt = by_year[k][year]
+            tax, carry = net_tax(st, lt, carry, rates)
+            paid += tax
+        gains = [g for y in by_year.get(k, {}).values() for g in y]
+        sub = realized.filter((pl.col("policy") == k[0]) & (pl.col("account") == k[1]))
+        taxable_sub = sub.filter(pl.col("taxable"))
+        ust, ult = unreal.get(k, [0.0, 0.0])
+        liquidation, _ = net_tax(ust, ult, carry, rates)
+        rows.append(
+            {
+                "policy": k[0],
+                "account": k[1],
+                "taxes_paid": paid,
+                "net_realized_gain": float(sum(gains)),
+                "losses_harvested": float(
+                    -taxable_sub.filter(pl.col("gain") < 0)["gain"].sum() if len(sub) else 0.0
+                ),
+                "loss_carryforward": carry,
+                "liquidation_tax": liquidation,
+            }
+        )
+    schema = {
+        "policy": pl.Utf8,
+        "account": pl.Utf8,
+        "taxes_paid": pl.Float64,
+        "net_realized_gain": pl.Float64,
+        "losses_harvested": pl.Float64,
+        "loss_carryforward": pl.Float64,
+        "liquidation_tax": pl.Float64,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def tax_alpha(
+    taxes: pl.DataFrame, shadow: str = "never", rates: TaxRates = TaxRates()
+) -> pl.DataFrame:
+    """Per (policy, account): gross saving, deferred and permanent parts against ``shadow``."""
+    base = taxes.filter(pl.col("policy") == shadow).select(
+        "account",
+        pl.col("taxes_paid").alias("shadow_taxes_paid"),
+        pl.col("liquidation_tax").alias("shadow_liquidation_tax"),
+    )
+    factor = 1.0 - (1.0 + rates.discount_rate) ** (-rates.horizon_years)
+    return (
+        taxes.join(base, on="account", how="inner")
+        .with_columns(
+            (pl.col("shadow_taxes_paid") - pl.col("taxes_paid")).alias("gross_tax_saving"),
+            (pl.col("liquidation_tax") - pl.col("shadow_liquidation_tax")).alias("deferred"),
+        )
+        .with_columns(
+            (pl.col("gross_tax_saving") - pl.col("deferred")).alias("permanent_saving"),
+            (pl.col("deferred") * factor).alias("deferral_value"),
+        )
+        .select(
+            "policy",
+            "account",
+            "gross_tax_saving",
+            "deferred",
+            "permanent_saving",
+            "deferral_value",
+        )
+    )
+
+
+def wash_sale_violations(
+    trades: pl.DataFrame, realized: pl.DataFrame, window_days: int = WASH_SALE_DAYS
+) -> pl.DataFrame:
+    """Loss sales with a buy of the same wash-sale group within ``window_days`` before or after,
+    read from the logs alone (independent of the optimizer's own bookkeeping).
+
+    A buy does not count against a loss sale of the very lot it created when that lot was sold
+    whole on that date. Returns one row per (loss sale lot, offending buy).
+    """
+    out: list[dict[str, object]] = []
+    buys = trades.filter(pl.col("side") == "buy")
+    losses = realized.filter((pl.col("gain") < 0) & pl.col("taxable"))
+    if losses.is_empty() or buys.is_empty():
+        return pl.DataFrame(
+            schema={
+                "policy": pl.Utf8,
+                "account": pl.Utf8,
+                "sale_date": pl.Date,
+                "lot_id": pl.Utf8,
+                "buy_fill": pl.Utf8,
+                "buy_date": pl.Date,
+                "group": pl.Utf8,
+            }
+        )
+    idx: dict[tuple[str, str, str], list[tuple[object, str]]] = {}
+    for b in buys.iter_rows(named=True):
+        idx.setdefault((b["policy"], b["account"], b["group"]), []).append(
+            (b["date"], b["fill_id"])
+        )
+    closed = _closed_lots(trades, realized)
+    for s in losses.iter_rows(named=True):
+        lo, hi = s["date"] - timedelta(days=window_days), s["date"] + timedelta(days=window_days)
+        for day, fid in idx.get((s["policy"], s["account"], s["group"]), []):
+            if not lo <= day <= hi:
+                continue
+            if fid == s["lot_id"] and (s["policy"], s["account"], fid) in closed:
+                continue
+            out.append(
+                {
+                    "policy": s["policy"],
+                    "account": s["account"],
+                    "sale_date": s["date"],
+                    "lot_id": s["lot_id"],
+                    "buy_fill": fid,
+                    "buy_date": day,
+                    "group": s["group"],
+                }
+            )
+    return pl.DataFrame(out)
+
+
+def _closed_lots(trades: pl.DataFrame, realized: pl.DataFrame) -> set[tuple[str, str, str]]:
+    """Buy lots whose whole quantity was sold (so they cannot be replacement shares)."""
+    bought = {
+        (r["policy"], r["account"], r["fill_id"]): r["quantity"]
+        for r in trades.filter(pl.col("side") == "buy").iter_rows(named=True)
+    }
+    sold: dict[tuple[str, str, str], float] = {}
+    for r in realized.iter_rows(named=True):
+        k = (r["policy"], r["account"], r["lot_id"])
+        sold[k] = sold.get(k, 0.0) + r["quantity"]
+    return {k for k, q in bought.items() if sold.get(k, 0.0) >= q - 1e-9}
