@@ -32,6 +32,7 @@ from rebalancer.contracts import (
 )
 from rebalancer.domain.errors import NotFound
 from rebalancer.domain.model import ModelPortfolio
+from rebalancer.entrypoints.sweeper import OrderSweeper
 from rebalancer.service_layer.handlers import monitoring, portfolio, recommending, settling, trading
 from rebalancer.service_layer.unit_of_work import UnitOfWork, with_retries
 
@@ -161,6 +162,7 @@ class Worker:
         ]
         if self.with_relay:
             targets.append(("relay", lambda: self.relay.run(stop)))
+            targets.append(("order-sweeper", lambda: OrderSweeper(self.rt.engine).run(stop)))
         for name, fn in targets:
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()

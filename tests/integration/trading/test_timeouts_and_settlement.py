@@ -189,3 +189,16 @@ def test_buys_wait_for_settled_proceeds_and_the_remainder_is_reoptimized(
     assert len(market.placed) == placed_before  # nothing re-sent
     with UnitOfWork(engine, book.tenant) as uow, pytest.raises(Exception, match="only a partially"):
         reoptimize_remainder(uow, runtime.optimizer, follow)
+
+
+def test_the_worker_sweeper_resends_due_orders_of_every_tenant(engine: Any) -> None:
+    from rebalancer.entrypoints.sweeper import OrderSweeper
+
+    book = make_book(engine, n_accounts=1, cash="100000")
+    rec = make_recommendation(engine, book, book.accounts[0], [(book.a, "sell", 5)])
+    with UnitOfWork(engine, book.tenant) as uow:
+        (order,) = trading.approve(uow, rec, "t")
+    sweeper = OrderSweeper(engine, timeout=HOUR)
+    assert sweeper.sweep_once(datetime.now(UTC) + 2 * HOUR) >= 1
+    (stored,) = rows(engine, orm.orders, id=uuid.UUID(order["id"]))
+    assert stored.send_attempts == 2 and stored.status == "sent"
