@@ -4,7 +4,8 @@ settlement rules.
 Each trading day, at the close:
 
 1. cash flows of the day (a deposit adds cash; a withdrawal larger than the cash first sells,
-   through the optimizer with ``policy.raise_cash``, at least cost, impact and tax);
+   through the optimizer with the service's default policy and ``raise_cash``, at least cost,
+   impact and tax, whatever the rebalancing policy);
 2. the policy's trigger; when it fires, :func:`rebalancer.analytics.requests.make_request`
    builds the request (the function the service uses), the optimizer answers, and a
    ``rebalance`` answer is executed;
@@ -38,6 +39,7 @@ from rebalancer.domain.orders import Side
 from rebalancer.domain.settlement import SettledFill, apply_settlement
 from rebalancer.optimizer import Decision, Recommender
 from rebalancer.optimizer.schemas import AnalyzeResponse, Policy, RecentBuy, TradeOut
+from rebalancer.service_layer.handlers.recommending import default_policy
 
 FEE_QUANTUM = Decimal("0.000001")
 PRICE_QUANTUM = Decimal("0.0001")
@@ -153,6 +155,23 @@ class AccountReplay:
         )
         return req, self.rec.analyze(req)
 
+    def best_objective(self, req: Any, resp: AnalyzeResponse) -> float | None:
+        """Best achievable objective (fraction of NAV) of ``req``: the least of doing nothing,
+        the decision, and the optimizer's answer re-solved without the net-benefit gate and
+        the minimum trade value (whole shares, every constraint kept)."""
+        ungated = req.model_copy(
+            update={
+                "policy": req.policy.model_copy(
+                    update={"min_net_benefit": 0.0, "min_trade_value": 0.0}
+                )
+            }
+        )
+        try:
+            free = self.rec.analyze(ungated).objective.total
+        except RebalancerError:
+            return None
+        return min(free, resp.objective.total, resp.objective_before.total)
+
     # ------------------------------------------------------------------ execution
     def _fill(self, t: int, trade: TradeOut, kind: str) -> None:
         day, price = (
@@ -223,7 +242,7 @@ class AccountReplay:
     def _withdraw(self, t: int, amount: float) -> None:
         shortfall = amount - float(self.account.cash)
         if shortfall > 0 and self.account.lots:
-            pol = self.policy.optimizer_policy.model_copy(
+            pol = default_policy().model_copy(
                 update={"raise_cash": shortfall * 1.01 + 1.0, "min_net_benefit": 0.0}
             )
             try:
@@ -284,7 +303,7 @@ class AccountReplay:
             t0 = time.perf_counter()
             try:
                 req, resp = self.ask(t, trig.policy)
-                best = self.rec.relaxed_objective(req) if trig.grade else None
+                best = self.best_objective(req, resp) if trig.grade else None
                 ms = (time.perf_counter() - t0) * 1e3
                 self._decision(t, trig.reason, trig, resp, best, ms=ms)
                 if resp.decision == Decision.REBALANCE:

@@ -13,8 +13,10 @@ Definitions (fractions unless named ``_bps`` or ``currency``; see docs/backtesti
   ``after_tax_return``: annualised Modified-Dietz return of the after-tax liquidation value
   (NAV - taxes paid - liquidation tax; start value net of its own liquidation tax);
 - ``share_optimal``: among graded decisions, the share with
-  ``f(decision) - f* <= 0.005 * (f(0) - f*) + min_net_benefit / NAV`` where ``f*`` is the
-  optimizer's relaxed (continuous, ungated) optimum of the same request;
+  ``f(decision) - f* <= 0.005 * (f(0) - f*) + min_net_benefit / NAV`` where ``f*`` is the best
+  achievable objective of the same request: the least of doing nothing, the decision, and the
+  optimizer re-solved without the net-benefit gate and the minimum trade value (whole shares,
+  every constraint kept);
 - ``wash_sale_violations``: loss sales (net of costs) with a buy of the same wash-sale group
   within 30 days before or after, from the logs alone; ``wash_sale_disallowed`` their losses.
 """
