@@ -254,6 +254,16 @@ def calendar(
         infra.stop()
 
 
+def _register_batch_commands() -> None:
+    from rebalancer.entrypoints.cli_batch import load_book, rebalance
+
+    app.command("load-book")(load_book)
+    app.command("rebalance")(rebalance)
+
+
+_register_batch_commands()
+
+
 def main() -> None:  # pragma: no cover
     app(prog_name="rebalancer")
 

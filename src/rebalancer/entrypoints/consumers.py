@@ -7,6 +7,7 @@ so each event has its effect exactly once even though delivery is at-least-once.
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Callable
@@ -133,10 +134,23 @@ class Worker:
         Consumer loops on the Shared subscription (each processes one event at a time).
     with_relay
         Also run the outbox relay in this process.
+    batch_threads
+        Consumer loops of batch-rebalance items (chunks of accounts; see
+        :mod:`rebalancer.entrypoints.batch_worker`). One per process suits CPU-bound solving.
     """
 
-    def __init__(self, rt: Runtime, threads: int = 2, with_relay: bool = True) -> None:
+    def __init__(
+        self, rt: Runtime, threads: int = 2, with_relay: bool = True, batch_threads: int = 1
+    ) -> None:
+        from rebalancer.entrypoints.batch_worker import BatchConsumerLoop
+
         self.rt = rt
+        self.batch_loops = [
+            BatchConsumerLoop(
+                rt, max_redeliveries=rt.settings.consumer_max_redeliveries, name=f"batch-{i}"
+            )
+            for i in range(batch_threads)
+        ]
         topics = sorted({TOPICS[t] for t in SERVICE_TYPES})
         self.loops = [
             ConsumerLoop(
@@ -160,6 +174,8 @@ class Worker:
             (loop.name, lambda lp=loop: lp.run(stop))
             for loop in self.loops  # type: ignore[misc]
         ]
+        for b in self.batch_loops:
+            targets.append((b.name, functools.partial(b.run, stop)))
         if self.with_relay:
             targets.append(("relay", lambda: self.relay.run(stop)))
             targets.append(("order-sweeper", lambda: OrderSweeper(self.rt.engine).run(stop)))

@@ -23,6 +23,7 @@ from rebalancer.entrypoints.api.middleware import RequestContextMiddleware
 from rebalancer.entrypoints.api.routes import (
     accounts,
     analyze,
+    batch,
     execution,
     health,
     rebalancing,
@@ -85,7 +86,7 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None) -> FastAPI
     app.state.runtime = runtime
     app.state.authenticator = Authenticator(s, runtime.engine)
     install_error_handlers(app)
-    for module in (reference, accounts, rebalancing, execution, analyze, health):
+    for module in (reference, accounts, rebalancing, batch, execution, analyze, health):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,0 +1,160 @@
+"""Batch rebalances: the ``batches`` table and set-based reads and writes of their rebalances."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from rebalancer.adapters import orm
+from rebalancer.domain.errors import NotFound
+
+OPEN_STATUSES = ("requested", "pending_approval", "approved", "trading", "partially_complete")
+"""Rebalance statuses still in flight (an account has at most one such rebalance)."""
+
+
+class BatchRepository:
+    """Tenant-scoped access to batches and their rebalances."""
+
+    def __init__(self, conn: sa.Connection, tenant_id: str) -> None:
+        self.conn = conn
+        self.tenant_id = tenant_id
+
+    def lock_followers(self, model_id: str) -> list[str]:
+        """Ids of the tenant's accounts with a sleeve on ``model_id``, locked, in id order.
+
+        The row locks serialize the batch with triggers of the same accounts (which lock the
+        account first too), so no account gets two open rebalances.
+        """
+        a = orm.accounts
+        followers = sa.select(orm.sleeves.c.account_id).where(orm.sleeves.c.model_id == model_id)
+        q = (
+            sa.select(a.c.id)
+            .where(a.c.tenant_id == self.tenant_id, a.c.id.in_(followers))
+            .order_by(a.c.id)
+            .with_for_update()
+        )
+        return list(self.conn.execute(q).scalars())
+
+    def lock_accounts(self, account_ids: Sequence[str]) -> None:
+        """Row-lock accounts in id order (the order every writer uses, so no deadlock)."""
+        a = orm.accounts
+        self.conn.execute(
+            sa.select(a.c.id)
+            .where(a.c.tenant_id == self.tenant_id, a.c.id.in_(sorted(set(account_ids))))
+            .order_by(a.c.id)
+            .with_for_update()
+        ).all()
+
+    def open_rebalances_of_followers(self, model_id: str) -> dict[str, Any]:
+        """Account id -> its open rebalance, for accounts following ``model_id``."""
+        r = orm.rebalances
+        followers = sa.select(orm.sleeves.c.account_id).where(orm.sleeves.c.model_id == model_id)
+        rows = self.conn.execute(
+            sa.select(r.c.id, r.c.account_id, r.c.status, r.c.reasons, r.c.batch_id)
+            .where(
+                r.c.tenant_id == self.tenant_id,
+                r.c.account_id.in_(followers),
+                r.c.status.in_(OPEN_STATUSES),
+            )
+            .order_by(r.c.created_at)
+        ).all()
+        return {row.account_id: row for row in rows}
+
+    def create(
+        self,
+        batch_id: uuid.UUID,
+        model_id: str,
+        model_version: int,
+        reasons: Sequence[str],
+        created_by: str,
+    ) -> None:
+        self.conn.execute(
+            sa.insert(orm.batches).values(
+                id=batch_id,
+                tenant_id=self.tenant_id,
+                model_id=model_id,
+                model_version=model_version,
+                status="running",
+                reasons=list(reasons),
+                created_by=created_by,
+            )
+        )
+
+    def set_counts(self, batch_id: uuid.UUID, total: int, queued: int, skipped: int) -> None:
+        values: dict[str, Any] = {"total": total, "queued": queued, "skipped": skipped}
+        if queued == 0:
+            values.update(status="finished", finished_at=sa.func.now())
+        self.conn.execute(sa.update(orm.batches).where(orm.batches.c.id == batch_id).values(values))
+
+    def insert_rebalances(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert new rebalances (``id, account_id, status, reasons, priority, batch_id``)."""
+        if rows:
+            self.conn.execute(
+                sa.insert(orm.rebalances), [{**r, "tenant_id": self.tenant_id} for r in rows]
+            )
+
+    def attach(self, rebalance_ids: Sequence[uuid.UUID], batch_id: uuid.UUID, reason: str) -> None:
+        """Make requested rebalances part of the batch (adding ``reason`` to their reasons)."""
+        if not rebalance_ids:
+            return
+        r = orm.rebalances
+        self.conn.execute(
+            sa.update(r)
+            .where(r.c.id.in_(list(rebalance_ids)), r.c.tenant_id == self.tenant_id)
+            .values(
+                batch_id=batch_id,
+                reasons=r.c.reasons.op("||")(sa.cast([reason], r.c.reasons.type)),
+                updated_at=sa.func.now(),
+            )
+        )
+
+    def lock_requested(self, rebalance_ids: Sequence[uuid.UUID]) -> list[Any]:
+        """Lock the given rebalances and return those still ``requested`` (not yet computed)."""
+        r = orm.rebalances
+        return list(
+            self.conn.execute(
+                sa.select(r.c.id, r.c.account_id, r.c.status, r.c.batch_id)
+                .where(r.c.id.in_(list(rebalance_ids)), r.c.tenant_id == self.tenant_id)
+                .order_by(r.c.id)
+                .with_for_update()
+            ).all()
+        )
+
+    def get(self, batch_id: uuid.UUID) -> Any:
+        b = orm.batches
+        row = self.conn.execute(
+            sa.select(b).where(b.c.id == batch_id, b.c.tenant_id == self.tenant_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"batch {batch_id} does not exist", ["batch_id"])
+        return row
+
+    def status_counts(self, batch_id: uuid.UUID) -> dict[str, int]:
+        """Rebalance status -> how many rebalances of the batch have it."""
+        r = orm.rebalances
+        rows = self.conn.execute(
+            sa.select(r.c.status, sa.func.count())
+            .where(r.c.batch_id == batch_id, r.c.tenant_id == self.tenant_id)
+            .group_by(r.c.status)
+        ).all()
+        return {status: int(n) for status, n in rows}
+
+    def finish_if_done(self, batch_ids: Sequence[uuid.UUID]) -> None:
+        """Mark running batches finished once none of their rebalances is ``requested``."""
+        if not batch_ids:
+            return
+        b, r = orm.batches, orm.rebalances
+        # Lock first: a worker committing its last chunk concurrently is waited for, and the
+        # next statement's snapshot then sees its rows (READ COMMITTED), so one of them wins.
+        self.conn.execute(
+            sa.select(b.c.id).where(b.c.id.in_(list(batch_ids))).order_by(b.c.id).with_for_update()
+        ).all()
+        pending = sa.exists().where(r.c.batch_id == b.c.id, r.c.status == "requested")
+        self.conn.execute(
+            sa.update(b)
+            .where(b.c.id.in_(list(batch_ids)), b.c.status == "running", ~pending)
+            .values(status="finished", finished_at=sa.func.now())
+        )

@@ -1,0 +1,124 @@
+"""Batch rebalance of every account following a model, and its progress."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from rebalancer.entrypoints.api.deps import ReadCtx, TradeCtx
+from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
+from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
+from rebalancer.entrypoints.api.schemas import ID_PATTERN
+from rebalancer.service_layer.handlers.batch import batch_progress, start_batch
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+
+ModelId = Annotated[str, Path(pattern=ID_PATTERN, description="Model id.")]
+
+
+class BatchRequest(BaseModel):
+    """Optional body of ``POST /v1/models/{model_id}/rebalance``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        default="model_change",
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Why; recorded on every rebalance as `<reason>:<model>:v<version>`.",
+    )
+    priority: int = Field(default=0, ge=0, le=100, description="Higher is served first.")
+
+
+class BatchAccepted(BaseModel):
+    """A batch was started; follow it at ``GET /v1/batches/{batch_id}``."""
+
+    batch_id: uuid.UUID
+    model_id: str
+    model_version: int
+    total: int = Field(description="Accounts following the model.")
+    queued: int = Field(description="Accounts whose rebalance was queued for the workers.")
+    skipped: int = Field(
+        description="Accounts skipped: their open rebalance already has a recommendation "
+        "(approve or cancel it first)."
+    )
+
+
+class BatchOut(BaseModel):
+    """Progress of a batch."""
+
+    id: uuid.UUID
+    model_id: str
+    model_version: int
+    status: str = Field(description="`running` or `finished`.")
+    reasons: list[str]
+    total: int
+    queued: int
+    skipped: int
+    done: int = Field(description="Queued rebalances computed so far (any status but requested).")
+    counts: dict[str, int] = Field(
+        description="Rebalance status -> accounts, e.g. requested, pending_approval, no_trade, "
+        "failed."
+    )
+    started_at: datetime
+    finished_at: datetime | None
+    elapsed_s: float = Field(description="Seconds from start to finish (or to now).")
+    accounts_per_s: float = Field(description="done / elapsed_s.")
+
+
+@router.post(
+    "/models/{model_id}/rebalance",
+    response_model=BatchAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["rebalancing"],
+    summary="Rebalance every account following the model (batch, computed by workers)",
+)
+def rebalance_model(
+    model_id: ModelId,
+    request: Request,
+    ctx: TradeCtx,
+    idempotency_key: IdempotencyKey = None,
+    body: Annotated[BatchRequest | None, Body()] = None,
+) -> Any:
+    """Open one rebalance per account following the model and queue them on Pulsar.
+
+    Worker processes compute the recommendations in parallel; follow the progress with
+    ``GET /v1/batches/{batch_id}``. With an ``Idempotency-Key`` a retry returns the first
+    response and starts nothing.
+    """
+    req = body or BatchRequest()
+
+    def work(uow: UnitOfWork) -> BatchAccepted:
+        b = start_batch(uow, model_id, actor=ctx.actor, reason=req.reason, priority=req.priority)
+        return BatchAccepted(
+            batch_id=b.batch_id,
+            model_id=b.model_id,
+            model_version=b.model_version,
+            total=b.total,
+            queued=b.queued,
+            skipped=b.skipped,
+        )
+
+    return run_idempotent(
+        ctx,
+        idempotency_key,
+        "POST",
+        request.url.path,
+        req,
+        work,
+        status_code=202,
+        work_commits=False,
+    )
+
+
+@router.get("/batches/{batch_id}", response_model=BatchOut, tags=["rebalancing"])
+def get_batch(batch_id: uuid.UUID, ctx: ReadCtx) -> BatchOut:
+    """Counts by status, start and finish times and throughput of a batch."""
+    with ctx.uow() as uow:
+        return BatchOut.model_validate(batch_progress(uow, batch_id))

@@ -1,0 +1,157 @@
+"""The consumer of batch items: takes ``rebalance_triggered`` events of batch rebalances from
+:data:`~rebalancer.service_layer.handlers.batch.BATCH_TOPIC` in chunks and computes them.
+
+Delivery rules (as for every consumer, see :mod:`rebalancer.adapters.pulsar_bus`): a Shared
+subscription, so any number of worker processes share the items; messages are acknowledged only
+after their chunk committed; a failing chunk is negatively acknowledged (redelivered) and, after
+``max_redeliveries`` attempts, dead-lettered to ``<topic>-DLQ`` with the reason. When a worker
+process dies, the broker redelivers its unacknowledged messages to the remaining consumers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import pulsar
+import structlog
+from prometheus_client import Counter
+
+from rebalancer.bootstrap import Runtime
+from rebalancer.contracts import (
+    DEAD_LETTER_REASON_PROPERTY,
+    MalformedEvent,
+    RebalanceTriggeredV1,
+    dead_letter_topic,
+    decode,
+    parse_payload_as,
+)
+from rebalancer.domain.errors import RebalancerError
+from rebalancer.service_layer.handlers.batch import BATCH_TOPIC, recommend_chunk
+from rebalancer.service_layer.unit_of_work import UnitOfWork, with_retries
+
+log = structlog.get_logger(__name__)
+
+ITEMS = Counter("rebalancer_batch_items_total", "Batch items handled", ["result"])
+
+DEFAULT_CHUNK = int(os.environ.get("REBALANCER_BATCH_CHUNK_SIZE", "16"))
+"""Items per chunk (env ``REBALANCER_BATCH_CHUNK_SIZE``): large enough to amortize the
+set-based reads, small enough that the Shared subscription spreads a batch evenly and a crash
+redoes little."""
+
+
+class BatchConsumerLoop:
+    """Receive batch items in chunks, compute them, acknowledge after commit.
+
+    Parameters
+    ----------
+    rt
+        The process runtime (its thread-local ``optimizer`` reuses compiled problems).
+    chunk_size
+        Most items handled in one transaction.
+    max_redeliveries
+        Attempts before a failing item is dead-lettered.
+    name
+        Thread and log name.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        chunk_size: int = DEFAULT_CHUNK,
+        max_redeliveries: int = 3,
+        name: str = "batch",
+    ) -> None:
+        self.rt = rt
+        self.name = name
+        self.max_redeliveries = max_redeliveries
+        self.handled = 0
+        self.consumer = rt.client.subscribe(
+            BATCH_TOPIC,
+            rt.settings.subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            receiver_queue_size=2 * chunk_size,
+            negative_ack_redelivery_delay_ms=500,
+            unacked_messages_timeout_ms=300_000,
+            batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(chunk_size, -1, 50),
+        )
+
+    def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
+        props = dict(msg.properties())
+        props.update({DEAD_LETTER_REASON_PROPERTY: reason[:1000], "original_topic": BATCH_TOPIC})
+        self.rt.publisher.publish(
+            dead_letter_topic(BATCH_TOPIC), msg.partition_key() or "", msg.data(), props
+        )
+        self.consumer.acknowledge(msg)
+        ITEMS.labels("dead_lettered").inc()
+        log.warning("batch.dead_lettered", consumer=self.name, reason=reason)
+
+    def process_once(self) -> int:
+        """Receive and handle at most one chunk; returns how many messages it held."""
+        msgs = self.consumer.batch_receive()
+        if not msgs:
+            return 0
+        groups: dict[str, list[tuple[pulsar.Message, uuid.UUID, RebalanceTriggeredV1]]]
+        groups = defaultdict(list)
+        for msg in msgs:
+            try:
+                env = decode(msg.data())
+                payload = parse_payload_as(env, RebalanceTriggeredV1)
+            except MalformedEvent as exc:
+                self._dead_letter(msg, f"malformed: {exc.reason}")
+                continue
+            groups[env.tenant_id].append((msg, env.event_id, payload))
+        for tenant_id, group in groups.items():
+            self._handle(tenant_id, group)
+        return len(msgs)
+
+    def _handle(
+        self, tenant_id: str, group: list[tuple[pulsar.Message, uuid.UUID, RebalanceTriggeredV1]]
+    ) -> None:
+        items = [(e, p) for _, e, p in group]
+
+        def attempt() -> None:
+            with UnitOfWork(self.rt.engine, tenant_id) as uow:
+                res = recommend_chunk(uow, self.rt.optimizer, items)
+            ITEMS.labels("computed").inc(len(res.computed))
+            ITEMS.labels("failed").inc(len(res.failed))
+            ITEMS.labels("duplicate").inc(res.already_done)
+
+        try:
+            with_retries(attempt)
+        except RebalancerError as exc:  # a business rule refuses the whole chunk
+            for msg, _, _ in group:
+                self._dead_letter(msg, f"unprocessable: {exc.code}: {exc.detail}")
+            return
+        except Exception as exc:
+            log.warning("batch.chunk_failed", consumer=self.name, size=len(group), error=repr(exc))
+            for msg, _, _ in group:
+                attempts = msg.redelivery_count() + 1
+                if attempts >= self.max_redeliveries:
+                    self._dead_letter(msg, f"unprocessable after {attempts} attempts: {exc!r}")
+                else:
+                    self.consumer.negative_acknowledge(msg)
+            return
+        for msg, _, _ in group:
+            self.consumer.acknowledge(msg)
+        self.handled += len(group)
+
+    def run(self, stop: threading.Event) -> None:
+        """Process chunks until ``stop`` is set (finishing the chunk in hand)."""
+        while not stop.is_set():
+            try:
+                self.process_once()
+            except Exception as exc:
+                log.warning("batch.consumer_error", consumer=self.name, error=repr(exc))
+                time.sleep(0.5)
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.consumer.close()

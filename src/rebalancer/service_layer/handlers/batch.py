@@ -1,0 +1,385 @@
+"""Batch rebalance: rebalance every account following a model (after a model change).
+
+Fan-out (:func:`start_batch`, one transaction): lock the model's followers, open one
+``requested`` rebalance per account (or join the account's rebalance that is still
+``requested``; accounts whose open rebalance is further along are *skipped* and counted), and
+queue one ``rebalance_triggered`` v1 event per account on the dedicated topic
+:data:`BATCH_TOPIC`, all with multi-row inserts. The outbox relay publishes them to Pulsar.
+
+Work (:func:`recommend_chunk`): any number of worker processes consume that topic on one Shared
+subscription and take the messages in chunks. A chunk is handled in one transaction with
+set-based reads (accounts, lots, cash, models, instruments, quotes and closes in a handful of
+queries for the whole chunk), one optimizer call per account (or one ``analyze_many`` call
+when the engine offers it) and multi-row writes. Each result is written once: the rebalance
+rows are locked and only those still ``requested`` are computed, and event ids are recorded in
+``processed_events`` in the same transaction. A worker that dies mid-chunk commits nothing;
+Pulsar redelivers its unacknowledged messages to the other workers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from rebalancer.adapters.repositories import bulk
+from rebalancer.adapters.repositories.batches import BatchRepository
+from rebalancer.analytics.requests import involved_instruments, make_request
+from rebalancer.contracts import (
+    Decision,
+    Envelope,
+    EventType,
+    RebalanceTriggeredV1,
+    RecommendationCreatedV1,
+    StatusEntity,
+    StatusUpdatedV1,
+    TradeV1,
+    new_event,
+)
+from rebalancer.domain.errors import RebalancerError
+from rebalancer.optimizer.response_schemas import AnalyzeResponse
+from rebalancer.optimizer.schemas import AnalyzeRequest
+from rebalancer.service_layer.handlers.recommending import Optimizer, default_policy
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+BATCH_TOPIC = "persistent://public/default/rebalancer.rebalance-batch"
+"""Topic of batch items: ``rebalance_triggered`` v1 events of batch rebalances, kept apart from
+live triggers so that a 10,000-account batch does not delay them."""
+
+BATCH_CONSUMER = "batch"
+"""Name under which batch workers record processed event ids."""
+
+
+@dataclass(frozen=True)
+class BatchStarted:
+    """Result of :func:`start_batch` (counts are accounts)."""
+
+    batch_id: uuid.UUID
+    model_id: str
+    model_version: int
+    total: int
+    queued: int
+    skipped: int
+
+
+@dataclass
+class ChunkResult:
+    """What :func:`recommend_chunk` did, by rebalance."""
+
+    computed: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    already_done: int = 0
+
+
+def _status_event(
+    tenant_id: str,
+    rid: uuid.UUID,
+    account_id: str,
+    status: str,
+    previous: str | None,
+    detail: str | None = None,
+) -> Envelope:
+    return new_event(
+        EventType.STATUS_UPDATED,
+        StatusUpdatedV1(
+            entity=StatusEntity.REBALANCE,
+            entity_id=str(rid),
+            account_id=account_id,
+            status=status,
+            previous=previous,
+            detail=detail,
+        ),
+        tenant_id=tenant_id,
+        key=account_id,
+        correlation_id=str(rid),
+    )
+
+
+def start_batch(
+    uow: UnitOfWork,
+    model_id: str,
+    *,
+    actor: str,
+    reason: str = "model_change",
+    priority: int = 0,
+) -> BatchStarted:
+    """Open a rebalance per follower of ``model_id`` and queue them for the workers.
+
+    Does not commit (the caller commits, with its idempotency record if any).
+
+    Raises
+    ------
+    NotFound
+        When the model does not exist for the tenant.
+    """
+    model = uow.models.get(model_id).model
+    repo = BatchRepository(uow.conn, uow.tenant_id)
+    followers = repo.lock_followers(model_id)
+    open_rebalances = repo.open_rebalances_of_followers(model_id)
+    batch_id = uuid.uuid4()
+    tag = f"batch:{batch_id}"
+    reasons = [f"{reason}:{model_id}:v{model.version}", tag]
+    repo.create(batch_id, model_id, model.version, reasons, actor)
+    as_of = uow.market.as_of() or date.today()
+    new_rows: list[dict[str, Any]] = []
+    joined: list[uuid.UUID] = []
+    previous_batches: set[uuid.UUID] = set()
+    events: list[tuple[Envelope, str | None]] = []
+    skipped = 0
+    for account_id in followers:
+        row = open_rebalances.get(account_id)
+        if row is not None and row.status != "requested":
+            skipped += (
+                1  # a recommendation exists already; approving or cancelling it is a person's call
+            )
+            continue
+        if row is None:
+            rid = uuid.uuid4()
+            new_rows.append(
+                {
+                    "id": rid,
+                    "account_id": account_id,
+                    "status": "requested",
+                    "reasons": reasons,
+                    "priority": priority,
+                    "batch_id": batch_id,
+                }
+            )
+            events.append((_status_event(uow.tenant_id, rid, account_id, "requested", None), None))
+        else:
+            rid = row.id
+            joined.append(rid)
+            if row.batch_id is not None:
+                previous_batches.add(row.batch_id)
+        item = RebalanceTriggeredV1(
+            account_id=account_id,
+            rebalance_id=str(rid),
+            reasons=reasons,
+            priority=priority,
+            as_of=as_of,
+        )
+        env = new_event(
+            EventType.REBALANCE_TRIGGERED,
+            item,
+            tenant_id=uow.tenant_id,
+            key=account_id,
+            correlation_id=str(rid),
+        )
+        events.append((env, BATCH_TOPIC))
+    repo.insert_rebalances(new_rows)
+    repo.attach(joined, batch_id, tag)
+    repo.finish_if_done(sorted(previous_batches))
+    bulk.add_outbox_many(uow.conn, events)
+    queued = len(new_rows) + len(joined)
+    repo.set_counts(batch_id, len(followers), queued, skipped)
+    uow.audit.record(actor, "batch_rebalance", "model", model_id, {"batch_id": str(batch_id)})
+    log.info(
+        "batch.started", batch_id=str(batch_id), model_id=model_id, queued=queued, skipped=skipped
+    )
+    return BatchStarted(batch_id, model_id, model.version, len(followers), queued, skipped)
+
+
+def _solve_all(
+    optimizer: Optimizer, requests: Sequence[AnalyzeRequest]
+) -> list[AnalyzeResponse | RebalancerError]:
+    """Solve every request; a business error of one account is returned, not raised.
+
+    Uses the engine's ``analyze_many`` (a batched solver) when it has one, falling back to one
+    ``analyze`` per request if the batched call fails as a whole.
+    """
+    many = getattr(optimizer, "analyze_many", None)
+    if callable(many) and requests:
+        try:
+            out = list(many(list(requests)))
+            if len(out) == len(requests):
+                return [
+                    r if isinstance(r, AnalyzeResponse | RebalancerError) else _unexpected(r)
+                    for r in out
+                ]
+        except Exception as exc:  # isolate the failing account below
+            log.warning("batch.analyze_many_failed", error=repr(exc))
+    results: list[AnalyzeResponse | RebalancerError] = []
+    for req in requests:
+        try:
+            results.append(optimizer.analyze(req))
+        except RebalancerError as exc:
+            results.append(exc)
+        except Exception as exc:  # analysis is pure computation: a retry would fail again
+            log.exception("batch.analyze_crashed")
+            results.append(AnalysisCrashedError(f"the optimizer failed: {exc!r}"))
+    return results
+
+
+class AnalysisCrashedError(RebalancerError):
+    """The optimizer raised an unexpected error for one account (its rebalance fails)."""
+
+    code = "analysis_crashed"
+
+
+def _unexpected(value: object) -> RebalancerError:
+    if isinstance(value, BaseException):
+        raise value
+    raise TypeError(f"analyze_many returned {type(value).__name__}, not a response")
+
+
+def recommend_chunk(
+    uow: UnitOfWork,
+    optimizer: Optimizer,
+    items: Sequence[tuple[uuid.UUID, RebalanceTriggeredV1]],
+) -> ChunkResult:
+    """Compute and store the recommendations of a chunk of batch items, then commit.
+
+    Parameters
+    ----------
+    uow
+        Unit of work of the items' tenant.
+    optimizer
+        The worker thread's engine (compiled problems are reused across accounts).
+    items
+        ``(event_id, payload)`` of ``rebalance_triggered`` events; redelivered ones and
+        rebalances already computed are skipped, so the call is idempotent.
+    """
+    result = ChunkResult()
+    fresh = bulk.first_time_many(uow.conn, BATCH_CONSUMER, [e for e, _ in items])
+    todo = [p for e, p in items if e in fresh]
+    result.already_done = len(items) - len(todo)
+    repo = BatchRepository(uow.conn, uow.tenant_id)
+    repo.lock_accounts([p.account_id for p in todo])
+    rows = repo.lock_requested([uuid.UUID(p.rebalance_id) for p in todo])
+    requested = [r for r in rows if r.status == "requested"]
+    result.already_done += len(todo) - len(requested)
+    if not requested:
+        uow.commit()
+        return result
+    accounts = {a.id: a for a in uow.accounts.get_many(r.account_id for r in requested)}
+    model_ids = {s.model_id for a in accounts.values() for s in a.sleeves}
+    models = {k: rec.model for k, rec in uow.models.get_many(model_ids).items()}
+    ids = sorted({i for a in accounts.values() for i in involved_instruments(a, models)[1]})
+    instruments = uow.instruments.get_many(ids)
+    quotes = uow.market.latest(ids)
+    closes = uow.market.closes(ids)
+    as_of = uow.market.as_of() or date.today()
+    policy = default_policy()
+    built: list[tuple[Any, AnalyzeRequest]] = []
+    outcomes: dict[uuid.UUID, AnalyzeResponse | RebalancerError] = {}
+    for r in requested:
+        try:
+            req = make_request(
+                accounts[r.account_id], models, instruments, quotes, closes, as_of, policy
+            )
+            built.append((r, req))
+        except RebalancerError as exc:
+            outcomes[r.id] = exc
+    for (r, _), out in zip(built, _solve_all(optimizer, [q for _, q in built]), strict=True):
+        outcomes[r.id] = out
+    _store(uow, requested, dict((r.id, q) for r, q in built), outcomes, result)
+    repo.finish_if_done(sorted({r.batch_id for r in requested if r.batch_id is not None}))
+    uow.commit()
+    return result
+
+
+def _store(
+    uow: UnitOfWork,
+    rows: Sequence[Any],
+    requests: dict[uuid.UUID, AnalyzeRequest],
+    outcomes: dict[uuid.UUID, AnalyzeResponse | RebalancerError],
+    result: ChunkResult,
+) -> None:
+    """Write recommendations, statuses and events of a chunk with multi-row statements."""
+    t = uow.tenant_id
+    recs: list[dict[str, Any]] = []
+    statuses: dict[uuid.UUID, str] = {}
+    events: list[tuple[Envelope, str | None]] = []
+    for r in rows:
+        out = outcomes[r.id]
+        if isinstance(out, RebalancerError):
+            statuses[r.id] = "failed"
+            result.failed.append(r.id)
+            detail = f"{out.code}: {out.detail}"
+            events.append((_status_event(t, r.id, r.account_id, "failed", r.status, detail), None))
+            continue
+        decision = str(out.decision)
+        status = "pending_approval" if decision == Decision.REBALANCE else "no_trade"
+        rec_id = uuid.uuid4()
+        recs.append(
+            {
+                "id": rec_id,
+                "rebalance_id": r.id,
+                "tenant_id": t,
+                "account_id": r.account_id,
+                "decision": decision,
+                "status": status,
+                "net_benefit": Decimal(str(round(out.net_benefit, 6))),
+                "request": requests[r.id].model_dump(mode="json"),
+                "response": out.model_dump(mode="json"),
+            }
+        )
+        statuses[r.id] = status
+        result.computed.append(r.id)
+        created = RecommendationCreatedV1(
+            recommendation_id=str(rec_id),
+            account_id=r.account_id,
+            rebalance_id=str(r.id),
+            decision=decision,
+            trades=[
+                TradeV1(
+                    instrument=tr.instrument,
+                    side=str(tr.side),
+                    quantity=Decimal(str(tr.quantity)),
+                    value=Decimal(str(round(tr.value, 2))),
+                )
+                for tr in out.trades
+            ],
+            net_benefit=Decimal(str(round(out.net_benefit, 2))),
+        )
+        env = new_event(
+            EventType.RECOMMENDATION_CREATED,
+            created,
+            tenant_id=t,
+            key=r.account_id,
+            correlation_id=str(r.id),
+        )
+        events.append((env, None))
+        events.append((_status_event(t, r.id, r.account_id, status, r.status), None))
+    bulk.add_recommendations_many(uow.conn, recs)
+    bulk.set_rebalance_statuses(uow.conn, statuses)
+    bulk.add_outbox_many(uow.conn, events)
+
+
+def batch_progress(uow: UnitOfWork, batch_id: uuid.UUID) -> dict[str, Any]:
+    """Progress of a batch: counts by rebalance status, times and accounts per second.
+
+    ``done`` counts the batch's rebalances no longer ``requested``; ``elapsed_s`` runs from
+    ``started_at`` to ``finished_at`` (or to now while running).
+    """
+    repo = BatchRepository(uow.conn, uow.tenant_id)
+    row = repo.get(batch_id)
+    counts = repo.status_counts(batch_id)
+    now = uow.conn.execute(sa.select(sa.func.now())).scalar_one()
+    end = row.finished_at or now
+    elapsed = max((end - row.started_at).total_seconds(), 1e-6)
+    done = sum(n for s, n in counts.items() if s != "requested")
+    return {
+        "id": row.id,
+        "model_id": row.model_id,
+        "model_version": row.model_version,
+        "status": row.status,
+        "reasons": list(row.reasons),
+        "total": row.total,
+        "queued": row.queued,
+        "skipped": row.skipped,
+        "done": done,
+        "counts": counts,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "elapsed_s": round(elapsed, 3),
+        "accounts_per_s": round(done / elapsed, 3),
+    }

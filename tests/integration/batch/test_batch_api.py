@@ -1,0 +1,97 @@
+"""Batch rebalance through the HTTP API, computed by an in-process batch consumer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from batchhelpers import (
+    load_book,
+    recommendations_per_account,
+    relay_running,
+    wait_finished,
+)
+from fastapi.testclient import TestClient
+
+ADMIN = {"X-API-Key": "test-admin-key"}
+READ = {"X-API-Key": "test-read-key"}
+
+
+@pytest.fixture(scope="module")
+def client(runtime: Any) -> Iterator[TestClient]:
+    from rebalancer.entrypoints.api import create_app
+
+    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def batch_consumer(runtime: Any) -> Iterator[None]:
+    from rebalancer.entrypoints.batch_worker import BatchConsumerLoop
+
+    stop = threading.Event()
+    loop = BatchConsumerLoop(runtime, chunk_size=5, name="test-batch")
+    t = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    t.start()
+    yield
+    stop.set()
+    t.join(30)
+
+
+def test_model_rebalance_fans_out_and_every_account_gets_one_recommendation(
+    runtime: Any, client: TestClient, batch_consumer: None
+) -> None:
+    book, _ = load_book(runtime.engine, 12)
+    path = f"/v1/models/{book.model.id}/rebalance"
+    headers = {**ADMIN, "Idempotency-Key": f"batch-{book.model.id}"}
+    with relay_running(runtime):
+        first = client.post(path, json={"reason": "model_change"}, headers=headers)
+        assert first.status_code == 202, first.text
+        body = first.json()
+        again = client.post(path, json={"reason": "model_change"}, headers=headers)
+        assert again.status_code == 202 and again.json() == body  # same batch, nothing new
+        assert (body["total"], body["queued"], body["skipped"]) == (12, 12, 0)
+        done = wait_finished(runtime.engine, "tenant-a", body["batch_id"])
+    view = client.get(f"/v1/batches/{body['batch_id']}", headers=READ)
+    assert view.status_code == 200, view.text
+    out = view.json()
+    assert out["status"] == "finished" and out["finished_at"] is not None
+    assert out["done"] == 12 and sum(out["counts"].values()) == 12
+    assert set(out["counts"]) <= {"pending_approval", "no_trade", "failed"}
+    assert out["counts"].get("failed", 0) == 0, done
+    assert out["accounts_per_s"] > 0
+    per_account = recommendations_per_account(runtime.engine, body["batch_id"])
+    assert per_account == {a[0]: 1 for a in book.accounts}
+
+
+def test_second_batch_skips_accounts_with_a_pending_recommendation(
+    runtime: Any, client: TestClient, batch_consumer: None
+) -> None:
+    book, _ = load_book(runtime.engine, 4)
+    path = f"/v1/models/{book.model.id}/rebalance"
+    with relay_running(runtime):
+        first = client.post(path, headers=ADMIN).json()
+        wait_finished(runtime.engine, "tenant-a", first["batch_id"])
+        pending = client.get(f"/v1/batches/{first['batch_id']}", headers=READ).json()
+        second = client.post(path, headers=ADMIN)
+        assert second.status_code == 202, second.text
+        body = second.json()
+        wait_finished(runtime.engine, "tenant-a", body["batch_id"])
+    assert body["skipped"] == pending["counts"].get("pending_approval", 0)
+    assert body["queued"] + body["skipped"] == 4
+
+
+def test_batch_errors_name_the_problem(client: TestClient) -> None:
+    missing = client.post("/v1/models/no-such-model/rebalance", headers=ADMIN)
+    assert missing.status_code == 404 and "no-such-model" in missing.json()["detail"]
+    forbidden = client.post("/v1/models/no-such-model/rebalance", headers=READ)
+    assert forbidden.status_code == 403
+    unknown = client.get("/v1/batches/00000000-0000-0000-0000-000000000000", headers=READ)
+    assert unknown.status_code == 404
+    other_tenant = client.get(
+        "/v1/batches/00000000-0000-0000-0000-000000000000",
+        headers={"X-API-Key": "test-admin-key-b"},
+    )
+    assert other_tenant.status_code == 404
