@@ -10,6 +10,11 @@ Delivery rules (see docs/events.md):
   once when the message cannot be decoded or a business rule refuses it, it is published to
   ``<topic>-DLQ`` with the reason in the ``dead_letter_reason`` property and acknowledged, so
   the consumer keeps running.
+- A *transient* failure (database or broker unreachable, see ``is_transient``) is not the
+  message's fault: the handler is retried in place with exponential backoff (up to
+  ``max_backoff_s`` between attempts) for as long as it takes, and never counts toward
+  dead-lettering. When the loop is stopped meanwhile, the message is negatively acknowledged
+  and so redelivered to another consumer.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -119,6 +123,14 @@ class Publisher:
 
 Handler = Callable[[Envelope], None]
 
+BROKER_ERRORS: tuple[type[BaseException], ...] = (pulsar.PulsarException, ConnectionError)
+"""Errors meaning the broker (not the message) is the problem."""
+
+
+def broker_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a broker or network error worth retrying."""
+    return isinstance(exc, BROKER_ERRORS)
+
 
 @dataclass
 class ConsumerStats:
@@ -127,6 +139,7 @@ class ConsumerStats:
     handled: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    transient_retries: int = 0
 
 
 class ConsumerLoop:
@@ -147,6 +160,11 @@ class ConsumerLoop:
         idempotent by ``event_id``.
     max_redeliveries
         Attempts before a failing message is dead-lettered.
+    is_transient
+        Classifies handler errors that are the infrastructure's fault (retried in place with
+        backoff, never dead-lettered); broker and network errors always are.
+    max_backoff_s
+        Longest pause between two retries of a transient failure.
     """
 
     def __init__(
@@ -159,12 +177,17 @@ class ConsumerLoop:
         *,
         max_redeliveries: int = 3,
         name: str = "consumer",
+        is_transient: Callable[[BaseException], bool] | None = None,
+        max_backoff_s: float = 5.0,
     ) -> None:
         self.publisher = publisher
         self.handler = handler
         self.max_redeliveries = max_redeliveries
         self.name = name
         self.stats = ConsumerStats()
+        self._is_transient = is_transient
+        self.max_backoff_s = max_backoff_s
+        self._stop = threading.Event()
         self.consumer = client.subscribe(
             topics,
             subscription,
@@ -198,7 +221,9 @@ class ConsumerLoop:
             self._dead_letter(msg, f"malformed: {exc.reason}")
             return True
         try:
-            self.handler(envelope)
+            if not self._handle_retrying_transient(envelope):
+                self.consumer.negative_acknowledge(msg)  # stopping: another consumer takes it
+                return True
         except MalformedEvent as exc:  # payload-level validation inside the handler
             self._dead_letter(msg, f"malformed: {exc.reason}")
             return True
@@ -225,14 +250,52 @@ class ConsumerLoop:
         self.stats.handled += 1
         return True
 
+    def transient(self, exc: BaseException) -> bool:
+        """Whether a handler error is the infrastructure's fault (retry, never dead-letter)."""
+        if broker_unavailable(exc):
+            return True
+        return self._is_transient is not None and self._is_transient(exc)
+
+    def _handle_retrying_transient(self, envelope: Envelope) -> bool:
+        """Run the handler, retrying transient failures with backoff; False if stopped first."""
+        backoff = 0.1
+        while True:
+            try:
+                self.handler(envelope)
+                return True
+            except Exception as exc:
+                if not self.transient(exc):
+                    raise
+                self.stats.transient_retries += 1
+                log.warning(
+                    "event.transient_failure",
+                    consumer=self.name,
+                    event_id=str(envelope.event_id),
+                    type=envelope.type,
+                    error=repr(exc)[:300],
+                    retry_in_s=backoff,
+                )
+                if self._stop.wait(backoff):
+                    return False
+                backoff = min(backoff * 2, self.max_backoff_s)
+
     def run(self, stop: threading.Event) -> None:
-        """Process messages until ``stop`` is set (finishing the message in hand)."""
+        """Process messages until ``stop`` is set (finishing the message in hand).
+
+        Errors of the loop itself (the broker went away while receiving or acknowledging) are
+        logged and retried with backoff; the client reconnects by itself, and a message whose
+        acknowledgement was lost is redelivered and absorbed by the idempotent handler.
+        """
+        self._stop = stop
+        backoff = 0.1
         while not stop.is_set():
             try:
                 self.process_one()
+                backoff = 0.1
             except Exception as exc:
-                log.warning("consumer.error", consumer=self.name, error=repr(exc))
-                time.sleep(0.5)
+                log.warning("consumer.error", consumer=self.name, error=repr(exc)[:300])
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
         self.close()
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from prometheus_client import Counter
 
@@ -35,7 +36,7 @@ from rebalancer.domain.errors import NotFound
 from rebalancer.domain.model import ModelPortfolio
 from rebalancer.entrypoints.sweeper import OrderSweeper
 from rebalancer.service_layer.handlers import monitoring, portfolio, recommending, settling, trading
-from rebalancer.service_layer.unit_of_work import UnitOfWork, with_retries
+from rebalancer.service_layer.unit_of_work import UnitOfWork, is_transient, with_retries
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +104,17 @@ HANDLERS: dict[EventType, Callable[[Runtime, UnitOfWork, Any], None]] = {
 }
 
 
+def infrastructure_error(exc: BaseException) -> bool:
+    """Whether a handler error means the database is unreachable (or restarting), not that the
+    event is bad: lost or refused connections, crash recovery, an exhausted pool, deadlocks and
+    serialization failures. The consumer loop retries these without dead-lettering."""
+    if is_transient(exc):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
+
+
 def handle_event(rt: Runtime, env: Envelope) -> None:
     """Handle one inbound event exactly once (idempotent by ``event_id``)."""
     payload = parse_payload(env)  # MalformedEvent -> dead letter
@@ -161,6 +173,7 @@ class Worker:
                 lambda env: handle_event(rt, env),
                 max_redeliveries=rt.settings.consumer_max_redeliveries,
                 name=f"service-{i}",
+                is_transient=infrastructure_error,
             )
             for i in range(threads)
         ]
