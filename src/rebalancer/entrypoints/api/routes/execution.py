@@ -109,7 +109,7 @@ def get_execution_quality(
     fill rate and completed share of rebalances (target > 95 %), total, by instrument and by
     day, for orders created on ``start..end`` (UTC; default: the last 30 days)."""
     end = end or datetime.now(UTC).date()
-    start = start or end - timedelta(days=30)
+    start = start or max(date.min, end - timedelta(days=min(30, (end - date.min).days)))
     with ctx.uow() as uow:
         return execution_quality(uow, start, end)
 
@@ -120,6 +120,9 @@ def get_execution_quality(
     summary="Server-sent events: status changes of rebalances, orders and settlements",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
+    # An endless stream: kept out of the OpenAPI document so that schema-driven clients and
+    # fuzzers do not wait on it forever; documented in docs/execution.md.
+    include_in_schema=False,
 )
 async def stream(
     request: Request,
