@@ -26,6 +26,7 @@ from rebalancer.entrypoints.api.routes import (
     batch,
     execution,
     health,
+    metrics,
     rebalancing,
     reference,
 )
@@ -86,7 +87,7 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None) -> FastAPI
     app.state.runtime = runtime
     app.state.authenticator = Authenticator(s, runtime.engine)
     install_error_handlers(app)
-    for module in (reference, accounts, rebalancing, batch, execution, analyze, health):
+    for module in (reference, accounts, rebalancing, batch, execution, analyze, health, metrics):
         app.include_router(module.router)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -59,9 +59,10 @@ def _store(engine: Any, tenant: str, h: MarketHistory) -> None:
         uow.commit()
 
 
-def test_backtest_and_service_build_the_same_request_and_decision(runtime: Any) -> None:
-    engine = runtime.engine
-    tenant = f"bt-{uuid.uuid4().hex[:8]}"
+def seed_account(
+    engine: Any, tenant: str
+) -> tuple[Account, ModelPortfolio, dict[str, Instrument], MarketHistory]:
+    """Instruments, a model, a taxable account and 45 days of prices stored for ``tenant``."""
     sfx = uuid.uuid4().hex[:6].upper()
     a, b, c = f"BA{sfx}", f"BB{sfx}", f"BC{sfx}"
     instruments = {
@@ -88,6 +89,13 @@ def test_backtest_and_service_build_the_same_request_and_decision(runtime: Any) 
     with UnitOfWork(engine, tenant) as uow:
         portfolio.create_account(uow, account)
     _store(engine, tenant, h)
+    return account, model, instruments, h
+
+
+def test_backtest_and_service_build_the_same_request_and_decision(runtime: Any) -> None:
+    engine = runtime.engine
+    tenant = f"bt-{uuid.uuid4().hex[:8]}"
+    account, model, instruments, h = seed_account(engine, tenant)
 
     t = len(h.dates) - 1
     as_of = h.dates[t]
@@ -115,3 +123,65 @@ def test_backtest_and_service_build_the_same_request_and_decision(runtime: Any) 
 
     assert trades(from_backtest) == trades(from_service)
     assert from_backtest.net_benefit == pytest.approx(from_service.net_benefit, rel=1e-6, abs=1e-6)
+
+
+def test_success_metrics_route_reads_stored_drift_decisions_and_orders(
+    runtime: Any, settings: Any
+) -> None:
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from rebalancer.adapters import orm
+    from rebalancer.analytics import performance as perf
+    from rebalancer.config import ApiKeySpec, Scope
+    from rebalancer.entrypoints.api import create_app
+    from rebalancer.optimizer.schemas import AnalyzeRequest, AnalyzeResponse
+    from rebalancer.service_layer.handlers.recommending import recommend, request_rebalance
+
+    engine = runtime.engine
+    tenant = f"bt-{uuid.uuid4().hex[:8]}"
+    account, _, instruments, _ = seed_account(engine, tenant)
+    now = datetime.now(UTC)
+    with UnitOfWork(engine, tenant) as uow:
+        uow.rebalancing.add_drift_snapshot(account.id, now, Decimal(30000), 0.03, 0.01, None, {})
+        uow.commit()
+    with UnitOfWork(engine, tenant) as uow:
+        rid, _ = request_rebalance(uow, account.id, ["test"], 1)
+    with UnitOfWork(engine, tenant) as uow:
+        rec_id = recommend(uow, runtime.optimizer, rid)
+    assert rec_id is not None
+    with engine.begin() as conn:  # two filled orders and one rejected: 2/3 < 95 %
+        conn.execute(
+            sa.insert(orm.orders),
+            [
+                {
+                    "id": uuid.uuid4(), "recommendation_id": rec_id, "tenant_id": tenant,
+                    "account_id": account.id, "instrument": inst, "side": "buy",
+                    "quantity": Decimal(1), "status": "filled" if k < 2 else "rejected",
+                }
+                for k, inst in enumerate(sorted(instruments))
+            ],
+        )  # fmt: skip
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(orm.recommendations).where(orm.recommendations.c.id == rec_id)
+        ).one()
+    expected = perf.grade(
+        AnalyzeRequest.model_validate(row.request),
+        AnalyzeResponse.model_validate(row.response),
+        runtime.optimizer,
+    )
+    key = ApiKeySpec(key=f"k-{tenant}", tenant=tenant, scopes=[Scope.READ])
+    app = create_app(runtime, settings=settings.model_copy(update={"api_keys": [key]}))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        resp = client.get("/v1/metrics/success", headers={"X-API-Key": f"k-{tenant}"})
+        bad = client.get("/v1/metrics/success?sample=999", headers={"X-API-Key": f"k-{tenant}"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["average_drift"] == {"value": 0.015, "target": 0.02, "met": True, "sample": 1}
+    ex = body["successful_executions"]
+    assert (ex["value"], ex["met"], ex["sample"]) == (pytest.approx(2 / 3), False, 3)
+    opt = body["optimal_decisions"]
+    assert opt["sample"] == 1 and opt["value"] == (1.0 if expected else 0.0)
+    assert body["frequency"]["rebalances"] in (0, 1)
+    assert bad.status_code == 422

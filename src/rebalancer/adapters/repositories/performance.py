@@ -1,0 +1,111 @@
+"""Read queries of performance monitoring (success metrics, cost and effectiveness), tenant-scoped.
+
+Only plain rows come out; the computation lives in :mod:`rebalancer.analytics.performance`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from rebalancer.adapters import orm
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecommendation:
+    """A stored recommendation: its request and response as JSON."""
+
+    id: str
+    account_id: str
+    decision: str
+    created_at: datetime
+    request: dict[str, Any]
+    response: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFill:
+    """One fill of an order, with the order's side and arrival price (currency per share)."""
+
+    account_id: str
+    instrument: str
+    side: str
+    quantity: float
+    price: float
+    arrival_price: float | None
+    time: datetime
+
+
+class PerformanceRepository:
+    """Set-based reads over drift snapshots, recommendations, orders and executions."""
+
+    def __init__(self, conn: sa.Connection, tenant_id: str) -> None:
+        self.conn = conn
+        self.tenant_id = tenant_id
+
+    def latest_drifts(self, since: datetime) -> dict[str, float]:
+        """Account id -> account drift (half the sum of |w - w*|) of its newest snapshot at or
+        after ``since``."""
+        d = orm.drift_snapshots
+        q = (
+            sa.select(d.c.account_id, d.c.total_abs_drift)
+            .distinct(d.c.account_id)
+            .where(d.c.tenant_id == self.tenant_id, d.c.ts >= since)
+            .order_by(d.c.account_id, d.c.ts.desc())
+        )
+        return {r.account_id: float(r.total_abs_drift) / 2.0 for r in self.conn.execute(q)}
+
+    def recommendations(self, since: datetime, limit: int) -> list[StoredRecommendation]:
+        """The newest ``limit`` recommendations created at or after ``since``."""
+        r = orm.recommendations
+        q = (
+            sa.select(
+                r.c.id, r.c.account_id, r.c.decision, r.c.created_at, r.c.request, r.c.response
+            )
+            .where(r.c.tenant_id == self.tenant_id, r.c.created_at >= since)
+            .order_by(r.c.created_at.desc())
+            .limit(limit)
+        )
+        return [
+            StoredRecommendation(
+                str(x.id), x.account_id, x.decision, x.created_at, x.request, x.response
+            )
+            for x in self.conn.execute(q)
+        ]
+
+    def order_statuses(self, since: datetime) -> dict[str, int]:
+        """Order status -> count, for orders created at or after ``since``."""
+        o = orm.orders
+        q = (
+            sa.select(o.c.status, sa.func.count())
+            .where(o.c.tenant_id == self.tenant_id, o.c.created_at >= since)
+            .group_by(o.c.status)
+        )
+        return {s: int(n) for s, n in self.conn.execute(q)}
+
+    def fills(self, since: datetime) -> list[StoredFill]:
+        """Fills of this tenant's orders received at or after ``since``."""
+        o, e = orm.orders, orm.executions
+        q = (
+            sa.select(
+                o.c.account_id, o.c.instrument, o.c.side, e.c.fill_quantity, e.c.fill_price,
+                o.c.arrival_price, e.c.venue_time,
+            )
+            .join(e, e.c.order_id == o.c.id)
+            .where(
+                o.c.tenant_id == self.tenant_id,
+                e.c.kind.in_(["fill", "partial_fill"]),
+                e.c.received_at >= since,
+            )
+        )  # fmt: skip
+        return [
+            StoredFill(
+                r.account_id, r.instrument, r.side, float(r.fill_quantity), float(r.fill_price),
+                float(r.arrival_price) if r.arrival_price is not None else None, r.venue_time,
+            )
+            for r in self.conn.execute(q)
+            if r.fill_price is not None
+        ]  # fmt: skip
