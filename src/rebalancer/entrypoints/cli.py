@@ -8,10 +8,13 @@ import time
 import typer
 
 from rebalancer.config import Settings, get_settings
+from rebalancer.entrypoints.cli_ops import apikey_app, dlq_app
 
 app = typer.Typer(help="rebalancer: keep investment portfolios on target.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(dlq_app, name="dlq")
 
 
 def _settings() -> Settings:
