@@ -4,8 +4,8 @@ settlement rules.
 Each trading day, at the close:
 
 1. cash flows of the day (a deposit adds cash; a withdrawal larger than the cash first sells,
-   through the optimizer with the service's default policy and ``raise_cash``, at least cost,
-   impact and tax, whatever the rebalancing policy);
+   through the optimizer with the service's default policy, ``raise_cash`` and a turnover cap
+   just above the need, at least cost, impact and tax, whatever the rebalancing policy);
 2. the policy's trigger; when it fires, :func:`rebalancer.analytics.requests.make_request`
    builds the request (the function the service uses), the optimizer answers, and a
    ``rebalance`` answer is executed;
@@ -242,8 +242,15 @@ class AccountReplay:
     def _withdraw(self, t: int, amount: float) -> None:
         shortfall = amount - float(self.account.cash)
         if shortfall > 0 and self.account.lots:
+            raise_cash = shortfall * 1.01 + 1.0
+            nav, _ = self.valuation(t)
             pol = default_policy().model_copy(
-                update={"raise_cash": shortfall * 1.01 + 1.0, "min_net_benefit": 0.0}
+                update={
+                    "raise_cash": raise_cash,
+                    "min_net_benefit": 0.0,
+                    # sell what the withdrawal needs, not a harvest on the side
+                    "max_turnover": min(1.0, 1.1 * raise_cash / nav + 1e-3),
+                }
             )
             try:
                 _, resp = self.ask(t, pol)
