@@ -10,7 +10,7 @@ Recommender(solvers=..., cache_size=...)
 
 from __future__ import annotations
 
-from rebalancer.optimizer.engine import DEFAULT_CHAIN, Recommender
+from rebalancer.optimizer.engine import DEFAULT_CHAIN, FAST_CHAIN, Recommender
 from rebalancer.optimizer.enums import (
     ConstraintName,
     Decision,
@@ -61,6 +61,7 @@ def analyze(request: AnalyzeRequest) -> AnalyzeResponse:
 
 __all__ = [
     "DEFAULT_CHAIN",
+    "FAST_CHAIN",
     "AnalyzeRequest",
     "AnalyzeResponse",
     "ConstraintName",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,7 +28,12 @@ from rebalancer.optimizer.terms.risk import (
 )
 from rebalancer.optimizer.validation import check_request
 
+if TYPE_CHECKING:
+    from rebalancer.optimizer.fast.solver import FastSolver
+
 DEFAULT_CHAIN = (SolverName.CLARABEL, SolverName.SCS, SolverName.HEURISTIC)
+FAST_CHAIN = (SolverName.FAST, *DEFAULT_CHAIN)
+"""The JAX fast path first, the conic reference as fallback (see docs/optimizer.md)."""
 _WASH_TOL = 1e-7
 _MAX_ROUNDS = 5
 _RISK_TERMS = (TrackingErrorLimit, VarLimit, StressLimit, SectorRiskShare)
@@ -63,14 +69,25 @@ class Recommender:
         heuristic answers when every solver fails.
     cache_size
         Most compiled shapes kept (least recently used are dropped).
+    fast
+        The fast-path solver used when ``solvers`` contains :attr:`SolverName.FAST` (one is
+        created when omitted; share one to share its compiled functions).
     """
 
     def __init__(
-        self, solvers: tuple[SolverName, ...] = DEFAULT_CHAIN, cache_size: int = 32
+        self,
+        solvers: tuple[SolverName, ...] = DEFAULT_CHAIN,
+        cache_size: int = 32,
+        fast: FastSolver | None = None,
     ) -> None:
         self.solvers = tuple(solvers)
         self.cache_size = cache_size
         self._cache: OrderedDict[Shape, CompiledProblem] = OrderedDict()
+        if fast is None and SolverName.FAST in self.solvers:
+            from rebalancer.optimizer.fast.solver import FastSolver
+
+            fast = FastSolver()
+        self.fast = fast
 
     def problem_for(self, shape: Shape) -> tuple[CompiledProblem, bool]:
         """The compiled problem of ``shape`` and whether it came from the cache."""
@@ -101,6 +118,7 @@ class Recommender:
         data = build_data(request)
         prob, hit = self.problem_for(data.shape)
         prob.set_relaxed(set())
+        prob.fast_warm = None
         if prob.sector_share is not None:
             prob.sector_share.point = None
         messages: list[str] = []
@@ -155,6 +173,7 @@ class Recommender:
         data = build_data(request)
         prob, _ = self.problem_for(data.shape)
         prob.set_relaxed(set())
+        prob.fast_warm = None
         if prob.sector_share is not None:
             prob.sector_share.point = None
         res, _ = self._solve_refined(prob, data)
@@ -185,7 +204,7 @@ class Recommender:
     def _solve_refined(self, prob: CompiledProblem, data: ProblemData) -> tuple[SolveResult, int]:
         """Solve, then re-solve to settle wash-sale conflicts and sector risk budgets."""
         prob.update(data)
-        res = prob.solve(data, self.solvers)
+        res = prob.solve(data, self.solvers, self.fast)
         solves = 1
         for rounds in range(_MAX_ROUNDS):
             if res.trade is None:
@@ -203,7 +222,7 @@ class Recommender:
             if not changed:
                 break
             prob.update(data)
-            res = prob.solve(data, self.solvers)
+            res = prob.solve(data, self.solvers, self.fast)
             solves += 1
         return res, solves
 

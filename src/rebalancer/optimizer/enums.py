@@ -38,8 +38,13 @@ class Reason(enum.StrEnum):
 
 
 class SolverName(enum.StrEnum):
-    """Steps of the solver fallback chain, in order."""
+    """Steps of the solver fallback chain, in order.
 
+    ``FAST`` is the structure-exploiting JAX barrier solver (:mod:`rebalancer.optimizer.fast`);
+    the conic solvers after it are the reference and the fallback.
+    """
+
+    FAST = "FAST"
     CLARABEL = "CLARABEL"
     SCS = "SCS"
     HEURISTIC = "HEURISTIC"

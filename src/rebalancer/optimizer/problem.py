@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cvxpy as cp
 import numpy as np
@@ -40,6 +41,9 @@ from rebalancer.optimizer.terms.risk import (
     TrackingErrorLimit,
     VarLimit,
 )
+
+if TYPE_CHECKING:
+    from rebalancer.optimizer.fast.solver import FastSolver
 
 SCALE = 1e4
 """Objective scale inside the solver (fraction of NAV -> bps)."""
@@ -111,6 +115,8 @@ class CompiledProblem:
         if not self.problem.is_dpp():  # pragma: no cover - guarded by tests
             raise RuntimeError("optimizer problem is not DPP")
         self.compiled = False
+        self.fast_warm: tuple[TradeVec, float] | None = None
+        """Last fast-path answer of the current account (warm start of the next round)."""
 
     def update(self, data: ProblemData) -> None:
         """Copy one request's values into every parameter."""
@@ -140,12 +146,39 @@ class CompiledProblem:
                 out += term.check(data, t)
         return out
 
-    def solve(self, data: ProblemData, chain: tuple[SolverName, ...]) -> SolveResult:
-        """Solve with the first solver of ``chain`` that answers; record every fallback."""
+    def solve(
+        self,
+        data: ProblemData,
+        chain: tuple[SolverName, ...],
+        fast: FastSolver | None = None,
+    ) -> SolveResult:
+        """Solve with the first solver of ``chain`` that answers; record every fallback.
+
+        :attr:`SolverName.FAST` runs ``fast`` on the same parameter values; it answers only
+        with a converged answer that passes the NumPy checks, else the chain goes on.
+        """
         fallbacks: list[tuple[SolverName, str]] = []
         for name in chain:
             if name is SolverName.HEURISTIC:
                 break
+            if name is SolverName.FAST:
+                if fast is None:
+                    fallbacks.append((name, "no fast solver configured"))
+                    continue
+                out = fast.solve(self, data, self.fast_warm)
+                if out.trade is None:
+                    fallbacks.append((name, out.reason))
+                    continue
+                self.fast_warm = (out.trade, out.t_final)
+                return SolveResult(
+                    SolveStatus.OPTIMAL,
+                    name,
+                    out.trade,
+                    out.iterations,
+                    out.solve_ms,
+                    out.value,
+                    fallbacks,
+                )
             t0 = time.perf_counter()
             try:
                 with warnings.catch_warnings():  # inaccuracy is recorded in the status instead
