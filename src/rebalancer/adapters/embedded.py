@@ -191,6 +191,12 @@ class EmbeddedPostgres:
         self.owned = False
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -226,8 +232,30 @@ class EmbeddedPulsar:
             return None
         return url
 
+    def _previous_port(self) -> int | None:
+        """The port of a broker that died without cleaning up, if it is free again.
+
+        Restarting on the same port lets the clients of the dead broker (other local processes
+        that adopted it) reconnect by themselves instead of retrying a port nobody listens on.
+        """
+        try:
+            port = int(json.loads(self.state_file.read_text())["url"].rsplit(":", 1)[1])
+        except (OSError, ValueError, KeyError, IndexError):
+            return None
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the broker binds
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
+
     def start(self) -> str:
-        """Start (or adopt) the broker; returns its ``pulsar://`` URL."""
+        """Start (or adopt) the broker; returns its ``pulsar://`` URL.
+
+        A broker left dead by a killed owner is restarted on its previous port when that port is
+        free, so its URL (and every client's connection target) stays the same.
+        """
         from pulsar_lite.binary_finder import find_pulsar_lite_binary
 
         self.root.mkdir(parents=True, exist_ok=True)
@@ -237,9 +265,7 @@ class EmbeddedPulsar:
             log.info("pulsar_lite.adopted", url=adopted)
             return adopted
         (self.root / "pulsar-lite.toml").write_text("[metrics]\nenabled = false\n")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = self._previous_port() or _free_port()
         cmd = [find_pulsar_lite_binary(), "--addr", f"127.0.0.1:{port}"]
         cmd += ["--db-path", str(self.root / "data"), "--log-level", "warn"]
         with open(self.root / "broker.log", "ab") as out:

@@ -184,8 +184,7 @@ class Worker:
     def start(self) -> None:
         stop = self.rt.stop_event
         targets: list[tuple[str, Callable[[], None]]] = [
-            (loop.name, lambda lp=loop: lp.run(stop))
-            for loop in self.loops  # type: ignore[misc]
+            (loop.name, functools.partial(loop.run, stop)) for loop in self.loops
         ]
         for b in self.batch_loops:
             targets.append((b.name, functools.partial(b.run, stop)))
