@@ -101,9 +101,8 @@ def fills_applied_once(engine: sa.Engine, tenant: str, fills: list[dict[str, Any
     if unknown:
         bad.append(f"reports for orders the service does not know: {unknown[:10]}")
     per_order: dict[str, Decimal] = defaultdict(Decimal)
-    for rid, f in venue.items():
-        if rid in recorded and recorded[rid].outcome != "ignored_late":
-            per_order[f["order_id"]] += Decimal(f["quantity"])
+    for f in venue.values():  # a late fill (after the order ended) still counts its shares
+        per_order[f["order_id"]] += Decimal(f["quantity"])
     for o in _rows(engine, "SELECT id, filled_quantity FROM orders WHERE tenant_id = :t", t=tenant):
         want = per_order.get(str(o.id), Decimal(0))
         if Decimal(o.filled_quantity) != want:

@@ -14,7 +14,7 @@ log is the truth the database is checked against:
 - no event is stuck in the outbox, and no event was dead-lettered.
 
 Knobs (environment): ``REBALANCER_CHAOS_SEED`` (default 7), ``REBALANCER_CHAOS_ACCOUNTS``
-(default 20) and ``REBALANCER_CHAOS_ROUNDS`` (each round kills each of the six processes once,
+(default 20) and ``REBALANCER_CHAOS_ROUNDS`` (each round kills each of the five processes once,
 in a seeded random order, default 2).
 """
 
