@@ -11,16 +11,20 @@ process dies, the broker redelivers its unacknowledged messages to the remaining
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
+from typing import IO
 
 import pulsar
 import structlog
 from prometheus_client import Counter
 
+from rebalancer.adapters.pulsar_bus import make_client
 from rebalancer.bootstrap import Runtime
 from rebalancer.contracts import (
     DEAD_LETTER_REASON_PROPERTY,
@@ -42,6 +46,43 @@ DEFAULT_CHUNK = int(os.environ.get("REBALANCER_BATCH_CHUNK_SIZE", "16"))
 """Items per chunk (env ``REBALANCER_BATCH_CHUNK_SIZE``): large enough to amortize the
 set-based reads, small enough that the Shared subscription spreads a batch evenly and a crash
 redoes little."""
+
+
+ID_BURN_TOPIC = "persistent://public/default/rebalancer.consumer-id-burn"
+
+
+def claim_slot(data_dir: Path, limit: int = 1024) -> tuple[int, IO[str]]:
+    """The lowest consumer slot free on this host, held (``flock``) until the file is closed.
+
+    The lock dies with the process, also on SIGKILL, so a restarted worker reuses the slot.
+    """
+    folder = data_dir / "consumer-slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(limit):
+        f = open(folder / f"{i}.lock", "w")  # noqa: SIM115 - held for the consumer's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        return i, f
+    raise RuntimeError(f"all {limit} consumer slots in {folder} are taken")
+
+
+def subscribe_with_unique_id(
+    client: pulsar.Client, slot: int, topic: str, subscription: str, **conf: object
+) -> pulsar.Consumer:
+    """Subscribe so that the consumer's protocol id equals ``slot``.
+
+    pulsar-lite 0.2 identifies the consumers of a subscription by their protocol consumer id
+    alone, which each client numbers from 0: a second process subscribing to the same Shared
+    subscription times out. Burning ``slot`` ids with short-lived readers on a fresh client
+    gives every process on the host a distinct id. Apache Pulsar keys consumers per connection,
+    where this is harmless (the readers use non-durable subscriptions).
+    """
+    for _ in range(slot):
+        client.create_reader(ID_BURN_TOPIC, pulsar.MessageId.latest).close()
+    return client.subscribe(topic, subscription, **conf)  # type: ignore[arg-type]
 
 
 class BatchConsumerLoop:
@@ -71,7 +112,11 @@ class BatchConsumerLoop:
         self.name = name
         self.max_redeliveries = max_redeliveries
         self.handled = 0
-        self.consumer = rt.client.subscribe(
+        self.slot, self._slot_file = claim_slot(rt.settings.data_dir)
+        self.client = make_client(rt.infra.pulsar_url)
+        self.consumer = subscribe_with_unique_id(
+            self.client,
+            self.slot,
             BATCH_TOPIC,
             rt.settings.subscription,
             consumer_type=pulsar.ConsumerType.Shared,
@@ -155,3 +200,6 @@ class BatchConsumerLoop:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.consumer.close()
+        with contextlib.suppress(Exception):
+            self.client.close()
+        self._slot_file.close()
