@@ -25,6 +25,7 @@ from rebalancer.entrypoints.consumers import handle_event, infrastructure_error
 pytestmark = pytest.mark.integration
 
 EVENTS = 400
+SUBSCRIPTION = f"graceful-{uuid.uuid4().hex[:8]}"
 
 
 def _wait(predicate: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
@@ -42,6 +43,9 @@ def spawn(settings: Any, tmp_path: Path) -> Iterator[Callable[..., Process]]:
         settings.database_url, settings.pulsar_url, tmp_path, "k-" + uuid.uuid4().hex, "t"
     )
     env["REBALANCER_LOG_LEVEL"] = "INFO"
+    # A subscription of its own: pulsar-lite refuses a second process's consumer whose id
+    # collides with one already on the subscription (see docs/reliability.md).
+    env["REBALANCER_SUBSCRIPTION"] = SUBSCRIPTION
 
     def make(name: str, *args: str) -> Process:
         p = Process(name, cli(*args), env, tmp_path, cwd=tmp_path)
@@ -95,7 +99,7 @@ def test_worker_sigterm_finishes_or_redelivers_in_flight_events(
         runtime.client,
         runtime.publisher,
         [TOPICS[EventType.MODEL_CHANGED]],
-        runtime.settings.subscription,
+        SUBSCRIPTION,
         lambda env: handle_event(runtime, env),
         is_transient=infrastructure_error,
     )
