@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import numpy as np
@@ -257,7 +257,7 @@ class AccountReplay:
                 self.execute(t, resp, "liquidity")
             except RebalancerError as exc:
                 self._decision(t, "liquidity", None, None, None, error=exc.code)
-        take = min(Decimal(repr(amount)), self.account.cash).quantize(Decimal("0.01"))
+        take = min(Decimal(repr(amount)), self.account.cash).quantize(Decimal("0.01"), ROUND_DOWN)
         self.account.cash -= max(take, Decimal(0))
 
     def _decision(

@@ -113,3 +113,14 @@ def test_deposit_is_credited_to_cash() -> None:
     # flat prices: the deposit is not return
     assert m["pretax_return"][0] == pytest.approx(0.0, abs=1e-12)
     assert Decimal(str(res.daily[-1]["nav"])) == Decimal("21000.0")
+
+
+def test_a_withdrawal_never_leaves_negative_cash_by_rounding() -> None:
+    h = jump_history(jump_day=99)
+    account, models, instruments = two_asset_world(cash="10.015")
+    res = replay_account(
+        account, models, instruments, h, parse_policy("never"), Recommender(),
+        t_start=0, t_end=len(h.dates) - 1, flows={h.dates[1]: -10.015},
+    )  # fmt: skip
+    assert res.daily[1]["cash"] == pytest.approx(0.005)
+    assert all(row["cash"] >= 0 for row in res.daily)
