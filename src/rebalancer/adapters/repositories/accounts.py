@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -151,7 +152,7 @@ class AccountRepository:
         ).all()
         return self._load(rows)
 
-    def _load(self, rows: list[sa.Row]) -> list[Account]:  # type: ignore[type-arg]
+    def _load(self, rows: Sequence[sa.Row[Any]]) -> list[Account]:
         ids = [r.id for r in rows]
         sleeves: dict[str, list[Sleeve]] = {i: [] for i in ids}
         for s in self.conn.execute(

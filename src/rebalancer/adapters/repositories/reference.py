@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ class ModelRepository:
         )
         return [self.get(i) for i in ids]
 
-    def versions(self, model_id: str) -> list[ModelPortfolio]:
+    def versions(self, model_id: str) -> builtins.list[ModelPortfolio]:
         self.get(model_id)
         rows = self.conn.execute(
             sa.select(orm.model_versions)
