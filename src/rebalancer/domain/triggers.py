@@ -114,6 +114,10 @@ class Band:
     metric
         For the ``account`` level: one of ``sum_abs``, ``turnover``, ``max_abs``,
         ``tracking_error``.
+    min_target
+        The relative band only applies to keys whose target is at least this (fraction of
+        NAV), so that tiny targets do not fire on tiny absolute drifts. 0 (default): every key
+        with a positive target.
     """
 
     level: str
@@ -122,6 +126,7 @@ class Band:
     key: str | None = None
     metric: str = "turnover"
     priority: int = DEFAULT_PRIORITY[TriggerKind.THRESHOLD]
+    min_target: float = 0.0
 
 
 def evaluate_bands(report: DriftReport, bands: Sequence[Band]) -> list[TriggerEvaluation]:
@@ -158,7 +163,10 @@ def evaluate_bands(report: DriftReport, bands: Sequence[Band]) -> list[TriggerEv
                 continue
             over_abs = b.absolute is not None and abs(d.absolute) >= b.absolute
             over_rel = (
-                b.relative is not None and d.relative is not None and abs(d.relative) >= b.relative
+                b.relative is not None
+                and d.relative is not None
+                and d.target >= b.min_target
+                and abs(d.relative) >= b.relative
             )
             if over_abs or over_rel:
                 breaches[key] = {"absolute": d.absolute, "relative": d.relative}

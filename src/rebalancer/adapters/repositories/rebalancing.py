@@ -100,6 +100,129 @@ class RebalancingRepository:
             ).all()
         )
 
+    # ------------------------------------------------------------------ monitoring (issue 5)
+    def add_drift_snapshots(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert many drift snapshots in one statement (keys as :meth:`add_drift_snapshot`:
+        account_id, ts, nav, total_abs_drift, max_abs_drift, tracking_error, details)."""
+        if not rows:
+            return
+        stmt = insert(orm.drift_snapshots).values(
+            [{**r, "tenant_id": self.tenant_id, "details": dumps(r["details"])} for r in rows]
+        )
+        cols = ("nav", "total_abs_drift", "max_abs_drift", "tracking_error", "details")
+        self.conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["account_id", "ts"], set_={c: stmt.excluded[c] for c in cols}
+            )
+        )
+
+    def add_trigger_evaluation_once(self, row: Mapping[str, Any]) -> uuid.UUID | None:
+        """Insert one evaluation; a *fired* one with a ``period_key`` is inserted only if no fired
+        evaluation of the same (account, kind, period_key) exists (partial unique index
+        ``uq_trigger_period``; a concurrent insert waits for the other transaction). Returns the
+        new id, or None when another evaluation already holds the period."""
+        eid = uuid.uuid4()
+        t = orm.trigger_evaluations
+        res = self.conn.execute(
+            insert(t)
+            .values(
+                id=eid, tenant_id=self.tenant_id, **{**row, "inputs": dumps(row.get("inputs", {}))}
+            )
+            .on_conflict_do_nothing(
+                index_elements=["account_id", "kind", "period_key"],
+                index_where=sa.text("period_key IS NOT NULL AND fired"),
+            )
+            .returning(t.c.id)
+        ).first()
+        return eid if res is not None else None
+
+    def set_evaluations_rebalance(
+        self, evaluation_ids: Sequence[uuid.UUID], rebalance_id: uuid.UUID
+    ) -> None:
+        if evaluation_ids:
+            t = orm.trigger_evaluations
+            self.conn.execute(
+                sa.update(t)
+                .where(t.c.id.in_(list(evaluation_ids)))
+                .values(rebalance_id=rebalance_id)
+            )
+
+    def fired_evaluation(self, account_id: str, kind: str, period_key: str) -> Row | None:
+        """The fired evaluation holding ``(account, kind, period_key)``, if any."""
+        t = orm.trigger_evaluations
+        return self.conn.execute(
+            sa.select(t).where(
+                t.c.account_id == account_id,
+                t.c.tenant_id == self.tenant_id,
+                t.c.kind == kind,
+                t.c.period_key == period_key,
+                t.c.fired,
+            )
+        ).first()
+
+    def fired_periods(
+        self,
+        account_ids: Sequence[str],
+        kind: str,
+        period_keys: Sequence[str],
+        *,
+        fired_only: bool = True,
+    ) -> set[tuple[str, str]]:
+        """``(account_id, period_key)`` pairs among the given ones that already fired (with
+        ``fired_only=False``: that have any evaluation, fired or not)."""
+        if not account_ids or not period_keys:
+            return set()
+        t = orm.trigger_evaluations
+        rows = self.conn.execute(
+            sa.select(t.c.account_id, t.c.period_key).where(
+                t.c.tenant_id == self.tenant_id,
+                t.c.account_id.in_(list(account_ids)),
+                t.c.kind == kind,
+                t.c.period_key.in_(list(period_keys)),
+                t.c.fired if fired_only else sa.true(),
+            )
+        ).all()
+        return {(r.account_id, r.period_key) for r in rows}
+
+    def open_alerts_many(self, account_ids: Sequence[str]) -> dict[str, list[Row]]:
+        """Raised alerts of many accounts (account id -> rows; accounts without are absent)."""
+        t = orm.alerts
+        out: dict[str, list[Row]] = {}
+        if not account_ids:
+            return out
+        for r in self.conn.execute(
+            sa.select(t).where(
+                t.c.account_id.in_(list(account_ids)),
+                t.c.tenant_id == self.tenant_id,
+                t.c.state == "raised",
+            )
+        ).all():
+            out.setdefault(r.account_id, []).append(r)
+        return out
+
+    def update_alert(self, alert_id: uuid.UUID, severity: str, value: float, band: float) -> None:
+        """Change the severity of a raised alert (escalation or de-escalation)."""
+        self.conn.execute(
+            sa.update(orm.alerts)
+            .where(orm.alerts.c.id == alert_id)
+            .values(severity=severity, value=value, band=band)
+        )
+
+    def open_order_count(self, account_id: str) -> int:
+        """Orders of the account still working (new, sent, partially filled, cancel requested)."""
+        t = orm.orders
+        return int(
+            self.conn.execute(
+                sa.select(sa.func.count())
+                .select_from(t)
+                .where(
+                    t.c.account_id == account_id,
+                    t.c.tenant_id == self.tenant_id,
+                    t.c.status.in_(["new", "sent", "partially_filled", "cancel_requested"]),
+                )
+            ).scalar_one()
+        )
+
     # ------------------------------------------------------------------ rebalances
     def create_rebalance(
         self,
@@ -123,16 +246,18 @@ class RebalancingRepository:
         return rid
 
     def open_rebalance(self, account_id: str) -> Row | None:
-        """The account's rebalance still in flight (not complete, failed or no_trade), if any."""
+        """The account's rebalance still in flight, if any.
+
+        Finished ones (complete, partially_complete, failed, no_trade) are not open: a new
+        trigger after a partial rebalance starts a new one from the new state.
+        """
         t = orm.rebalances
         return self.conn.execute(
             sa.select(t)
             .where(
                 t.c.account_id == account_id,
                 t.c.tenant_id == self.tenant_id,
-                t.c.status.in_(
-                    ["requested", "pending_approval", "approved", "trading", "partially_complete"]
-                ),
+                t.c.status.in_(["requested", "pending_approval", "approved", "trading"]),
             )
             .order_by(t.c.created_at.desc())
             .limit(1)

@@ -8,6 +8,8 @@ from typing import Any
 from rebalancer.contracts import EventType, ModelChangedV1, PortfolioStateUpdatedV1, new_event
 from rebalancer.domain.errors import InvalidInput
 from rebalancer.domain.model import Account, Instrument, ModelPortfolio, Sleeve, TaxLot
+from rebalancer.domain.monitoring_config import validate_model_config
+from rebalancer.service_layer.handlers import monitoring
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 
@@ -30,7 +32,12 @@ def save_model(
     bands: Mapping[str, Any] | None = None,
     trigger_rule: Mapping[str, Any] | None = None,
 ) -> ModelPortfolio:
-    """Create a model or store a new version of it; emits ``model_changed``."""
+    """Create a model or store a new version of it; emits ``model_changed``.
+
+    ``bands`` and ``trigger_rule`` are validated first (see ``docs/monitoring.md``): a bad part
+    raises :class:`InvalidInput` naming it, e.g. ``trigger_rule.rule.all[1].op``.
+    """
+    validate_model_config(bands, trigger_rule)
     uow.tenants.ensure(uow.tenant_id)
     uow.instruments.get_many(model.targets, field="targets")
     stored = uow.models.save(model, bands, trigger_rule)
@@ -109,4 +116,5 @@ def apply_portfolio_state(uow: UnitOfWork, event: PortfolioStateUpdatedV1) -> No
     )
     _check_account(uow, updated)
     uow.accounts.replace(updated)
+    monitoring.refresh_account(uow, updated.id)  # drift snapshot and alerts after the change
     uow.commit()

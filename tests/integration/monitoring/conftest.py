@@ -1,0 +1,8 @@
+"""Fixtures and builders of the monitoring tests: real PostgreSQL, service handlers, no HTTP."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
