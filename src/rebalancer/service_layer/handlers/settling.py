@@ -15,6 +15,7 @@ from rebalancer.domain.settlement import (
     lots_for_partial_fill,
     settlement_date,
 )
+from rebalancer.service_layer.handlers import monitoring
 from rebalancer.service_layer.handlers.dispatch import after_order_change, execution_repo
 from rebalancer.service_layer.handlers.recommending import _status_event
 from rebalancer.service_layer.unit_of_work import UnitOfWork
@@ -120,6 +121,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
         )
     )
     after_order_change(uow, uuid.UUID(order.recommendation_id))
+    monitoring.refresh_account(uow, account.id)  # positions changed: new drift snapshot
     uow.commit()
     return True
 

@@ -20,7 +20,8 @@ from rebalancer.entrypoints.api.schemas import (
     RebalanceRequest,
     RecommendationOut,
 )
-from rebalancer.service_layer.handlers.recommending import recommendation_view, request_rebalance
+from rebalancer.service_layer.handlers.monitoring import manual_request
+from rebalancer.service_layer.handlers.recommending import recommendation_view
 from rebalancer.service_layer.handlers.trading import approve, cancel_order, order_view
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
@@ -51,7 +52,9 @@ def trigger_rebalance(
     req = body or RebalanceRequest()
 
     def work(uow: UnitOfWork) -> RebalanceAccepted:
-        rid, created = request_rebalance(uow, account_id, [req.reason], req.priority, commit=False)
+        rid, created = manual_request(
+            uow, account_id, ctx.actor, req.reason, req.priority, idempotency_key=idempotency_key
+        )
         uow.audit.record(ctx.actor, "rebalance", "account", account_id, {"rebalance_id": rid})
         return RebalanceAccepted(rebalance_id=rid, account_id=account_id, created=created)
 
