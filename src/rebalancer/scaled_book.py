@@ -201,7 +201,7 @@ def build_scaled_book(
         basis = price * np.exp(rng.normal(0.0, 0.25, (2, n_instruments)))
         age = rng.integers(20, 1500, (2, n_instruments))
         for j in np.flatnonzero(shares > 0):
-            q1 = int(shares[j] * split[j]) if two[j] and shares[j] > 1 else int(shares[j])
+            q1 = max(1, int(shares[j] * split[j])) if two[j] else int(shares[j])
             parts = [q1, int(shares[j]) - q1] if q1 < shares[j] else [q1]
             for k, q in enumerate(parts):
                 book.lots.append(

@@ -48,6 +48,22 @@ set-based reads, small enough that the Shared subscription spreads a batch evenl
 redoes little."""
 
 
+def single_threaded_blas() -> None:
+    """Limit BLAS/OpenMP pools of this process to one thread.
+
+    A worker process is the unit of parallelism: on a busy 2-core host a multi-threaded BLAS
+    spin-waits for cores held by other workers, which made the covariance eigendecomposition
+    8x and each Clarabel solve about 2x slower in our measurement (docs/benchmarks.md).
+    """
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # for BLAS libraries loaded later (at the first solve)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - set OMP_NUM_THREADS=1 in the environment instead
+        return
+    threadpool_limits(limits=1)
+
+
 ID_BURN_TOPIC = "persistent://public/default/rebalancer.consumer-id-burn"
 
 
@@ -112,6 +128,7 @@ class BatchConsumerLoop:
         self.name = name
         self.max_redeliveries = max_redeliveries
         self.handled = 0
+        single_threaded_blas()
         self.slot, self._slot_file = claim_slot(rt.settings.data_dir)
         self.client = make_client(rt.infra.pulsar_url)
         self.consumer = subscribe_with_unique_id(

@@ -18,6 +18,7 @@ Pulsar redelivers its unacknowledged messages to the other workers.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ class ChunkResult:
     computed: list[uuid.UUID] = field(default_factory=list)
     failed: list[uuid.UUID] = field(default_factory=list)
     already_done: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time by stage: ``lock`` (marks and row locks), ``read`` (set-based loads),
+    ``build`` (optimizer requests), ``solve``, ``write`` (inserts, updates, outbox, commit)."""
 
 
 def _status_event(
@@ -248,6 +252,7 @@ def recommend_chunk(
         rebalances already computed are skipped, so the call is idempotent.
     """
     result = ChunkResult()
+    clock = _Clock(result.seconds)
     fresh = bulk.first_time_many(uow.conn, BATCH_CONSUMER, [e for e, _ in items])
     todo = [p for e, p in items if e in fresh]
     result.already_done = len(items) - len(todo)
@@ -259,6 +264,7 @@ def recommend_chunk(
     if not requested:
         uow.commit()
         return result
+    clock.lap("lock")
     accounts = {a.id: a for a in uow.accounts.get_many(r.account_id for r in requested)}
     model_ids = {s.model_id for a in accounts.values() for s in a.sleeves}
     models = {k: rec.model for k, rec in uow.models.get_many(model_ids).items()}
@@ -267,6 +273,7 @@ def recommend_chunk(
     quotes = uow.market.latest(ids)
     closes = uow.market.closes(ids)
     as_of = uow.market.as_of() or date.today()
+    clock.lap("read")
     policy = default_policy()
     built: list[tuple[Any, AnalyzeRequest]] = []
     outcomes: dict[uuid.UUID, AnalyzeResponse | RebalancerError] = {}
@@ -278,12 +285,29 @@ def recommend_chunk(
             built.append((r, req))
         except RebalancerError as exc:
             outcomes[r.id] = exc
-    for (r, _), out in zip(built, _solve_all(optimizer, [q for _, q in built]), strict=True):
+    clock.lap("build")
+    solved = _solve_all(optimizer, [q for _, q in built])
+    clock.lap("solve")
+    for (r, _), out in zip(built, solved, strict=True):
         outcomes[r.id] = out
     _store(uow, requested, dict((r.id, q) for r, q in built), outcomes, result)
     repo.finish_if_done(sorted({r.batch_id for r in requested if r.batch_id is not None}))
     uow.commit()
+    clock.lap("write")
     return result
+
+
+class _Clock:
+    """Adds the wall time since the previous lap to ``into[stage]`` (seconds)."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.into[stage] = self.into.get(stage, 0.0) + now - self.last
+        self.last = now
 
 
 def _store(
