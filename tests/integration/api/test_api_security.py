@@ -48,6 +48,12 @@ REQUIRED_SCOPE: dict[tuple[str, str], Scope] = {
     ("GET", "/v1/orders/{order_id}"): Scope.READ,
     ("POST", "/v1/orders/{order_id}/cancel"): Scope.TRADE,
     ("POST", "/v1/analyze"): Scope.READ,
+    ("POST", "/v1/approvals"): Scope.APPROVE,
+    ("POST", "/v1/rebalances/{rebalance_id}/reoptimize"): Scope.TRADE,
+    ("GET", "/v1/execution-quality"): Scope.READ,
+    ("GET", "/v1/metrics/success"): Scope.READ,
+    ("POST", "/v1/models/{model_id}/rebalance"): Scope.TRADE,
+    ("GET", "/v1/batches/{batch_id}"): Scope.READ,
 }
 
 
