@@ -5,10 +5,10 @@ Starts embedded PostgreSQL and pulsar-lite in a temporary directory, ``rebalance
 over HTTP and publishes opening prices. Then, for ``--seconds``:
 
 - ``--clients`` threads send requests at ``--rps`` in total (paced, not closed-loop): account
-  reads, drift, order lists and rebalance requests (each of which flows outbox -> relay ->
+  reads, drift, order lists, rebalance requests (each of which flows outbox -> relay ->
   Pulsar -> worker -> optimizer);
-- every ``--tick`` seconds a market-data event moves prices (drift, alerts, triggers in the
-  worker).
+- ``rebalancer simulate`` publishes a market day every ``--tick`` seconds (drift, alerts,
+  triggers in the worker) and acts as venue and custodian, so approved orders fill and settle.
 
 Reports throughput, latency percentiles per request kind, errors (5xx and transport errors;
 4xx are counted apart), events handled, rebalance request -> recommendation latency, and the
@@ -53,7 +53,7 @@ from rebalancer.sample_book import build_sample_book
 
 API_KEY = "soak-key-0123456789"
 TENANT = "soak"
-KINDS = {"account": 0.45, "drift": 0.2, "orders": 0.15, "rebalance": 0.2}
+KINDS = {"account": 0.4, "drift": 0.15, "orders": 0.15, "rebalance": 0.15, "approve": 0.15}
 
 
 class Stack:
@@ -107,6 +107,15 @@ class Stack:
                 raise RuntimeError((self.root / "worker.log").read_text()[-2000:])
             time.sleep(0.2)
         self.db_url, self.pulsar_url = db_url, pulsar_url
+
+    def start_market(self, days: int, interval_s: float) -> None:
+        """``rebalancer simulate``: market days every ``interval_s``, venue and custodian."""
+        cli = [sys.executable, "-m", "rebalancer.entrypoints.cli", "simulate"]
+        cli += ["--days", str(days), "--interval", str(interval_s)]
+        out = open(self.root / "simulate.log", "wb")  # noqa: SIM115 - lives with the process
+        self.procs["simulate"] = subprocess.Popen(
+            cli, env=self.env, cwd=self.root, stdout=out, stderr=subprocess.STDOUT
+        )
 
     def processes(self) -> dict[str, list[psutil.Process]]:
         """OS processes per component (PostgreSQL: the postmaster and its backends)."""
@@ -200,6 +209,7 @@ def _soak(stack: Stack, args: argparse.Namespace) -> None:
     lock = threading.Lock()
     stop = threading.Event()
     interval = args.clients / args.rps
+    rebalances: list[str] = []
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
@@ -220,8 +230,24 @@ def _soak(stack: Stack, args: argparse.Namespace) -> None:
                     r = c.get(f"/v1/accounts/{acct}/drift")
                 elif kind == "orders":
                     r = c.get("/v1/orders", params={"account_id": acct})
-                else:
+                elif kind == "rebalance":
                     r = c.post(f"/v1/accounts/{acct}/rebalance")
+                    if r.status_code == 202:
+                        with lock:
+                            rebalances.append(r.json()["rebalance_id"])
+                else:  # look at a rebalance; approve its recommendation if it waits for it
+                    with lock:
+                        rid = rng.choice(rebalances) if rebalances else None
+                    if rid is None:
+                        continue
+                    r = c.get(f"/v1/rebalances/{rid}")
+                    body = r.json() if r.status_code == 200 else {}
+                    if body.get("recommendation_status") == "pending_approval":
+                        rec = body["recommendation_id"]
+                        t0 = time.perf_counter()
+                        r = c.post(f"/v1/recommendations/{rec}/approve")
+                    else:
+                        kind = "rebalance status"
                 code = r.status_code
             except httpx.HTTPError:
                 code = 0
@@ -238,6 +264,12 @@ def _soak(stack: Stack, args: argparse.Namespace) -> None:
         with engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM processed_events")).scalar_one())
 
+    stack.start_market(int(args.seconds / args.tick) + 1, args.tick)
+    deadline = time.monotonic() + 300
+    while "published market data" not in (stack.root / "simulate.log").read_text():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the simulator did not start")
+        time.sleep(0.2)
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(args.clients)]
     t_start = time.monotonic()
     events_before = processed()
@@ -247,11 +279,7 @@ def _soak(stack: Stack, args: argparse.Namespace) -> None:
     time.sleep(warm)
     mem_start = rss_mb(stack)
     mem_peak = dict(mem_start)
-    next_tick = time.monotonic()
     while time.monotonic() - t_start < args.seconds:
-        if time.monotonic() >= next_tick:
-            publish_prices(feed.next_market_data())
-            next_tick += args.tick
         for k, v in rss_mb(stack).items():
             mem_peak[k] = max(mem_peak[k], v)
         time.sleep(1.0)
@@ -262,6 +290,9 @@ def _soak(stack: Stack, args: argparse.Namespace) -> None:
     mem_end = rss_mb(stack)
     events = processed() - events_before
     with engine.connect() as conn:
+        fills = conn.execute(
+            sa.text("SELECT count(*) FROM executions WHERE fill_quantity > 0")
+        ).scalar_one()
         rec_lat = [
             float(r[0])
             for r in conn.execute(
@@ -279,18 +310,9 @@ def _soak(stack: Stack, args: argparse.Namespace) -> None:
     engine.dispose()
     client.close()
     _report(
-        args,
-        elapsed,
-        lat,
-        errors,
-        client_errors,
-        events,
-        rec_lat,
-        backlog,
-        mem_start,
-        mem_end,
-        mem_peak,
-    )
+        args, elapsed, lat, errors, client_errors, (events, fills), rec_lat, backlog,
+        mem_start, mem_end, mem_peak,
+    )  # fmt: skip
 
 
 def _pct(values: list[float]) -> list[float]:
@@ -306,7 +328,7 @@ def _report(
     lat: dict[str, list[float]],
     errors: dict[str, int],
     client_errors: dict[str, int],
-    events: int,
+    flow_counts: tuple[int, int],
     rec_lat: list[float],
     backlog: int,
     mem_start: dict[str, float],
@@ -344,17 +366,19 @@ def _report(
         rows,
     )
     rec = _pct(rec_lat)
+    events, fills = flow_counts
     flow = markdown_table(
         [
             "events handled",
             "events/s",
+            "fills",
             "recommendations",
             "request->recommendation p50 ms",
             "p95 ms",
             "p99 ms",
             "outbox backlog at end",
         ],
-        [[events, events / elapsed, len(rec_lat), rec[0], rec[1], rec[2], backlog]],
+        [[events, events / elapsed, fills, len(rec_lat), rec[0], rec[1], rec[2], backlog]],
     )
     mem = markdown_table(
         ["process", "RSS after warm-up MB", "RSS at end MB", "peak MB", "growth MB"],
@@ -365,8 +389,11 @@ def _report(
     )
     body = (
         f"{elapsed:.0f} s, {args.clients} clients at {args.rps} req/s in total, {args.accounts} "
-        f"accounts, a market-data tick every {args.tick:.0f} s; API and worker (with relay) are "
-        "separate processes on embedded PostgreSQL and pulsar-lite.\n\n"
+        f"accounts, a market day every {args.tick:.0f} s from `rebalancer simulate` (also the "
+        "venue and custodian: approved orders fill and settle); API, worker (with relay) and "
+        "simulator are "
+        "separate processes on embedded PostgreSQL and pulsar-lite. `approve` looks up a "
+        "random earlier rebalance and approves its recommendation when one is pending.\n\n"
         f"{http}\n\n{flow}\n\n{mem}\n\n"
         "Memory growth over a short run mostly reflects warm caches (compiled optimizer problems, "
         "connection pools, PostgreSQL shared buffers); a leak shows as growth that keeps rising "
@@ -383,7 +410,7 @@ def main() -> None:
     ap.add_argument("--rps", type=float, default=20.0, help="Requests per second, all clients.")
     ap.add_argument("--clients", type=int, default=4, help="Client threads.")
     ap.add_argument("--accounts", type=int, default=30, help="Accounts in the book.")
-    ap.add_argument("--tick", type=float, default=10.0, help="Seconds between market-data ticks.")
+    ap.add_argument("--tick", type=float, default=10.0, help="Seconds between market days.")
     run(ap.parse_args())
 
 

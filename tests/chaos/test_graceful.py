@@ -144,3 +144,35 @@ def test_sigterm_exits_cleanly(
     assert p.terminate(60) == 0, p.output()[-3000:]
     out = p.output()
     assert "runtime.closed" in out and "Traceback" not in out
+
+
+def test_readiness_follows_the_database_through_a_crash(runtime: Any, tmp_path: Path) -> None:
+    """/readyz is 503 naming the database while PostgreSQL is killed, and 200 again after it
+    restarts (the pool replaces the broken connections by itself)."""
+    import dataclasses
+
+    from chaos_cluster import Postgres
+    from fastapi.testclient import TestClient
+
+    from rebalancer.adapters import migrate
+    from rebalancer.adapters.db import make_engine
+    from rebalancer.entrypoints.api import create_app
+
+    pg = Postgres(tmp_path)
+    engine = make_engine(pg.start())
+    try:
+        migrate.upgrade(engine)
+        with TestClient(create_app(dataclasses.replace(runtime, engine=engine))) as c:
+            first = c.get("/readyz")
+            assert first.status_code == 200, first.text
+            pg.kill()
+            down = c.get("/readyz")
+            assert down.status_code == 503, down.text
+            assert not down.json()["database"]["ok"] and down.json()["broker"]["ok"]
+            assert down.json()["database"]["error"]
+            pg.start()
+            up = c.get("/readyz")
+            assert up.status_code == 200, up.text
+    finally:
+        engine.dispose()
+        pg.stop()
