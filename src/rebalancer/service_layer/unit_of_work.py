@@ -28,6 +28,7 @@ from rebalancer.adapters.repositories import (
     TenantRepository,
 )
 from rebalancer.adapters.repositories.rebalancing import RebalancingRepository
+from rebalancer.adapters.repositories.tax import TaxHistory
 from rebalancer.contracts import Envelope
 
 
@@ -74,6 +75,7 @@ class UnitOfWork:
         self.processed = ProcessedEvents(conn)
         self.idempotency = IdempotencyStore(conn, t)
         self.audit = AuditLog(conn, t)
+        self.tax = TaxHistory(conn, t)
 
     @property
     def conn(self) -> sa.Connection:

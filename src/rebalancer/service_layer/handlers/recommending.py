@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from rebalancer.analytics.requests import DEFAULT_ADV_SHARES as DEFAULT_ADV_SHARES
 from rebalancer.analytics.requests import DEFAULT_HALF_SPREAD_BPS as DEFAULT_HALF_SPREAD_BPS
-from rebalancer.analytics.requests import involved_instruments, make_request
+from rebalancer.analytics.requests import LossSale, involved_instruments, make_request
 from rebalancer.contracts import (
     Decision,
     EventType,
@@ -63,6 +63,8 @@ def build_request(
         k: r.model for k, r in uow.models.get_many(s.model_id for s in account.sleeves).items()
     }
     _, ids = involved_instruments(account, models)
+    pol = policy or default_policy()
+    losses = uow.tax.recent_loss_sales(account.id, as_of, pol.wash_sale_days)
     return make_request(
         account,
         models,
@@ -70,7 +72,9 @@ def build_request(
         realized_quotes(uow, uow.market.latest(ids)),  # realized costs feed back
         uow.market.closes(ids),
         as_of,
-        policy or default_policy(),
+        pol,
+        # a loss sold in the window must not be washed by buying its group back now
+        recent_loss_sales=[LossSale(instrument=i, date=d) for i, d in losses],
     )
 
 
