@@ -73,9 +73,13 @@ def claim_slot(data_dir: Path, limit: int = 1024) -> tuple[int, IO[str]]:
     The lock dies with the process, also on SIGKILL, so a restarted worker reuses the slot.
     """
     folder = data_dir / "consumer-slots"
-    folder.mkdir(parents=True, exist_ok=True)
     for i in range(limit):
-        f = open(folder / f"{i}.lock", "w")  # noqa: SIM115 - held for the consumer's lifetime
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            f = open(folder / f"{i}.lock", "w")  # noqa: SIM115 - held for the consumer's lifetime
+        except OSError as exc:  # read-only data dir: fine on Apache Pulsar, risky on pulsar-lite
+            log.warning("batch.no_consumer_slot", folder=str(folder), error=repr(exc))
+            return 0, open(os.devnull, "w")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
