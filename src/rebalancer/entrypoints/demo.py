@@ -46,6 +46,9 @@ class DemoResult:
     approved: list[uuid.UUID] = field(default_factory=list)
     drift_before: dict[str, float] = field(default_factory=dict)
     drift_after: dict[str, float] = field(default_factory=dict)
+    te_before: dict[str, float] = field(default_factory=dict)
+    """Ex-ante tracking error to target (annual volatility) per account, before approval."""
+    te_after: dict[str, float] = field(default_factory=dict)
     order_status: Counter[str] = field(default_factory=Counter)
     reject_reasons: Counter[str] = field(default_factory=Counter)
     fills: int = 0
@@ -207,9 +210,9 @@ class Demo:
             )
         venue = SimulatedVenue(
             seed=21,
-            reject_probability=0.03,
+            reject_probability=0.02,
             partial_fill_probability=0.25,
-            stall_probability=0.15,
+            stall_probability=0.05,
             slippage_bps=4.0,
         )
         self.sim = Counterparties(
@@ -264,6 +267,7 @@ class Demo:
             result.drift_before[reb.account_id] = float(
                 drift["summaries"]["instrument"]["turnover"]
             )
+            result.te_before[reb.account_id] = float(drift.get("tracking_error") or 0.0)
             self.call(
                 "POST",
                 f"/v1/recommendations/{rec.id}/approve",
@@ -331,6 +335,7 @@ class Demo:
         for r in recs:
             drift = self.call("GET", f"/v1/accounts/{r.account_id}/drift")
             result.drift_after[r.account_id] = float(drift["summaries"]["instrument"]["turnover"])
+            result.te_after[r.account_id] = float(drift.get("tracking_error") or 0.0)
 
     def run_cycle(self, progress: Progress) -> DemoResult:
         result = DemoResult()
@@ -366,6 +371,9 @@ def print_summary(console: Console, result: DemoResult) -> None:
     t.add_row("accounts rebalanced", str(n))
     t.add_row("mean drift before (one-way turnover to target)", f"{before:.2%}")
     t.add_row("mean drift after settlement", f"{after:.2%}")
+    te_b = sum(result.te_before.values()) / max(n, 1)
+    te_a = sum(result.te_after.get(a, 0.0) for a in result.te_before) / max(n, 1)
+    t.add_row("mean ex-ante tracking error before -> after", f"{te_b:.2%} -> {te_a:.2%}")
     t.add_row("orders", str(sum(result.order_status.values())))
     for status, count in sorted(result.order_status.items()):
         t.add_row(f"  {status}", str(count))
