@@ -76,6 +76,7 @@ def infeasible_error(
             now[term.name] = term.check(data, zero)
     texts: list[str] = []
     named: list[str] = []
+    fields = named
     for name in names:
         for c in now.get(name, []):
             named += [f for f in c.fields if f not in named]

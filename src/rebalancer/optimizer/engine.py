@@ -224,7 +224,24 @@ class Recommender:
             prob.update(data)
             res = prob.solve(data, self.solvers, self.fast)
             solves += 1
+        if res.trade is not None and prob.wash.conflicts(data, res.trade, _WASH_TOL):
+            self._fix_directions(data, res.trade)
+            prob.update(data)
+            res = prob.solve(data, self.solvers, self.fast)
+            solves += 1
         return res, solves
+
+    @staticmethod
+    def _fix_directions(data: ProblemData, t: TradeVec) -> None:
+        """Fix every wash-sale group's direction (rounds left conflicts): a group that sells
+        at a loss now may not buy; every other group may not sell at a loss. Each group then
+        has one side closed, so the next answer cannot conflict."""
+        loss = data.lot_basis > data.price[:, None]
+        groups = np.asarray(data.groups)
+        selling = {str(g) for g in groups[(t.lot_sell * loss).sum(axis=1) > _WASH_TOL]}
+        sells = np.array([g in selling for g in data.groups])
+        data.buy_ub[sells] = 0.0
+        data.lot_ub[~sells[:, None] & loss] = 0.0
 
     @staticmethod
     def _settle_wash(

@@ -50,7 +50,7 @@ def _spec(b: Bucket, batch: int | None) -> tuple[dict[str, Any], Any, Any, Any]:
     f = jax.numpy.float64
 
     def s(*shape: int) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct(((batch,) if batch else ()) + shape, f)
+        return jax.ShapeDtypeStruct(((batch,) if batch else ()) + shape, f)  # type: ignore[no-untyped-call]
 
     K1 = b.lots + 1
     p = {

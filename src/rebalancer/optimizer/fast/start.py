@@ -33,7 +33,7 @@ _GRID = jnp.array(
     list(
         itertools.product(
             (0.0, 1e-2),  # buys
-            (0.0, 1e-3, 1e-2, 0.1, 0.3, 0.6, 0.95),  # sells
+            (-1.0, 0.0, 1e-3, 1e-2, 0.1, 0.3, 0.6, 0.95),  # sells (-1: solved for)
             (0.0, 0.25, 0.5, 0.9),  # toward targets
         )
     )
@@ -63,7 +63,8 @@ def _directions(p: Params) -> tuple[Array, Array, Array]:
     lots = m[:, 1:] * ub[:, 1:]
     held = jnp.sum(lots, axis=1)
     cap = jnp.where(p["any"] > 0, adv, 0.0)
-    buy = jnp.zeros_like(ub).at[:, 0].set(0.25 * m[:, 0] * jnp.minimum(ub[:, 0], cap))
+    small = jnp.minimum(jnp.minimum(ub[:, 0], cap), 0.01)
+    buy = jnp.zeros_like(ub).at[:, 0].set(0.25 * m[:, 0] * small)
     frac = jnp.minimum(0.5, 0.25 * cap / jnp.maximum(held, 1e-300))
     sell = jnp.zeros_like(ub).at[:, 1:].set(lots * frac[:, None])
     gap = -p["wa"]
@@ -80,8 +81,16 @@ def feasible_start(p: Params) -> tuple[Array, Array]:
     buy, sell, toward = _directions(p)
     base = _EPS * (buy + sell)
 
+    e = p["e"]
+    sold = jnp.sum(sell)
+
     def score(theta: Array) -> tuple[Array, Array]:
-        x = base + theta[0] * buy + theta[1] * sell + theta[2] * toward
+        x = base + theta[0] * buy + theta[2] * toward
+        # sells halfway between what the cash floor needs and what turnover allows
+        lo = (jnp.sum(e * x) - p["room"]) / jnp.maximum(sold, 1e-300)
+        hi = (p["turn"] - jnp.sum(p["mask"] * x)) / jnp.maximum(sold, 1e-300)
+        mid = jnp.clip(0.5 * (jnp.maximum(lo, 0.0) + jnp.minimum(hi, 0.95)), 0.0, 0.95)
+        x = x + jnp.where(theta[1] < 0, mid, theta[1]) * sell
         return x, min_slack(p, slacks(p, x))
 
     xs, scores = jax.vmap(score)(_GRID)

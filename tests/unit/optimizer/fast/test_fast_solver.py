@@ -1,0 +1,132 @@
+"""Fast path behaviour: risk limits, fallback, batching, compile cache, warm starts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fast_factory import hard_request
+from test_quality import assert_clean, improvement
+
+from rebalancer.domain.errors import InfeasibleRebalance
+from rebalancer.optimizer import Recommender, SolverName
+from rebalancer.optimizer.data import build_data
+from rebalancer.optimizer.engine import _tightened
+from rebalancer.optimizer.fast import Bucket
+
+
+def test_risk_limits_hold_and_match_the_reference(
+    ref_rec: Recommender, fast_rec: Recommender
+) -> None:
+    crash = {"name": "crash", "returns": {f"S{j:04d}": -0.3 for j in range(10)}}
+    base = hard_request(5, 50, max_turnover=0.3, min_cash_weight=0.0, stress_scenarios=[crash])
+    before = ref_rec.analyze(base).risk
+    # binding TE limit the current portfolio meets (the free optimum adds tracking error)
+    te = 0.5 * (before.tracking_error_before + before.tracking_error_after)
+    var, loss = 1.001 * before.var_before, 1.001 * before.stress[0].loss_before
+    req = hard_request(
+        5,
+        50,
+        max_turnover=0.3,
+        min_cash_weight=0.0,
+        max_tracking_error=te,
+        max_var=var,
+        stress_scenarios=[{**crash, "max_loss": loss}],
+    )
+    a, b = ref_rec.analyze(req), fast_rec.analyze(req)
+    assert b.solver.name is SolverName.FAST, b.solver.fallbacks
+    assert_clean(req, b)
+    assert b.risk.tracking_error_after <= te + 1e-12
+    assert b.risk.var_after <= var + 1e-12
+    assert b.risk.stress[0].loss_after <= loss + 1e-12
+    assert te < before.tracking_error_after
+    # one convex solve (tightened limits, first round) agrees with Clarabel; the final answers
+    # may differ by which wash-sale groups the rounds settle (a non-convex choice)
+    data = _tightened(build_data(req))
+    prob = fast_rec.problem_for(data.shape)[0]
+    prob.set_relaxed(set())
+    prob.update(data)
+    fast = fast_rec.fast
+    assert fast is not None
+    mine = fast.solve(prob, data).value
+    ref = prob.solve(data, (SolverName.CLARABEL,)).value
+    assert mine is not None and ref is not None
+    assert abs(mine - ref) <= 1e-6 * abs(ref)
+    assert improvement(b) >= 0.98 * improvement(a)
+    # a VaR limit the current portfolio breaks: the fast path finds no strictly feasible start
+    # for the first round (the conic solver answers it), later rounds may start from there
+    cut = hard_request(5, 50, max_turnover=0.3, max_var=0.8 * before.var_before)
+    out = fast_rec.analyze(cut)
+    assert out.risk.var_after <= 0.8 * before.var_before + 1e-12
+    assert_clean(cut, out)
+
+
+def test_sector_risk_budget_is_settled_like_the_reference(
+    ref_rec: Recommender, fast_rec: Recommender
+) -> None:
+    req = hard_request(8, 50, max_sector_risk_share={"sector0": 0.1})
+    a, b = ref_rec.analyze(req), fast_rec.analyze(req)
+    assert b.risk.contributions_by_sector["sector0"].share <= 0.1 + 1e-6
+    assert_clean(req, b)
+    if b.solver.name is SolverName.FAST:
+        assert improvement(b) >= 0.999 * improvement(a)
+    else:  # the current portfolio breaks the budget: no strictly feasible start, said so
+        assert "starting point" in b.solver.fallbacks[0].reason
+
+
+def test_infeasible_request_falls_back_then_names_the_limits(fast_rec: Recommender) -> None:
+    req = hard_request(9, 50, min_cash_weight=0.9, max_turnover=0.05)
+    with pytest.raises(InfeasibleRebalance) as err:
+        fast_rec.analyze(req)
+    assert "policy.min_cash_weight" in err.value.fields
+
+
+def test_fallback_reason_is_recorded_when_the_fast_path_cannot_converge() -> None:
+    from rebalancer.optimizer import FAST_CHAIN
+    from rebalancer.optimizer.fast import FastSolver, Settings
+
+    starved = FastSolver(Settings(max_iter=3))
+    out = Recommender(solvers=FAST_CHAIN, fast=starved).analyze(hard_request(0, 20))
+    assert out.solver.name is SolverName.CLARABEL
+    assert out.solver.fallbacks[0].solver is SolverName.FAST
+    assert "not converged" in out.solver.fallbacks[0].reason
+
+
+def test_one_compiled_function_per_bucket_and_batch_matches_single(
+    fast_rec: Recommender,
+) -> None:
+    fast = fast_rec.fast
+    assert fast is not None
+    datas = [_tightened(build_data(hard_request(s, n))) for s, n in ((20, 50), (21, 60), (22, 64))]
+    assert len({Bucket.of(d.shape) for d in datas}) == 1
+    probs = [fast_rec.problem_for(d.shape)[0] for d in datas]
+    singles = []
+    for pr, d in zip(probs, datas, strict=True):
+        pr.update(d)
+        singles.append(fast.solve(pr, d))
+    assert (
+        sum(1 for (b, size) in fast.compile_ms if b == Bucket.of(datas[0].shape) and not size) == 1
+    )
+    # solve_batch reads each problem's parameters when assembling, so update one at a time
+    outs = []
+    for pr, d in zip(probs, datas, strict=True):
+        pr.update(d)
+        outs.append(fast.solve_batch([pr], [d])[0][0])
+    for one, many in zip(singles, outs, strict=True):
+        assert one.trade is not None and many.trade is not None
+        assert np.allclose(one.trade.buy, many.trade.buy, atol=1e-7)
+        assert np.allclose(one.trade.lot_sell, many.trade.lot_sell, atol=1e-7)
+        assert one.value is not None and many.value is not None
+        assert abs(one.value - many.value) <= 1e-8 * abs(one.value)
+
+
+def test_warm_start_from_the_previous_answer_is_used(fast_rec: Recommender) -> None:
+    fast = fast_rec.fast
+    assert fast is not None
+    data = _tightened(build_data(hard_request(3, 50)))
+    prob = fast_rec.problem_for(data.shape)[0]
+    prob.update(data)
+    cold = fast.solve(prob, data)
+    assert cold.trade is not None
+    warm = fast.solve(prob, data, (cold.trade, cold.t_final))
+    assert warm.warm_used and warm.trade is not None
+    assert abs(warm.value - cold.value) <= 1e-9 + 1e-7 * abs(cold.value)
