@@ -32,6 +32,7 @@ def load_book(
     from rebalancer.adapters.db import make_engine
     from rebalancer.adapters.repositories.bulk import load_scaled_book
     from rebalancer.bootstrap import start_infrastructure
+    from rebalancer.domain.errors import RebalancerError
     from rebalancer.scaled_book import build_scaled_book
 
     s = get_settings()
@@ -45,9 +46,14 @@ def load_book(
     try:
         engine = make_engine(infra.database_url, s)
         migrate.upgrade(engine)
-        with engine.begin() as conn:
-            stats = load_scaled_book(conn, book)
-        engine.dispose()
+        try:
+            with engine.begin() as conn:
+                stats = load_scaled_book(conn, book)
+        except RebalancerError as exc:
+            typer.echo(f"error: {exc.detail}", err=True)
+            raise typer.Exit(1) from exc
+        finally:
+            engine.dispose()
     finally:
         infra.stop()
     typer.echo(

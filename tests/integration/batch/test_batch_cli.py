@@ -1,0 +1,60 @@
+"""``rebalancer load-book`` and ``rebalancer rebalance`` against the session's servers."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from rebalancer.config import get_settings
+from rebalancer.entrypoints.cli import app
+
+
+@pytest.fixture
+def cli_env(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("REBALANCER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("REBALANCER_PULSAR_URL", settings.pulsar_url)
+    monkeypatch.setenv("REBALANCER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("REBALANCER_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("REBALANCER_LOG_JSON", "false")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_load_book_then_rebalance_with_progress(runtime: Any, cli_env: None) -> None:
+    from rebalancer.entrypoints.batch_worker import BatchConsumerLoop
+
+    prefix = f"C{uuid.uuid4().hex[:6].upper()}"
+    runner = CliRunner()
+    loaded = runner.invoke(
+        app,
+        ["load-book", "--accounts", "6", "--instruments", "6", "--tenant", "tenant-a",
+         "--prefix", prefix],
+    )  # fmt: skip
+    assert loaded.exit_code == 0, loaded.output
+    assert "6 accounts" in loaded.output and "COPY" in loaded.output
+    stop = threading.Event()
+    loop = BatchConsumerLoop(runtime, chunk_size=3, name="cli-test")
+    worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        out = runner.invoke(
+            app,
+            ["rebalance", "--model", f"{prefix}-model", "--tenant", "tenant-a", "--relay",
+             "--poll", "0.2"],
+        )  # fmt: skip
+    finally:
+        stop.set()
+        worker.join(30)
+    assert out.exit_code == 0, out.output
+    assert "6 of 6 accounts queued" in out.output
+    assert "6 accounts in" in out.output and "accounts/s" in out.output
+    again = runner.invoke(
+        app, ["load-book", "--accounts", "2", "--tenant", "tenant-a", "--prefix", prefix]
+    )
+    assert again.exit_code == 1 and "already exists" in again.output
