@@ -1,0 +1,85 @@
+"""The wash-sale rule across a household.
+
+A sale at a loss in a **taxable** account and a buy of the same wash-sale group in **any**
+account of the household (a spouse's, an IRA's) within the window wash the loss; when the buy
+is in a tax-deferred or tax-exempt account the loss is not even deferred into the new shares'
+basis: it is lost for good. So one household recommendation never both sells a group at a loss
+in a taxable account and buys that group anywhere (recent buys and recent loss sales are
+handled in :func:`rebalancer.optimizer.household.data.build_household`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rebalancer.optimizer.enums import ConstraintName
+from rebalancer.optimizer.household.data import HouseholdData
+from rebalancer.optimizer.terms.base import Check, TradeVec
+
+FIELDS = ("recent_loss_sales", "policy.wash_sale_days")
+
+
+def conflicts(
+    hh: HouseholdData, trades: list[TradeVec], tol: float = 1e-9
+) -> dict[str, tuple[float, float]]:
+    """Groups sold at a loss in a taxable account and bought anywhere:
+    group -> (loss value sold, value bought), both fractions of household NAV."""
+    sold: dict[str, float] = {}
+    bought: dict[str, float] = {}
+    for a, t in zip(hh.accounts, trades, strict=True):
+        d = a.data
+        if a.taxable:
+            loss = d.lot_basis > d.price[:, None]
+            per = (t.lot_sell * loss).sum(axis=1) * a.share
+            for n in np.flatnonzero(per > 0):
+                sold[d.groups[n]] = sold.get(d.groups[n], 0.0) + float(per[n])
+        for n in np.flatnonzero(t.buy > 0):
+            bought[d.groups[n]] = bought.get(d.groups[n], 0.0) + float(t.buy[n]) * a.share
+    return {
+        g: (s, bought[g]) for g, s in sorted(sold.items()) if s > tol and bought.get(g, 0.0) > tol
+    }
+
+
+def settle(hh: HouseholdData, found: dict[str, tuple[float, float]], last: bool) -> None:
+    """Per conflicting group keep the larger side: forbid its loss sales in every taxable
+    account when more is bought than sold at a loss (always on the last round), else forbid
+    its buys in every account."""
+    for group, (sold, bought) in found.items():
+        for a in hh.accounts:
+            d = a.data
+            members = np.array([g == group for g in d.groups])
+            if bought >= sold or last:
+                if a.taxable:
+                    d.lot_ub[members[:, None] & (d.lot_basis > d.price[:, None])] = 0.0
+            else:
+                d.buy_ub[members] = 0.0
+
+
+def fix_directions(hh: HouseholdData, trades: list[TradeVec]) -> None:
+    """Close one side of every group for good: groups sold at a loss anywhere may not be
+    bought; every other group may not be sold at a loss."""
+    selling = {
+        a.data.groups[n]
+        for a, t in zip(hh.accounts, trades, strict=True)
+        if a.taxable
+        for n in np.flatnonzero(
+            (t.lot_sell * (a.data.lot_basis > a.data.price[:, None])).sum(axis=1) > 1e-7
+        )
+    }
+    for a in hh.accounts:
+        d = a.data
+        sells = np.array([g in selling for g in d.groups])
+        d.buy_ub[sells] = 0.0
+        if a.taxable:
+            d.lot_ub[~sells[:, None] & (d.lot_basis > d.price[:, None])] = 0.0
+
+
+def check(hh: HouseholdData, trades: list[TradeVec]) -> list[Check]:
+    """The household rule in NumPy: one check per conflicting group (or one passing check)."""
+    found = conflicts(hh, trades, 1e-12)
+    if not found:
+        return [Check(ConstraintName.WASH_SALE, FIELDS, "household", 0.0, 0.0)]
+    return [
+        Check(ConstraintName.WASH_SALE, FIELDS, f"household:{g}", min(s, b), 0.0)
+        for g, (s, b) in found.items()
+    ]
