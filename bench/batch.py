@@ -40,6 +40,7 @@ from rebalancer.config import Settings
 from rebalancer.contracts import RebalanceTriggeredV1
 from rebalancer.entrypoints.batch_worker import single_threaded_blas
 from rebalancer.optimizer import Recommender
+from rebalancer.optimizer.engine import FAST_CHAIN
 from rebalancer.scaled_book import build_scaled_book
 from rebalancer.service_layer.handlers.batch import batch_progress, recommend_chunk, start_batch
 from rebalancer.service_layer.unit_of_work import UnitOfWork
@@ -73,6 +74,7 @@ class Workers:
             "JAX_PLATFORMS": "cpu",
             "OPENBLAS_NUM_THREADS": "1",
             "OMP_NUM_THREADS": "1",
+            "REBALANCER_BATCH_ENGINE": os.environ.get("REBALANCER_BATCH_ENGINE", ""),
         }
         self.logs = [root / f"worker-{uuid.uuid4().hex[:6]}.log" for _ in range(n)]
         cmd = [sys.executable, "-m", "rebalancer.entrypoints.cli", "worker", "--threads", "0"]
@@ -190,7 +192,8 @@ def stage_breakdown(rt: Runtime, n: int, instruments: int, chunk: int) -> dict[s
         for i, a in rows
     ]
     single_threaded_blas()
-    engine, totals = Recommender(), {}
+    fast = os.environ.get("REBALANCER_BATCH_ENGINE") == "fast"
+    engine, totals = Recommender(solvers=FAST_CHAIN) if fast else Recommender(), {}
     for k in range(0, len(items), chunk):
         with UnitOfWork(rt.engine, TENANT) as uow:
             res = recommend_chunk(uow, engine, items[k : k + chunk])
@@ -207,7 +210,14 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=16, help="accounts per chunk")
     ap.add_argument("--limit", type=float, default=1800.0, help="give up a run after seconds")
     ap.add_argument("--profile-accounts", type=int, default=96)
+    ap.add_argument(
+        "--engine",
+        choices=["default", "fast"],
+        default="default",
+        help="fast: the JAX fast path first (REBALANCER_BATCH_ENGINE=fast)",
+    )
     args = ap.parse_args()
+    os.environ["REBALANCER_BATCH_ENGINE"] = args.engine
     root = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     settings = Settings(data_dir=root, log_json=False, log_level="WARNING")
     rt = bootstrap(settings)
@@ -269,14 +279,25 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], stages: dict[st
     aim = 10_000 / (runs[-1]["rate"] or 1.0)
     body = (
         f"{args.accounts:,} accounts of {args.instruments} instruments (1-2 tax lots each), one "
-        f"model, chunks of {args.chunk}; CVXPY + Clarabel engine (`Recommender`), 2 shared "
+        f"model, chunks of {args.chunk}; engine: "
+        + (
+            "CVXPY + Clarabel (`Recommender()`)"
+            if args.engine == "default"
+            else "JAX fast path first (`Recommender(solvers=FAST_CHAIN)`)"
+        )
+        + ", 2 shared "
         "cores, embedded PostgreSQL and pulsar-lite on the same machine.\n\n"
         f"{table}\n\nBulk load of each run's book (COPY of accounts, cash, sleeves, lots, "
         f"prices, drift snapshots):\n\n{load}\n\nWhere the time of a chunk goes ({n} accounts "
         f"computed in-process, chunks of {args.chunk}):\n\n{prof}\n\n"
         f"At the last run's rate 10,000 accounts take about {aim:,.0f} s."
     )
-    write_section("batch", "Batch rebalance (POST /v1/models/{id}/rebalance)", body)
+    write_section(
+        f"batch-{args.engine}" if args.engine != "default" else "batch",
+        "Batch rebalance (POST /v1/models/{id}/rebalance)"
+        + ("" if args.engine == "default" else ", JAX fast path"),
+        body,
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pulsar
 import structlog
@@ -132,6 +132,7 @@ class BatchConsumerLoop:
         self.name = name
         self.max_redeliveries = max_redeliveries
         self.handled = 0
+        self._optimizer: Any = None
         single_threaded_blas()
         self.slot, self._slot_file = claim_slot(rt.settings.data_dir)
         self.client = make_client(rt.infra.pulsar_url)
@@ -147,6 +148,21 @@ class BatchConsumerLoop:
             unacked_messages_timeout_ms=300_000,
             batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(chunk_size, -1, 50),
         )
+
+    @property
+    def optimizer(self) -> Any:
+        """The engine of this loop's thread: ``rt.optimizer`` (compiled problems reused across
+        accounts), or with ``REBALANCER_BATCH_ENGINE=fast`` one whose chain starts with the JAX
+        fast path (``FAST_CHAIN``) when the optimizer offers it."""
+        if self._optimizer is None:
+            self._optimizer = self.rt.optimizer
+            if os.environ.get("REBALANCER_BATCH_ENGINE", "").lower() == "fast":
+                from rebalancer.optimizer import engine
+
+                chain = getattr(engine, "FAST_CHAIN", None)
+                if chain is not None:
+                    self._optimizer = engine.Recommender(solvers=chain)
+        return self._optimizer
 
     def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
         props = dict(msg.properties())
@@ -184,7 +200,7 @@ class BatchConsumerLoop:
 
         def attempt() -> None:
             with UnitOfWork(self.rt.engine, tenant_id) as uow:
-                res = recommend_chunk(uow, self.rt.optimizer, items)
+                res = recommend_chunk(uow, self.optimizer, items)
             ITEMS.labels("computed").inc(len(res.computed))
             ITEMS.labels("failed").inc(len(res.failed))
             ITEMS.labels("duplicate").inc(res.already_done)
