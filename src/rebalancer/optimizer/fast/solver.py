@@ -155,9 +155,14 @@ class FastSolver:
     ) -> tuple[list[FastOutcome], float, float]:
         """Solve same-bucket problems together with ``vmap``.
 
-        Returns the outcomes, the batch solve time and the compile time spent now (ms).
+        Each ``probs[j]`` is updated with ``datas[j]`` before its values are read, so one
+        compiled problem may serve the whole batch. Returns the outcomes, the batch solve time
+        and the compile time spent now (ms).
         """
-        assembled = [assemble(pr, d) for pr, d in zip(probs, datas, strict=True)]
+        assembled = []
+        for pr, d in zip(probs, datas, strict=True):
+            pr.update(d)
+            assembled.append(assemble(pr, d))
         bucket = assembled[0][1]
         if any(b != bucket for _, b in assembled):
             raise ValueError("solve_batch needs problems of one bucket")
@@ -170,6 +175,7 @@ class FastSolver:
         ms = (time.perf_counter() - t0) * 1e3
         outs = []
         for j, (pr, d) in enumerate(zip(probs, datas, strict=True)):
+            pr.update(d)
             one = Solution(*(np.asarray(v)[j] for v in sol))
             outs.append(self._outcome(pr, d, one, ms / size, 0.0))
         return outs, ms, compile_ms
