@@ -165,13 +165,17 @@ def add_outbox_many(conn: sa.Connection, events: Iterable[tuple[Envelope, str | 
 def first_time_many(
     conn: sa.Connection, consumer: str, event_ids: Sequence[uuid.UUID]
 ) -> set[uuid.UUID]:
-    """Record ``event_ids`` for ``consumer``; returns those not processed before."""
+    """Record ``event_ids`` for ``consumer``; returns those not processed before.
+
+    Ids are inserted in sorted order, so two workers holding overlapping chunks (a redelivery)
+    wait for each other instead of deadlocking; the later one finds the ids recorded.
+    """
     if not event_ids:
         return set()
     t = orm.processed_events
     stmt = (
         insert(t)
-        .values([{"consumer": consumer, "event_id": e} for e in event_ids])
+        .values([{"consumer": consumer, "event_id": e} for e in sorted(set(event_ids))])
         .on_conflict_do_nothing()
         .returning(t.c.event_id)
     )
