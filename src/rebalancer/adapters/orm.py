@@ -57,6 +57,7 @@ households = sa.Table(
     sa.Column("tenant_id", sa.Text, sa.ForeignKey("tenants.id"), nullable=False, index=True),
     sa.Column("name", sa.Text, nullable=False, server_default=""),
     sa.Column("targets", pg.JSONB),
+    sa.Column("links", pg.JSONB, nullable=False, server_default="[]"),
 )
 
 instruments = sa.Table(

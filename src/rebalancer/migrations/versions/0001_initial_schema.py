@@ -210,6 +210,9 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.Text(), nullable=False),
         sa.Column("name", sa.Text(), server_default="", nullable=False),
         sa.Column("targets", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column(
+            "links", postgresql.JSONB(astext_type=sa.Text()), server_default="[]", nullable=False
+        ),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.id"], name=op.f("fk_households_tenant_id_tenants")
         ),
