@@ -54,6 +54,10 @@ REQUIRED_SCOPE: dict[tuple[str, str], Scope] = {
     ("GET", "/v1/metrics/success"): Scope.READ,
     ("POST", "/v1/models/{model_id}/rebalance"): Scope.TRADE,
     ("GET", "/v1/batches/{batch_id}"): Scope.READ,
+    ("PUT", "/v1/households/{household_id}"): Scope.ADMIN,
+    ("GET", "/v1/households/{household_id}/drift"): Scope.READ,
+    ("POST", "/v1/households/{household_id}/rebalance"): Scope.TRADE,
+    ("POST", "/v1/analyze/household"): Scope.READ,
 }
 
 

@@ -26,6 +26,7 @@ from rebalancer.entrypoints.api.routes import (
     batch,
     execution,
     health,
+    households,
     metrics,
     rebalancing,
     reference,
@@ -89,5 +90,6 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None) -> FastAPI
     install_error_handlers(app)
     for module in (reference, accounts, rebalancing, batch, execution, analyze, health, metrics):
         app.include_router(module.router)
+    app.include_router(households.router)
     app.add_middleware(RequestContextMiddleware)
     return app

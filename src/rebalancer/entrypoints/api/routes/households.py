@@ -1,0 +1,106 @@
+"""Households: settings, drift, the household rebalance and the stateless household analysis."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from rebalancer.entrypoints.api.deps import AdminCtx, ReadCtx, TradeCtx
+from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
+from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
+from rebalancer.entrypoints.api.schemas import ID_PATTERN
+from rebalancer.optimizer.household import HouseholdRequest, HouseholdResponse, TransferLink
+from rebalancer.service_layer.handlers.households import (
+    household_drift,
+    household_optimizer,
+    put_household,
+    rebalance_household,
+)
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+
+HouseholdId = Annotated[str, Path(pattern=ID_PATTERN, description="Household id.")]
+
+
+class HouseholdIn(BaseModel):
+    """Body of ``PUT /v1/households/{id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = ""
+    targets: dict[str, float] | None = Field(
+        default=None, description='Instrument or "CASH" -> fraction of household NAV.'
+    )
+    links: list[TransferLink] = Field(
+        default_factory=list, description="Allowed cash transfers between member accounts."
+    )
+
+
+class RebalanceBody(BaseModel):
+    """Body of ``POST /v1/households/{id}/rebalance`` (optional; nothing to set yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = "household"
+
+
+@router.put("/households/{household_id}", tags=["households"], summary="Set household targets")
+def put(household_id: HouseholdId, body: HouseholdIn, ctx: AdminCtx) -> dict[str, Any]:
+    """Create or replace the household's targets and transfer links (accounts join a household
+    through their ``household_id``)."""
+    with ctx.uow() as uow:
+        out = put_household(uow, household_id, body.name, body.targets, body.links)
+        uow.audit.record(ctx.actor, "put", "household", household_id, body.model_dump())
+        uow.commit()
+    return out
+
+
+@router.get("/households/{household_id}/drift", tags=["households"])
+def drift(household_id: HouseholdId, ctx: ReadCtx) -> dict[str, Any]:
+    """Household drift against its targets, each account's drift and asset location."""
+    with ctx.uow() as uow:
+        return household_drift(uow, household_id)
+
+
+@router.post(
+    "/households/{household_id}/rebalance",
+    tags=["households"],
+    summary="Rebalance every account of the household at once",
+)
+def rebalance(
+    household_id: HouseholdId,
+    request: Request,
+    ctx: TradeCtx,
+    idempotency_key: IdempotencyKey = None,
+    body: RebalanceBody | None = None,
+) -> Any:
+    """Solve the household and store one recommendation per account (approve each with
+    ``POST /v1/recommendations/{id}/approve``). With an ``Idempotency-Key`` a retry returns the
+    first answer and does nothing more."""
+
+    def work(uow: UnitOfWork) -> dict[str, Any]:
+        return rebalance_household(uow, household_id, ctx.actor, household_optimizer())
+
+    return run_idempotent(
+        ctx,
+        idempotency_key,
+        "POST",
+        request.url.path,
+        body or RebalanceBody(),
+        work,
+        status_code=200,
+        work_commits=False,
+    )
+
+
+@router.post(
+    "/analyze/household",
+    response_model=HouseholdResponse,
+    tags=["analyze"],
+    summary="Recommend trades for a household (stateless)",
+)
+def analyze_household(body: HouseholdRequest, ctx: ReadCtx) -> HouseholdResponse:
+    """One problem over every account of the household; nothing is stored."""
+    del ctx
+    return household_optimizer().analyze(body)
