@@ -191,6 +191,30 @@ def start_batch(
     return BatchStarted(batch_id, model_id, model.version, len(followers), queued, skipped)
 
 
+CLOSES_TTL_S = 60.0
+"""How long a worker reuses the closes of an instrument set for the same market date."""
+_closes_cache: dict[tuple[date, tuple[str, ...]], tuple[float, dict[str, list[float]]]] = {}
+
+
+def _cached_closes(uow: UnitOfWork, ids: list[str], as_of: date) -> dict[str, list[float]]:
+    """A year of closes of ``ids`` (oldest first), shared by the chunks of a worker process.
+
+    Every chunk of a batch asks for the same instruments on the same market date; reading
+    and converting about 13,000 rows per chunk was a tenth of its time. Entries expire after
+    :data:`CLOSES_TTL_S` and whenever the market date moves.
+    """
+    key = (as_of, tuple(ids))
+    hit = _closes_cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < CLOSES_TTL_S:
+        return hit[1]
+    closes = uow.market.closes(ids)
+    if len(_closes_cache) > 64:
+        _closes_cache.clear()
+    _closes_cache[key] = (now, closes)
+    return closes
+
+
 def _solve_all(
     optimizer: Optimizer, requests: Sequence[AnalyzeRequest]
 ) -> list[AnalyzeResponse | RebalancerError]:
@@ -271,8 +295,8 @@ def recommend_chunk(
     ids = sorted({i for a in accounts.values() for i in involved_instruments(a, models)[1]})
     instruments = uow.instruments.get_many(ids)
     quotes = uow.market.latest(ids)
-    closes = uow.market.closes(ids)
     as_of = uow.market.as_of() or date.today()
+    closes = _cached_closes(uow, ids, as_of)
     clock.lap("read")
     policy = default_policy()
     built: list[tuple[Any, AnalyzeRequest]] = []
