@@ -1,5 +1,9 @@
 """Drift of current weights from target weights, at every level, for one account or a whole book.
 
+This module holds the per-account report and trends; risk models live in
+:mod:`rebalancer.domain.risk_models`, the vectorised book in :mod:`rebalancer.domain.drift_book`
+(their names are re-exported here).
+
 Units
 -----
 All weights and drifts are ``float`` fractions of account NAV (0.01 = 1 % of NAV). Relative drift
@@ -22,158 +26,52 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from rebalancer.domain.arrays import FloatArray, IntArray
+from rebalancer.domain.drift_book import BookDrift, LevelArrays, book_drift, group_matrix
 from rebalancer.domain.errors import InvalidInput, UnknownInstrument
 from rebalancer.domain.model import CASH, WEIGHT_TOLERANCE, Instrument, Sleeve, validate_targets
+from rebalancer.domain.risk_models import (
+    CovarianceModel,
+    FactorModel,
+    RiskModel,
+    risk_vector,
+    tracking_error_rows,
+)
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
+__all__ = [
+    "CASH_GROUP",
+    "LEVELS",
+    "BookDrift",
+    "CovarianceModel",
+    "DriftReport",
+    "DriftTrend",
+    "FactorModel",
+    "FloatArray",
+    "IntArray",
+    "LevelArrays",
+    "LevelDrift",
+    "LevelSummary",
+    "RiskModel",
+    "SleeveHoldings",
+    "account_drift",
+    "book_drift",
+    "days_to_breach",
+    "drift_trend",
+    "group_matrix",
+    "risk_vector",
+    "tracking_error_rows",
+    "trend_slopes",
+]
 
 LEVELS = ("instrument", "sector", "asset_class", "sleeve")
 """Levels reported per key; the account level is the :class:`LevelSummary` of instruments."""
 
 CASH_GROUP = "cash"
 """Sector and asset class that :data:`~rebalancer.domain.model.CASH` belongs to."""
-
-
-# --------------------------------------------------------------------------- risk models
-class RiskModel(Protocol):
-    """Anything that can evaluate ``x' Sigma x`` for active-weight vectors over its instruments."""
-
-    @property
-    def instruments(self) -> tuple[str, ...]:
-        """Instrument ids, in the order of the model's rows and columns."""
-        ...
-
-    def quad_form_rows(self, X: FloatArray) -> FloatArray:
-        """``diag(X Sigma X')`` for ``X`` of shape (m, n): one variance per row."""
-        ...
-
-    def cov_rows(self, X: FloatArray) -> FloatArray:
-        """``X Sigma`` for ``X`` of shape (m, n) (marginal risk, without densifying Sigma)."""
-        ...
-
-
-@dataclass(frozen=True)
-class CovarianceModel:
-    """Dense covariance ``Sigma`` (n x n) over ``instruments`` (e.g. annualised return units)."""
-
-    instruments: tuple[str, ...]
-    cov: FloatArray
-
-    def __post_init__(self) -> None:
-        n = len(self.instruments)
-        if self.cov.shape != (n, n):
-            raise InvalidInput(
-                f"covariance has shape {self.cov.shape}; expected ({n}, {n})", ["risk_model.cov"]
-            )
-
-    def quad_form_rows(self, X: FloatArray) -> FloatArray:
-        """``diag(X Sigma X')`` for ``X`` of shape (m, n)."""
-        out: FloatArray = np.einsum("ij,ij->i", X @ self.cov, X)
-        return out
-
-    def cov_rows(self, X: FloatArray) -> FloatArray:
-        """``X Sigma`` for ``X`` of shape (m, n)."""
-        out: FloatArray = X @ self.cov
-        return out
-
-
-@dataclass(frozen=True)
-class FactorModel:
-    """Factor risk model ``Sigma = B F B' + diag(d)``, never densified.
-
-    Attributes
-    ----------
-    instruments
-        Instrument ids (n).
-    exposures
-        ``B``, shape (n, k): factor loadings.
-    factor_cov
-        ``F``, shape (k, k): factor covariance.
-    specific_var
-        ``d``, shape (n,): specific (idiosyncratic) variances.
-    """
-
-    instruments: tuple[str, ...]
-    exposures: FloatArray
-    factor_cov: FloatArray
-    specific_var: FloatArray
-
-    def __post_init__(self) -> None:
-        n, k = len(self.instruments), self.factor_cov.shape[0]
-        if self.exposures.shape != (n, k) or self.factor_cov.shape != (k, k):
-            raise InvalidInput(
-                f"exposures {self.exposures.shape} and factor_cov {self.factor_cov.shape} "
-                f"do not fit {n} instruments",
-                ["risk_model.exposures", "risk_model.factor_cov"],
-            )
-        if self.specific_var.shape != (n,):
-            raise InvalidInput(
-                f"specific_var has shape {self.specific_var.shape}; expected ({n},)",
-                ["risk_model.specific_var"],
-            )
-
-    def quad_form_rows(self, X: FloatArray) -> FloatArray:
-        """``diag(X B F B' X') + (X**2) d`` for ``X`` of shape (m, n), in O(m n k)."""
-        Y = X @ self.exposures
-        out: FloatArray = np.einsum("ij,ij->i", Y @ self.factor_cov, Y)
-        return out + (X * X) @ self.specific_var
-
-    def cov_rows(self, X: FloatArray) -> FloatArray:
-        """``X B F B' + X diag(d)`` for ``X`` of shape (m, n), in O(m n k)."""
-        out: FloatArray = ((X @ self.exposures) @ self.factor_cov) @ self.exposures.T
-        return out + X * self.specific_var
-
-
-def _risk_columns(risk_model: RiskModel, instruments: Sequence[str]) -> IntArray:
-    """Map ``instruments`` to risk-model columns; -1 for cash. Unknown instruments raise."""
-    index = {inst: j for j, inst in enumerate(risk_model.instruments)}
-    cols = np.empty(len(instruments), dtype=np.int64)
-    for i, inst in enumerate(instruments):
-        if inst == CASH:
-            cols[i] = -1
-        elif inst in index:
-            cols[i] = index[inst]
-        else:
-            raise UnknownInstrument(
-                f"{inst} is held or targeted but missing from the risk model",
-                ["risk_model.instruments"],
-            )
-    return cols
-
-
-def risk_vector(weights: Mapping[str, float], risk_model: RiskModel) -> FloatArray:
-    """Weights (fractions of NAV) as a vector in the risk model's instrument order; cash dropped.
-
-    Raises :class:`UnknownInstrument` for a non-cash key missing from the risk model.
-    """
-    keys = sorted(weights)
-    cols = _risk_columns(risk_model, keys)
-    x = np.zeros(len(risk_model.instruments))
-    for key, col in zip(keys, cols.tolist(), strict=True):
-        if col >= 0:
-            x[col] = weights[key]
-    return x
-
-
-def tracking_error_rows(
-    active: FloatArray, instruments: Sequence[str], risk_model: RiskModel
-) -> FloatArray:
-    """Tracking-error drift ``sqrt(a' Sigma a)`` per row of ``active`` (m x len(instruments)).
-
-    Cash is riskless. Columns are re-ordered into the risk model's order by index (no copy of
-    ``Sigma``). Tiny negative variances from rounding are clipped to zero.
-    """
-    cols = _risk_columns(risk_model, instruments)
-    X = np.zeros((active.shape[0], len(risk_model.instruments)))
-    keep = cols >= 0
-    X[:, cols[keep]] = active[:, keep]  # instrument labels are unique, so no collisions
-    return np.sqrt(np.maximum(risk_model.quad_form_rows(X), 0.0))
 
 
 # --------------------------------------------------------------------------- one account
@@ -387,147 +285,6 @@ def account_drift(
         a = np.array([[weights.get(k, 0.0) - targets.get(k, 0.0) for k in keys]])
         te = float(tracking_error_rows(a, keys, risk_model)[0])
     return DriftReport(account_id, as_of, levels, summaries, internal, te)
-
-
-# --------------------------------------------------------------------------- whole book
-def group_matrix(labels: Sequence[str]) -> tuple[tuple[str, ...], FloatArray]:
-    """One-hot membership matrix ``G`` (n instruments x g groups) from one label per instrument.
-
-    Returns the sorted group labels and ``G`` with ``G[i, k] = 1`` iff instrument ``i`` is in
-    group ``k``, so that ``A @ G`` aggregates active weights ``A`` (m x n) per group.
-    """
-    names = tuple(sorted(set(labels)))
-    pos = {g: k for k, g in enumerate(names)}
-    G = np.zeros((len(labels), len(names)))
-    G[np.arange(len(labels)), [pos[g] for g in labels]] = 1.0
-    return names, G
-
-
-@dataclass(frozen=True)
-class LevelArrays:
-    """Per-group drift of a book at one level; ``active`` has shape (m accounts, g groups)."""
-
-    groups: tuple[str, ...]
-    active: FloatArray
-    sum_abs: FloatArray
-    max_abs: FloatArray
-    argmax: IntArray
-    """Column index into ``groups`` of each account's largest absolute drift."""
-
-
-@dataclass(frozen=True)
-class BookDrift:
-    """Drift of m accounts over n instruments (columns in ``instruments`` order, cash included).
-
-    Attributes
-    ----------
-    active
-        ``W - T``, shape (m, n), fractions of NAV.
-    sum_abs, turnover, max_abs
-        Per-account instrument-level summaries, shape (m,); ``turnover = sum_abs / 2``.
-    argmax
-        Column of each account's largest absolute instrument drift, shape (m,).
-    tracking_error
-        ``sqrt(a' Sigma a)`` per account, shape (m,), or ``None`` without a risk model.
-    levels
-        Level name -> :class:`LevelArrays` for each group matrix given.
-    """
-
-    instruments: tuple[str, ...]
-    active: FloatArray
-    sum_abs: FloatArray
-    turnover: FloatArray
-    max_abs: FloatArray
-    argmax: IntArray
-    tracking_error: FloatArray | None
-    levels: Mapping[str, LevelArrays]
-
-    def breached(
-        self,
-        *,
-        max_abs: float | None = None,
-        turnover: float | None = None,
-        tracking_error: float | None = None,
-    ) -> npt.NDArray[np.bool_]:
-        """Boolean mask (m,) of accounts at or beyond any of the given bands (fractions of NAV;
-        tracking error in risk-model units): the accounts worth a detailed evaluation."""
-        mask = np.zeros(self.active.shape[0], dtype=bool)
-        if max_abs is not None:
-            mask |= self.max_abs >= max_abs
-        if turnover is not None:
-            mask |= self.turnover >= turnover
-        if tracking_error is not None and self.tracking_error is not None:
-            mask |= self.tracking_error >= tracking_error
-        return mask
-
-    def relative(self, targets: FloatArray) -> FloatArray:
-        """Relative drift ``active / targets`` (NaN where the target is 0)."""
-        T = np.broadcast_to(targets, self.active.shape)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(T > 0, self.active / np.where(T > 0, T, 1.0), np.nan)
-
-
-def book_drift(
-    weights: FloatArray,
-    targets: FloatArray,
-    instruments: Sequence[str],
-    *,
-    groups: Mapping[str, tuple[tuple[str, ...], FloatArray]] | None = None,
-    risk_model: RiskModel | None = None,
-) -> BookDrift:
-    """Vectorised drift of a whole book: no Python loop per account.
-
-    Parameters
-    ----------
-    weights
-        Current weights, shape (m accounts, n instruments), fractions of NAV, cash a column.
-    targets
-        Target weights, shape (m, n) or (n,) (broadcast to every account).
-    instruments
-        Column labels (n), e.g. ``("AAPL", ..., "CASH")``.
-    groups
-        Level name -> ``(labels, G)`` from :func:`group_matrix`; aggregates are ``A @ G``.
-    risk_model
-        Optional risk model for tracking-error drift (cash riskless).
-
-    Raises
-    ------
-    InvalidInput
-        Shapes inconsistent or values not finite.
-    """
-    W = np.asarray(weights, dtype=np.float64)
-    T = np.asarray(targets, dtype=np.float64)
-    n = len(instruments)
-    if len(set(instruments)) != n:
-        raise InvalidInput("instrument column labels must be unique", ["instruments"])
-    if W.ndim != 2 or W.shape[1] != n or T.shape[-1] != n or T.ndim not in (1, 2):
-        raise InvalidInput(
-            f"weights {W.shape} and targets {T.shape} must have {n} columns",
-            ["weights", "targets"],
-        )
-    if not (np.isfinite(W).all() and np.isfinite(T).all()):
-        raise InvalidInput("weights and targets must be finite", ["weights", "targets"])
-    A = W - T
-    absA = np.abs(A)
-    sum_abs = absA.sum(axis=1)
-    argmax = absA.argmax(axis=1) if n else np.zeros(W.shape[0], dtype=np.int64)
-    max_abs = absA.max(axis=1) if n else np.zeros(W.shape[0])
-    levels: dict[str, LevelArrays] = {}
-    for name, (labels, G) in (groups or {}).items():
-        if G.shape != (n, len(labels)):
-            raise InvalidInput(
-                f"group matrix {name} has shape {G.shape}; expected ({n}, {len(labels)})",
-                [f"groups.{name}"],
-            )
-        Ag = A @ G
-        absG = np.abs(Ag)
-        levels[name] = LevelArrays(
-            labels, Ag, absG.sum(axis=1), absG.max(axis=1), absG.argmax(axis=1).astype(np.int64)
-        )
-    te = tracking_error_rows(A, instruments, risk_model) if risk_model is not None else None
-    return BookDrift(
-        tuple(instruments), A, sum_abs, sum_abs / 2.0, max_abs, argmax.astype(np.int64), te, levels
-    )
 
 
 # --------------------------------------------------------------------------- trends
