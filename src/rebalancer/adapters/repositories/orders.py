@@ -1,0 +1,201 @@
+"""Orders, executions and settlements of an account (tenant-scoped), and the mapping between
+order rows and domain :class:`~rebalancer.domain.orders.Order` objects; mixed into
+:class:`~rebalancer.adapters.repositories.rebalancing.RebalancingRepository`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.reference import dumps
+from rebalancer.domain.errors import NotFound
+from rebalancer.domain.orders import Order, OrderStatus, Side, TimeInForce
+
+Row = sa.Row[Any]
+
+
+class OrdersMixin:
+    """Orders, executions and settlements; needs ``conn`` and ``tenant_id``."""
+
+    conn: sa.Connection
+    tenant_id: str
+
+    # ------------------------------------------------------------------ orders
+    def insert_orders(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert orders; the unique (recommendation, account, instrument) key makes a repeat a
+        no-op. Returns how many rows were new."""
+        if not rows:
+            return 0
+        res = self.conn.execute(
+            insert(orm.orders)
+            .values(
+                [{**r, "tenant_id": self.tenant_id, "lots": dumps(r.get("lots", []))} for r in rows]
+            )
+            .on_conflict_do_nothing(constraint="uq_orders_recommendation_account_instrument")
+            .returning(orm.orders.c.id)
+        )
+        return len(res.all())
+
+    def orders(
+        self,
+        *,
+        account_id: str | None = None,
+        recommendation_id: uuid.UUID | None = None,
+        rebalance_id: uuid.UUID | None = None,
+        limit: int = 500,
+    ) -> list[Row]:
+        t = orm.orders
+        q = sa.select(t).where(t.c.tenant_id == self.tenant_id)
+        if account_id is not None:
+            q = q.where(t.c.account_id == account_id)
+        if recommendation_id is not None:
+            q = q.where(t.c.recommendation_id == recommendation_id)
+        if rebalance_id is not None:
+            q = q.where(
+                t.c.recommendation_id.in_(
+                    sa.select(orm.recommendations.c.id).where(
+                        orm.recommendations.c.rebalance_id == rebalance_id
+                    )
+                )
+            )
+        return list(self.conn.execute(q.order_by(t.c.created_at, t.c.id).limit(limit)).all())
+
+    def get_order(self, order_id: uuid.UUID, *, lock: bool = False) -> Row:
+        t = orm.orders
+        q = sa.select(t).where(t.c.id == order_id, t.c.tenant_id == self.tenant_id)
+        row = self.conn.execute(q.with_for_update() if lock else q).first()
+        if row is None:
+            raise NotFound(f"order {order_id} does not exist", ["order_id"])
+        return row
+
+    def update_order(self, order_id: uuid.UUID, **values: Any) -> None:
+        for key in ("lots", "state"):
+            if key in values:
+                values[key] = dumps(values[key])
+        self.conn.execute(
+            sa.update(orm.orders)
+            .where(orm.orders.c.id == order_id)
+            .values(**values, updated_at=sa.func.now())
+        )
+
+    def open_order_count(self, account_id: str) -> int:
+        """Orders of the account still working (new, sent, partially filled, cancel requested)."""
+        t = orm.orders
+        return int(
+            self.conn.execute(
+                sa.select(sa.func.count())
+                .select_from(t)
+                .where(
+                    t.c.account_id == account_id,
+                    t.c.tenant_id == self.tenant_id,
+                    t.c.status.in_(["new", "sent", "partially_filled", "cancel_requested"]),
+                )
+            ).scalar_one()
+        )
+
+    # ------------------------------------------------------------------ executions
+    def add_execution(self, row: Mapping[str, Any]) -> bool:
+        """Record an execution report; False when its report id was seen before."""
+        res = self.conn.execute(
+            insert(orm.executions)
+            .values(**row, tenant_id=self.tenant_id)
+            .on_conflict_do_nothing(index_elements=["report_id"])
+            .returning(orm.executions.c.report_id)
+        ).first()
+        return res is not None
+
+    def executions(self, order_ids: Iterable[uuid.UUID]) -> list[Row]:
+        t = orm.executions
+        return list(
+            self.conn.execute(
+                sa.select(t)
+                .where(t.c.order_id.in_(list(order_ids)))
+                .order_by(t.c.order_id, t.c.sequence)
+            ).all()
+        )
+
+    # ------------------------------------------------------------------ settlements
+    def add_settlement(self, row: Mapping[str, Any]) -> bool:
+        """Record a settlement; False when it (or its fill) was settled before."""
+        res = self.conn.execute(
+            insert(orm.settlements)
+            .values(**row, tenant_id=self.tenant_id)
+            .on_conflict_do_nothing()
+            .returning(orm.settlements.c.id)
+        ).first()
+        return res is not None
+
+    def add_realized_gains(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self.conn.execute(sa.insert(orm.realized_gains), list(rows))
+
+    def settlements(self, account_id: str) -> list[Row]:
+        t = orm.settlements
+        return list(
+            self.conn.execute(
+                sa.select(t)
+                .where(t.c.account_id == account_id, t.c.tenant_id == self.tenant_id)
+                .order_by(t.c.settle_date, t.c.id)
+            ).all()
+        )
+
+
+# ---------------------------------------------------------------------- order <-> row mapping
+def order_from_row(row: Row) -> Order:
+    """Rebuild the domain :class:`Order` (with its report bookkeeping) from a stored row."""
+    state = row.state or {}
+    return Order(
+        order_id=str(row.id),
+        recommendation_id=str(row.recommendation_id),
+        account_id=row.account_id,
+        instrument=row.instrument,
+        side=Side(row.side),
+        quantity=Decimal(row.quantity),
+        filled_quantity=Decimal(row.filled_quantity),
+        avg_fill_price=row.avg_fill_price,
+        status=OrderStatus(row.status),
+        lots=tuple((str(lot["lot_id"]), Decimal(str(lot["quantity"]))) for lot in row.lots),
+        limit_price=row.limit_price,
+        arrival_price=row.arrival_price,
+        tif=TimeInForce(row.time_in_force),
+        applied_report_ids=list(state.get("applied_report_ids", [])),
+        applied_sequences=[int(x) for x in state.get("applied_sequences", [])],
+        filled_notional=Decimal(str(state.get("filled_notional", "0"))),
+        priced_quantity=Decimal(str(state.get("priced_quantity", "0"))),
+        late_filled_quantity=Decimal(str(state.get("late_filled_quantity", "0"))),
+        wave=row.wave,
+    )
+
+
+def order_values(order: Order) -> dict[str, Any]:
+    """Column values of a domain :class:`Order` (for insert or update)."""
+    return {
+        "id": uuid.UUID(order.order_id),
+        "recommendation_id": uuid.UUID(order.recommendation_id),
+        "account_id": order.account_id,
+        "instrument": order.instrument,
+        "side": str(order.side),
+        "quantity": order.quantity,
+        "filled_quantity": order.filled_quantity,
+        "avg_fill_price": order.avg_fill_price,
+        "status": str(order.status),
+        "order_type": str(order.order_type),
+        "limit_price": order.limit_price,
+        "time_in_force": str(order.tif),
+        "arrival_price": order.arrival_price,
+        "lots": [{"lot_id": lot_id, "quantity": str(q)} for lot_id, q in order.lots],
+        "wave": order.wave,
+        "state": {
+            "applied_report_ids": order.applied_report_ids,
+            "applied_sequences": order.applied_sequences,
+            "filled_notional": str(order.filled_notional),
+            "priced_quantity": str(order.priced_quantity),
+            "late_filled_quantity": str(order.late_filled_quantity),
+        },
+    }
