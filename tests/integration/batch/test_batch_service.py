@@ -1,0 +1,108 @@
+"""The batch handlers without Pulsar: fan-out rules, idempotent chunks, per-account failures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from batchhelpers import load_book, progress, recommendations_per_account
+
+from rebalancer.adapters import orm
+from rebalancer.contracts import RebalanceTriggeredV1, decode
+from rebalancer.optimizer import Recommender
+from rebalancer.service_layer.handlers.batch import BATCH_TOPIC, recommend_chunk, start_batch
+from rebalancer.service_layer.handlers.recommending import request_rebalance
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+TENANT = "tenant-a"
+
+
+def _items(engine: sa.Engine, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, RebalanceTriggeredV1]]:
+    """The batch's queued messages, read back from the outbox."""
+    o = orm.outbox
+    with engine.connect() as conn:
+        bodies = conn.execute(
+            sa.select(o.c.body).where(
+                o.c.topic == BATCH_TOPIC, o.c.body.contains(f"batch:{batch_id}".encode())
+            )
+        ).scalars()
+        envs = [decode(bytes(b)) for b in bodies]
+    return [(e.event_id, RebalanceTriggeredV1.model_validate(e.payload)) for e in envs]
+
+
+def test_fan_out_joins_requested_rebalances_and_chunks_are_idempotent(runtime: Any) -> None:
+    engine = runtime.engine
+    book, _ = load_book(engine, 5, n_instruments=6)
+    joined = book.accounts[0][0]
+    with UnitOfWork(engine, TENANT) as uow:
+        manual, _ = request_rebalance(uow, joined, ["manual"], 0)
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    assert (batch.total, batch.queued, batch.skipped) == (5, 5, 0)
+    items = _items(engine, batch.batch_id)
+    assert len(items) == 5 and str(manual) in {p.rebalance_id for _, p in items}
+    engine_ = Recommender()
+    with UnitOfWork(engine, TENANT) as uow:
+        first = recommend_chunk(uow, engine_, items[:3])
+    with UnitOfWork(engine, TENANT) as uow:
+        again = recommend_chunk(uow, engine_, items)  # 3 redelivered, 2 new
+    assert len(first.computed) == 3 and again.already_done == 3 and len(again.computed) == 2
+    assert set(first.seconds) == {"lock", "read", "build", "solve", "write"}
+    done = progress(engine, TENANT, batch.batch_id)
+    assert done["status"] == "finished" and done["done"] == 5
+    assert recommendations_per_account(engine, batch.batch_id) == {a[0]: 1 for a in book.accounts}
+    with engine.connect() as conn:
+        reasons = conn.execute(
+            sa.select(orm.rebalances.c.reasons).where(orm.rebalances.c.id == manual)
+        ).scalar_one()
+    assert reasons[0] == "manual" and f"batch:{batch.batch_id}" in reasons
+
+
+def test_an_account_that_cannot_be_priced_fails_alone(runtime: Any) -> None:
+    engine = runtime.engine
+    book, _ = load_book(engine, 4, n_instruments=6)
+    broken = book.accounts[1][0]
+    unpriced = f"{book.model.id}-X".upper()
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(orm.instruments).values(id=unpriced, asset_class="equity", sector="tech")
+        )
+        conn.execute(
+            sa.insert(orm.tax_lots).values(
+                lot_id=f"{broken}-x",
+                account_id=broken,
+                instrument=unpriced,
+                quantity=5,
+                cost_basis=10,
+                acquired=date(2024, 1, 2),
+            )
+        )
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    with UnitOfWork(engine, TENANT) as uow:
+        res = recommend_chunk(uow, Recommender(), _items(engine, batch.batch_id))
+    assert len(res.failed) == 1 and len(res.computed) == 3
+    done = progress(engine, TENANT, batch.batch_id)
+    assert done["status"] == "finished" and done["counts"]["failed"] == 1
+    with engine.connect() as conn:
+        detail = conn.execute(
+            sa.select(orm.outbox.c.body).where(
+                orm.outbox.c.type == "status_updated",
+                orm.outbox.c.key == broken,
+                orm.outbox.c.body.contains(b'"failed"'),
+            )
+        ).scalar_one()
+    assert unpriced.encode() in bytes(detail) and b"no price" in bytes(detail)
+
+
+def test_a_model_without_followers_finishes_at_once(runtime: Any) -> None:
+    book, _ = load_book(runtime.engine, 0, n_instruments=3)
+    with UnitOfWork(runtime.engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    assert (batch.total, batch.queued) == (0, 0)
+    assert progress(runtime.engine, TENANT, batch.batch_id)["status"] == "finished"
