@@ -11,6 +11,7 @@ Objective (fractions of household NAV ``H``, ``s_a = NAV_a / H``)::
 with ``x = sum_a s_a M_a (w_a + z_a)`` the household weights. The account terms are the
 single-account terms of :mod:`rebalancer.optimizer.terms`, reused as they are: their parameter
 values are scaled by ``s_a`` (each is linear in its one parameter), so the problem stays DPP.
+The tracking terms fold their weights into their parameters (see :class:`ScaledActiveRisk`).
 Constraints hold per account: buy and lot bounds (long only), ADV caps, turnover, and the cash
 floor with the account's net transfer ``(in - out) / s_a`` (zero without links).
 """
@@ -46,13 +47,13 @@ from rebalancer.optimizer.terms.constraints import (
     LotBounds,
     Turnover,
 )
-from rebalancer.optimizer.terms.costs import (
-    ActiveRisk,
-    ImpactTerm,
-    SpreadFeesTerm,
-    TaxTerm,
-    TrackingTerm,
-)
+from rebalancer.optimizer.terms.costs import ImpactTerm, SpreadFeesTerm, TaxTerm
+
+DPP_MAX_VARIABLES = 3000
+"""Above this many trade variables the compiled (DPP) form is not used: CVXPY's parameter
+tensor grows with (parameter entries) x (constraint rows), both linear in the number of
+accounts, so a 10 x 500 household would need tens of GB. Such problems are canonicalized from
+the current values on each solve instead (memory linear, seconds per solve)."""
 
 _SOLVERS: dict[SolverName, dict[str, object]] = {
     SolverName.CLARABEL: {"solver": cp.CLARABEL},
@@ -92,6 +93,36 @@ class HouseholdTrade:
 _Solved = tuple[SolveStatus, SolverName, HouseholdTrade | None, float]
 
 
+class ScaledActiveRisk:
+    """``c^2 (w + z - w*)' Sigma (w + z - w*)`` with ``c^2`` folded into the parameters.
+
+    ``u = c L'(w + z - w*)``, ``v = c s * (w + z - w*)`` and the term is ``|u|^2 + |v|^2``:
+    no parameter multiplies a quadratic, so CVXPY's parameter tensor of the quadratic part
+    stays constant (a parameter there makes canonicalization grow with the square of the
+    number of variables, i.e. of accounts).
+    """
+
+    def __init__(self, n: int, k: int, z: cp.Expression) -> None:
+        self.load = cp.Parameter((n, k), name="scaled_load")
+        self.sd = cp.Parameter(n, nonneg=True, name="scaled_sd")
+        self.u0 = cp.Parameter(k, name="scaled_factor0")
+        self.v0 = cp.Parameter(n, name="scaled_specific0")
+        u, v = cp.Variable(k, name="active_factor"), cp.Variable(n, name="active_specific")
+        self.constraints: list[cp.Constraint] = [
+            u == self.load.T @ z + self.u0,
+            v == atoms.multiply(self.sd, z) + self.v0,
+        ]
+        self.expr = atoms.sum_squares(u) + atoms.sum_squares(v)
+
+    def update(self, load: Arr, sd: Arr, active: Arr, weight: float) -> None:
+        """``weight = c^2`` (e.g. gamma times NAV share), ``active = w - w*``."""
+        c = float(np.sqrt(max(weight, 0.0)))
+        self.load.value = c * load
+        self.sd.value = c * sd
+        self.u0.value = c * (load.T @ active)
+        self.v0.value = c * sd * active
+
+
 class AccountTerms:
     """The single-account terms of one account, its variables and its checks."""
 
@@ -99,8 +130,7 @@ class AccountTerms:
         shape = data.shape
         self.vars = Variables(shape)
         v = self.vars
-        self.risk = ActiveRisk(shape, v) if tracking else None
-        self.tracking = TrackingTerm(self.risk) if self.risk is not None else None
+        self.risk = ScaledActiveRisk(shape.n, shape.factors, v.z) if tracking else None
         self.spread = SpreadFeesTerm(shape, v)
         self.impact = ImpactTerm(shape, v)
         self.tax = TaxTerm(shape, v)
@@ -134,16 +164,16 @@ class AccountTerms:
 
     def objective(self) -> list[cp.Expression]:
         terms = [c.expr for c in self.costs] + [self.loc @ self.vars.z]
-        if self.tracking is not None:
-            terms.append(self.tracking.expr)
+        if self.risk is not None:
+            terms.append(self.risk.expr)
         return terms
 
     def update(self, a: AccountPart, weight: float, horizon: float) -> None:
         d = a.data
-        if self.risk is not None and self.tracking is not None:
-            self.risk.update(d)
-            self.tracking.update(d)
-            self.tracking.gamma.value = d.gamma * a.share * weight
+        if self.risk is not None:
+            self.risk.update(
+                d.factor_load, d.specific_sd, d.w - d.target, d.gamma * a.share * weight
+            )
         for c in self.costs:
             c.update(d)
         for p in (self.spread.rate, self.impact.coef, self.tax.rate):
@@ -190,7 +220,6 @@ class HouseholdProblem:
         if self.transfers is not None and self.link_cap is not None:
             constraints.append(self.transfers <= self.link_cap)
             terms.append(self.transfer_cost * atoms.sum_(self.transfers))
-        self.gamma = cp.Parameter(nonneg=True, name="household_gamma")
         self.loads: list[cp.Parameter] = []
         self.specs: list[cp.Parameter] = []
         self.u0 = cp.Parameter(hh.load.shape[1], name="household_factor0")
@@ -212,8 +241,11 @@ class HouseholdProblem:
             u = cp.Variable(k, name="household_u")
             v = cp.Variable(n_h, name="household_v")
             constraints += [u == u_sum, v == v_sum]
-            terms.append(self.gamma * (atoms.sum_squares(u) + atoms.sum_squares(v)))
+            terms.append(atoms.sum_squares(u) + atoms.sum_squares(v))
         self.problem = cp.Problem(cp.Minimize(SCALE * atoms.sum_(terms)), constraints)
+        size = sum(a.data.n * (a.data.lot_w.shape[1] + 3) for a in hh.accounts)
+        self.ignore_dpp = size > DPP_MAX_VARIABLES
+        """Large households are canonicalized afresh on every solve (see DPP_MAX_VARIABLES)."""
         if not self.problem.is_dpp():  # pragma: no cover - guarded by tests
             raise RuntimeError("household problem is not DPP")
         self.compiled = False
@@ -225,14 +257,14 @@ class HouseholdProblem:
         if self.link_cap is not None:
             self.link_cap.value = hh.link_cap
         self.transfer_cost.value = hh.transfer_cost
-        self.gamma.value = hh.gamma
         if hh.target is not None:
+            c = float(np.sqrt(hh.gamma))
             active = hh.x_before() - hh.target
-            self.u0.value = hh.load.T @ active
-            self.v0.value = hh.spec * active
+            self.u0.value = c * (hh.load.T @ active)
+            self.v0.value = c * hh.spec * active
             for a, load, spec in zip(hh.accounts, self.loads, self.specs, strict=True):
-                load.value = a.share * hh.load[a.idx]
-                spec.value = a.share * hh.spec[a.idx]
+                load.value = c * a.share * hh.load[a.idx]
+                spec.value = c * a.share * hh.spec[a.idx]
 
     def solve(self, chain: tuple[SolverName, ...]) -> _Solved:
         """Solve down ``chain``; returns status, solver, trade and solve time (ms)."""
@@ -245,7 +277,10 @@ class HouseholdProblem:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self.problem.solve(**_SOLVERS[name])  # type: ignore[arg-type,no-untyped-call]
+                    self.problem.solve(  # type: ignore[no-untyped-call]
+                        ignore_dpp=self.ignore_dpp,
+                        **_SOLVERS[name],  # type: ignore[arg-type]
+                    )
             except (cp.SolverError, ValueError, ArithmeticError):
                 continue
             self.compiled = True
