@@ -106,3 +106,29 @@ def test_a_model_without_followers_finishes_at_once(runtime: Any) -> None:
         uow.commit()
     assert (batch.total, batch.queued) == (0, 0)
     assert progress(runtime.engine, TENANT, batch.batch_id)["status"] == "finished"
+
+
+class _BatchedEngine:
+    """The real engine behind an ``analyze_many`` (the shape a batched solver offers)."""
+
+    def __init__(self) -> None:
+        self.inner = Recommender()
+        self.batches: list[int] = []
+
+    def analyze(self, request: Any) -> Any:
+        raise AssertionError("the chunk must go through analyze_many")
+
+    def analyze_many(self, requests: list[Any]) -> list[Any]:
+        self.batches.append(len(requests))
+        return [self.inner.analyze(r) for r in requests]
+
+
+def test_a_chunk_uses_analyze_many_when_the_engine_has_it(runtime: Any) -> None:
+    book, _ = load_book(runtime.engine, 4, n_instruments=5)
+    with UnitOfWork(runtime.engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    engine = _BatchedEngine()
+    with UnitOfWork(runtime.engine, TENANT) as uow:
+        res = recommend_chunk(uow, engine, _items(runtime.engine, batch.batch_id))
+    assert engine.batches == [4] and len(res.computed) == 4
