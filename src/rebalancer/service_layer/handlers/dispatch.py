@@ -166,8 +166,16 @@ def apply_to_order(uow: UnitOfWork, row: Any, event: ExecutionReportV1) -> Repor
 
 # --------------------------------------------------------------------------- waves and status
 def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
-    """Send the buy wave once the sells are done and settled; refresh the rebalance status."""
+    """Send the buy wave once the sells are done and settled; refresh the rebalance status.
+
+    Locks first (account, then rebalance: the order every handler uses), then reads: an
+    execution report and a settlement handled concurrently for the same rebalance are
+    serialized here, so the later one sees the earlier one's commit and the buy wave can never
+    be left waiting because each saw the other's change uncommitted.
+    """
     rec = uow.rebalancing.get_recommendation(recommendation_id)
+    uow.accounts.get(rec.account_id, lock=True)
+    reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
     rows = uow.rebalancing.orders(recommendation_id=rec.id)
     orders = [order_from_row(r) for r in rows]
     waiting = [o for o in orders if o.wave == 1 and o.status == OrderStatus.NEW]
@@ -177,7 +185,6 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
             release_buy_wave(uow, rec.account_id, waiting)
             rows = uow.rebalancing.orders(recommendation_id=rec.id)
             orders = [order_from_row(r) for r in rows]
-    reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
     status = rebalance_status(uow, rec.account_id, rows)
     if status != reb.status and reb.status not in REBALANCE_TERMINAL:
         uow.rebalancing.set_rebalance_status(reb.id, status)
