@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from typing import NoReturn
 
 import typer
 
@@ -18,6 +21,19 @@ app.add_typer(dlq_app, name="dlq")
 
 def _settings() -> Settings:
     return get_settings()
+
+
+def _leave(code: int = 0) -> NoReturn:
+    """Exit with ``code`` right away once a long-running command has closed its runtime.
+
+    pulsar-client's C++ threads can abort the interpreter's final teardown ("terminate called
+    without an active exception") even after every client was closed. Everything is flushed,
+    closed and committed by now, so skipping that teardown loses nothing and keeps the exit
+    code honest for supervisors (SIGTERM -> 0).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @db_app.command("upgrade")
@@ -50,7 +66,7 @@ def demo(
     """Run the whole loop on embedded defaults and print a summary."""
     from rebalancer.entrypoints.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(), once=once, days=days, seed=seed, accounts=accounts))
+    _leave(run_demo(_settings(), once=once, days=days, seed=seed, accounts=accounts))
 
 
 @app.command()
@@ -79,6 +95,7 @@ def serve(
         if worker is not None:
             worker.join()
         rt.close()
+    _leave()
 
 
 @app.command()
@@ -98,6 +115,7 @@ def worker(
     rt.stop_event.wait()
     w.join()
     rt.close()
+    _leave()
 
 
 @app.command()
@@ -112,6 +130,7 @@ def relay() -> None:
     typer.echo("outbox relay running")
     r.run(rt.stop_event)
     rt.close()
+    _leave()
 
 
 @app.command()
@@ -146,6 +165,7 @@ def simulate(
         rt.stop_event.set()
         sim.join()
         rt.close()
+    _leave()
 
 
 @app.command("execution-quality")
