@@ -116,11 +116,10 @@ def test_one_compiled_function_per_bucket_and_batch_matches_single(
         # The vmapped and the single kernels follow slightly different floating-point paths;
         # both stop at the barrier's accuracy (docs/optimizer.md), so they agree on the
         # objective to 1e-7 of NAV and on every trade to 1e-5 of NAV (measured: 7e-9 and 1e-6).
+        assert one.value is not None and many.value is not None
         assert abs(one.value - many.value) <= 1e-7
         assert np.allclose(one.trade.buy, many.trade.buy, rtol=0, atol=1e-5)
         assert np.allclose(one.trade.lot_sell, many.trade.lot_sell, rtol=0, atol=1e-5)
-        assert one.value is not None and many.value is not None
-        assert abs(one.value - many.value) <= 1e-8 * abs(one.value)
 
 
 def test_warm_start_from_the_previous_answer_is_used(fast_rec: Recommender) -> None:
