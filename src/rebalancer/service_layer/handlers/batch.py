@@ -37,16 +37,18 @@ from rebalancer.contracts import (
     Envelope,
     EventType,
     RebalanceTriggeredV1,
-    RecommendationCreatedV1,
     StatusEntity,
     StatusUpdatedV1,
-    TradeV1,
     new_event,
 )
 from rebalancer.domain.errors import RebalancerError
 from rebalancer.optimizer.response_schemas import AnalyzeResponse
 from rebalancer.optimizer.schemas import AnalyzeRequest
-from rebalancer.service_layer.handlers.recommending import Optimizer, default_policy
+from rebalancer.service_layer.handlers.recommending import (
+    Optimizer,
+    default_policy,
+    recommendation_created,
+)
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -372,29 +374,7 @@ def _store(
         )
         statuses[r.id] = status
         result.computed.append(r.id)
-        created = RecommendationCreatedV1(
-            recommendation_id=str(rec_id),
-            account_id=r.account_id,
-            rebalance_id=str(r.id),
-            decision=decision,
-            trades=[
-                TradeV1(
-                    instrument=tr.instrument,
-                    side=str(tr.side),
-                    quantity=Decimal(str(tr.quantity)),
-                    value=Decimal(str(round(tr.value, 2))),
-                )
-                for tr in out.trades
-            ],
-            net_benefit=Decimal(str(round(out.net_benefit, 2))),
-        )
-        env = new_event(
-            EventType.RECOMMENDATION_CREATED,
-            created,
-            tenant_id=t,
-            key=r.account_id,
-            correlation_id=str(r.id),
-        )
+        env = recommendation_created(t, rec_id, r.account_id, r.id, decision, out)
         events.append((env, None))
         events.append((_status_event(t, r.id, r.account_id, status, r.status), None))
     bulk.add_recommendations_many(uow.conn, recs)

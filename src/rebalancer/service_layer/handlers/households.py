@@ -13,11 +13,7 @@ from typing import Any
 from rebalancer.adapters.repositories.households import HouseholdRecord, HouseholdRepository
 from rebalancer.analytics.risk_model import estimate_covariance
 from rebalancer.contracts import (
-    EventType,
-    RecommendationCreatedV1,
     StatusEntity,
-    TradeV1,
-    new_event,
 )
 from rebalancer.domain.errors import Conflict, InvalidInput
 from rebalancer.domain.model import CASH, Account, TaxType, validate_targets
@@ -35,6 +31,7 @@ from rebalancer.service_layer.handlers.recommending import (
     DEFAULT_RISK_AVERSION,
     _status_event,
     build_request,
+    recommendation_created,
 )
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
@@ -251,28 +248,7 @@ def _store(
         analysis.model_dump(mode="json"),
     )
     uow.publish(
-        new_event(
-            EventType.RECOMMENDATION_CREATED,
-            RecommendationCreatedV1(
-                recommendation_id=str(rec_id),
-                account_id=acct.id,
-                rebalance_id=str(rid),
-                decision=decision,
-                trades=[
-                    TradeV1(
-                        instrument=t.instrument,
-                        side=str(t.side),
-                        quantity=Decimal(str(t.quantity)),
-                        value=Decimal(str(round(t.value, 2))),
-                    )
-                    for t in analysis.trades
-                ],
-                net_benefit=Decimal(str(round(analysis.net_benefit, 2))),
-            ),
-            tenant_id=uow.tenant_id,
-            key=acct.id,
-            correlation_id=str(rid),
-        ),
+        recommendation_created(uow.tenant_id, rec_id, acct.id, rid, decision, analysis),
         _status_event(uow, StatusEntity.REBALANCE, str(rid), acct.id, status, None),
     )
     uow.audit.record(actor, "household_rebalance", "account", acct.id, {"rebalance_id": rid})

@@ -14,6 +14,7 @@ from rebalancer.analytics.requests import DEFAULT_HALF_SPREAD_BPS as DEFAULT_HAL
 from rebalancer.analytics.requests import LossSale, involved_instruments, make_request
 from rebalancer.contracts import (
     Decision,
+    Envelope,
     EventType,
     RebalanceTriggeredV1,
     RecommendationCreatedV1,
@@ -188,34 +189,47 @@ def recommend(uow: UnitOfWork, optimizer: Optimizer, rebalance_id: uuid.UUID) ->
     )
     uow.rebalancing.set_rebalance_status(rebalance_id, status)
     uow.publish(
-        new_event(
-            EventType.RECOMMENDATION_CREATED,
-            RecommendationCreatedV1(
-                recommendation_id=str(rec_id),
-                account_id=account.id,
-                rebalance_id=str(rebalance_id),
-                decision=decision,
-                trades=[
-                    TradeV1(
-                        instrument=t.instrument,
-                        side=str(t.side),
-                        quantity=Decimal(str(t.quantity)),
-                        value=Decimal(str(round(t.value, 2))),
-                    )
-                    for t in response.trades
-                ],
-                net_benefit=Decimal(str(round(response.net_benefit, 2))),
-            ),
-            tenant_id=uow.tenant_id,
-            key=account.id,
-            correlation_id=str(rebalance_id),
-        ),
+        recommendation_created(uow.tenant_id, rec_id, account.id, rebalance_id, decision, response),
         _status_event(
             uow, StatusEntity.REBALANCE, str(rebalance_id), account.id, status, reb.status
         ),
     )
     uow.commit()
     return rec_id
+
+
+def recommendation_created(
+    tenant_id: str,
+    recommendation_id: uuid.UUID,
+    account_id: str,
+    rebalance_id: uuid.UUID,
+    decision: str,
+    response: AnalyzeResponse,
+) -> Envelope:
+    """The ``recommendation_created`` event of a stored answer (shares, currency rounded to
+    cents), keyed by account and correlated with the rebalance."""
+    return new_event(
+        EventType.RECOMMENDATION_CREATED,
+        RecommendationCreatedV1(
+            recommendation_id=str(recommendation_id),
+            account_id=account_id,
+            rebalance_id=str(rebalance_id),
+            decision=decision,
+            trades=[
+                TradeV1(
+                    instrument=t.instrument,
+                    side=str(t.side),
+                    quantity=Decimal(str(t.quantity)),
+                    value=Decimal(str(round(t.value, 2))),
+                )
+                for t in response.trades
+            ],
+            net_benefit=Decimal(str(round(response.net_benefit, 2))),
+        ),
+        tenant_id=tenant_id,
+        key=account_id,
+        correlation_id=str(rebalance_id),
+    )
 
 
 def recommendation_view(row: Any) -> Mapping[str, Any]:
