@@ -20,7 +20,6 @@ Delivery rules (see docs/events.md):
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,15 +38,16 @@ from rebalancer.domain.errors import RebalancerError
 
 log = structlog.get_logger(__name__)
 
-_pulsar_logger = logging.getLogger("pulsar")
-_pulsar_logger.setLevel(logging.WARNING)
-
-
 def make_client(url: str, operation_timeout_s: int = 15) -> pulsar.Client:
-    """A Pulsar client that logs through Python logging at WARNING (not to stdout)."""
+    """A Pulsar client whose C++ library logs warnings and errors natively.
+
+    Not through a Python ``logging.Logger``: the client's C++ timer threads then need the GIL
+    for every log line, and one blocked there while the interpreter waited on it deadlocked a
+    test run (seen with the unacked-message tracker). The native logger needs no GIL.
+    """
     return pulsar.Client(
         url,
-        logger=_pulsar_logger,
+        logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
         operation_timeout_seconds=operation_timeout_s,
         connection_timeout_ms=5000,
     )
