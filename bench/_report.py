@@ -60,8 +60,10 @@ def write_section(name: str, title: str, body: str, command: str | None = None) 
     pattern = re.compile(
         rf"<!-- bench:{re.escape(name)}:start -->.*?<!-- bench:{re.escape(name)}:end -->", re.S
     )
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else (
-        text.rstrip("\n") + "\n\n" + section + "\n"
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else (text.rstrip("\n") + "\n\n" + section + "\n")
     )
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)

@@ -38,6 +38,7 @@ from rebalancer.domain.errors import RebalancerError
 
 log = structlog.get_logger(__name__)
 
+
 def make_client(url: str, operation_timeout_s: int = 15) -> pulsar.Client:
     """A Pulsar client whose C++ library logs warnings and errors natively.
 

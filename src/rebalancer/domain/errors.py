@@ -41,7 +41,7 @@ class UnknownInstrument(NotFound):
 
 
 class InvalidInput(RebalancerError):
-    """The input is well-formed JSON but violates a business rule (e.g. weights not summing to 1)."""
+    """Well-formed input that violates a business rule (e.g. weights not summing to 1)."""
 
     code = "invalid"
 
@@ -53,7 +53,7 @@ class Conflict(RebalancerError):
 
 
 class InfeasibleRebalance(RebalancerError):
-    """The constraints of a rebalance cannot all hold at once; ``fields`` names those in conflict."""
+    """The constraints of a rebalance cannot all hold at once; ``fields`` names the conflict."""
 
     code = "infeasible"
 
