@@ -136,7 +136,11 @@ def test_block_orders_allocate_fills_pro_rata_in_lots(engine: Any) -> None:
             ideal = filled * k.quantity / b.quantity
             assert abs(k.filled_quantity - ideal) < lot * len(fills), (k, ideal)
             if b.instrument == book.c:
-                assert k.filled_quantity % 10 == 0 or filled % 10 != 0
+                # Each venue fill is allocated on its own: fills in whole lots give every
+                # account whole lots; an odd-lot fill gives its odd lot to one account (the
+                # documented remainder rule), even when the fills add up to whole lots.
+                odd_fill = any(e.fill_quantity % 10 != 0 for e in fills)
+                assert k.filled_quantity % 10 == 0 or odd_fill
     for acct in book.accounts:  # the allocations settled into each account
         shares, cash = positions(engine, book.tenant, acct)
         delta, cash_delta, _ = settled_deltas(engine, acct)
