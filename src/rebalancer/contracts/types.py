@@ -20,6 +20,11 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+# One definition of these order enums: the domain's (same values on the wire).
+from rebalancer.domain.order_lifecycle import OrderType as OrderType
+from rebalancer.domain.order_lifecycle import Side as Side
+from rebalancer.domain.order_lifecycle import TimeInForce as TimeInForce
+
 
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
@@ -67,13 +72,6 @@ class EventType(enum.StrEnum):
     ORDER_PLACED = "order_placed"
     ORDER_CANCEL_REQUESTED = "order_cancel_requested"
     STATUS_UPDATED = "status_updated"
-
-
-class Side(enum.StrEnum):
-    """Direction of a trade."""
-
-    BUY = "buy"
-    SELL = "sell"
 
 
 class ReportKind(enum.StrEnum):
@@ -127,21 +125,6 @@ class Decision(enum.StrEnum):
 
     REBALANCE = "rebalance"
     NO_TRADE = "no_trade"
-
-
-class OrderType(enum.StrEnum):
-    """Order type."""
-
-    MARKET = "market"
-    LIMIT = "limit"
-
-
-class TimeInForce(enum.StrEnum):
-    """How long an order stays working: the trading day, until cancelled, or immediate-or-cancel."""
-
-    DAY = "day"
-    GTC = "gtc"
-    IOC = "ioc"
 
 
 class StatusEntity(enum.StrEnum):
