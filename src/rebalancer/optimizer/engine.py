@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -163,6 +164,21 @@ class Recommender:
             messages=messages,
         )
         return build_response(request, data, prob, outcome)
+
+    def analyze_many(self, requests: Sequence[AnalyzeRequest]) -> list[AnalyzeResponse | Exception]:
+        """Answer many accounts; slot ``j`` holds the answer of ``requests[j]`` or its error.
+
+        A request that fails (``InvalidInput``, ``InfeasibleRebalance``, ``ValidationFailed``
+        or an unexpected exception) yields the exception in its slot; the others are answered
+        as :meth:`analyze` would answer them one by one.
+        """
+        out: list[AnalyzeResponse | Exception] = []
+        for req in requests:
+            try:
+                out.append(self.analyze(req))
+            except Exception as exc:  # isolated per request, returned to the caller
+                out.append(exc)
+        return out
 
     def relaxed_objective(self, request: AnalyzeRequest) -> float:
         """Optimal objective of the continuous problem before rounding (fraction of NAV).
