@@ -247,6 +247,12 @@ rebalances = sa.Table(
     sa.Column("created_at", TS, nullable=False, server_default=_now()),
     sa.Column("updated_at", TS, nullable=False, server_default=_now()),
     sa.Column("batch_id", pg.UUID(as_uuid=True), sa.ForeignKey("batches.id"), index=True),
+    # Closing the loop (migration 0002): a follow-up rebalance of a partly done one links to it;
+    # the unique constraint makes a second follow-up of one rebalance impossible.
+    sa.Column(
+        "parent_rebalance_id", pg.UUID(as_uuid=True), sa.ForeignKey("rebalances.id"), unique=True
+    ),
+    sa.Column("remainder_round", sa.Integer, nullable=False, server_default="0"),
 )
 
 recommendations = sa.Table(
@@ -376,6 +382,8 @@ executions = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("venue_time", TS, nullable=False),
     sa.Column("received_at", TS, nullable=False, server_default=_now()),
+    # When the sweeper raised the fill's settlement_overdue alert (migration 0002; once per fill).
+    sa.Column("overdue_alerted_at", TS),
 )
 
 settlements = sa.Table(
