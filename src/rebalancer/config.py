@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     outbox_batch_size: int = 200
     consumer_max_redeliveries: int = 3
     base_currency: str = "USD"
+    max_remainder_rounds: int = Field(default=1, ge=0)
+    """Automatic follow-ups per original rebalance when it ends partly done (0: off)."""
+    settlement_overdue_grace_business_days: int = Field(default=1, ge=0)
+    """Business days after a fill's expected settlement date before ``settlement_overdue``."""
 
     @field_validator("data_dir")
     @classmethod
