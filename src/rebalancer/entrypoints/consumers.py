@@ -30,12 +30,20 @@ from rebalancer.contracts import (
     PortfolioStateUpdatedV1,
     RebalanceTriggeredV1,
     SettlementConfirmedV1,
+    StatusUpdatedV1,
     parse_payload,
 )
 from rebalancer.domain.errors import NotFound
 from rebalancer.domain.model import ModelPortfolio
 from rebalancer.entrypoints.sweeper import OrderSweeper
-from rebalancer.service_layer.handlers import monitoring, portfolio, recommending, settling, trading
+from rebalancer.service_layer.handlers import (
+    closing,
+    monitoring,
+    portfolio,
+    recommending,
+    settling,
+    trading,
+)
 from rebalancer.service_layer.unit_of_work import UnitOfWork, is_transient, with_retries
 
 log = structlog.get_logger(__name__)
@@ -52,9 +60,11 @@ SERVICE_TYPES = (
     EventType.EXECUTION_REPORT,
     EventType.SETTLEMENT_CONFIRMED,
     EventType.REBALANCE_TRIGGERED,
+    EventType.STATUS_UPDATED,
 )
 """Event types the service consumes (``rebalance_triggered`` is its own, fanned out to
-workers through Pulsar so that recommendations are computed by any worker process)."""
+workers through Pulsar so that recommendations are computed by any worker process;
+``status_updated`` too: a partly done rebalance opens its follow-up, see ``closing``)."""
 
 
 def _on_market_data(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
@@ -94,6 +104,11 @@ def _on_rebalance_triggered(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
     recommending.recommend(uow, rt.optimizer, uuid.UUID(p.rebalance_id))
 
 
+def _on_status_updated(rt: Runtime, uow: UnitOfWork, p: Any) -> None:
+    assert isinstance(p, StatusUpdatedV1)
+    closing.on_status_updated(uow, p, max_rounds=rt.settings.max_remainder_rounds)
+
+
 HANDLERS: dict[EventType, Callable[[Runtime, UnitOfWork, Any], None]] = {
     EventType.MARKET_DATA: _on_market_data,
     EventType.PORTFOLIO_STATE_UPDATED: _on_portfolio_state,
@@ -101,6 +116,7 @@ HANDLERS: dict[EventType, Callable[[Runtime, UnitOfWork, Any], None]] = {
     EventType.EXECUTION_REPORT: _on_execution_report,
     EventType.SETTLEMENT_CONFIRMED: _on_settlement,
     EventType.REBALANCE_TRIGGERED: _on_rebalance_triggered,
+    EventType.STATUS_UPDATED: _on_status_updated,
 }
 
 

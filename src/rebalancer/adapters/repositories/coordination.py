@@ -1,0 +1,184 @@
+"""Coordination queries (tenant-scoped): follow-up rebalances, overdue settlements and the
+unsettled cash columns of ``cash_balances``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from rebalancer.adapters import orm
+from rebalancer.domain.orders import Side
+
+Row = sa.Row[Any]
+
+FILL_KINDS = ("fill", "partial_fill")
+COUNTED_OUTCOMES = ("applied", "ignored_late")
+"""Execution outcomes whose shares traded (a late fill after a cancel still traded)."""
+
+
+class CoordinationRepository:
+    """Follow-ups, overdue settlements and unsettled cash on one connection."""
+
+    def __init__(self, conn: sa.Connection, tenant_id: str) -> None:
+        self.conn = conn
+        self.tenant_id = tenant_id
+
+    # ------------------------------------------------------------------ follow-ups
+    def follow_up_of(self, parent_id: uuid.UUID) -> Row | None:
+        """The follow-up rebalance of ``parent_id`` (there is at most one), if any."""
+        t = orm.rebalances
+        return self.conn.execute(
+            sa.select(t).where(
+                t.c.tenant_id == self.tenant_id, t.c.parent_rebalance_id == parent_id
+            )
+        ).first()
+
+    def insert_follow_up(
+        self,
+        parent: Row,
+        reasons: Sequence[str],
+        priority: int,
+    ) -> uuid.UUID | None:
+        """Insert the ``requested`` follow-up of ``parent`` (round = parent's + 1).
+
+        Returns its id, or ``None`` when ``parent`` has a follow-up already: the unique
+        constraint on ``parent_rebalance_id`` decides, whatever the callers raced.
+        """
+        rid = uuid.uuid4()
+        stmt = (
+            insert(orm.rebalances)
+            .values(
+                id=rid,
+                tenant_id=self.tenant_id,
+                account_id=parent.account_id,
+                status="requested",
+                reasons=list(reasons),
+                priority=priority,
+                parent_rebalance_id=parent.id,
+                remainder_round=int(parent.remainder_round) + 1,
+            )
+            .on_conflict_do_nothing(index_elements=["parent_rebalance_id"])
+            .returning(orm.rebalances.c.id)
+        )
+        row = self.conn.execute(stmt).first()
+        return None if row is None else uuid.UUID(str(row.id))
+
+    def rebalance_traded(self, rebalance_id: uuid.UUID) -> bool:
+        """Whether the rebalance has orders (an approved recommendation that went to trading)."""
+        o, rec = orm.orders, orm.recommendations
+        q = sa.select(
+            sa.exists().where(
+                rec.c.rebalance_id == rebalance_id,
+                o.c.recommendation_id == rec.c.id,
+                o.c.tenant_id == self.tenant_id,
+            )
+        )
+        return bool(self.conn.execute(q).scalar())
+
+    def other_open_rebalance(self, account_id: str, rebalance_id: uuid.UUID) -> Row | None:
+        """Another rebalance of the account still in flight (requested, pending, trading)."""
+        t = orm.rebalances
+        return self.conn.execute(
+            sa.select(t)
+            .where(
+                t.c.tenant_id == self.tenant_id,
+                t.c.account_id == account_id,
+                t.c.id != rebalance_id,
+                t.c.status.in_(["requested", "pending_approval", "trading"]),
+            )
+            .limit(1)
+        ).first()
+
+    # ------------------------------------------------------------------ overdue settlements
+    def unconfirmed_fills(self, traded_before: date, limit: int = 500) -> list[Row]:
+        """Account fills traded before ``traded_before`` with no settlement outcome and no
+        overdue alert yet, locked (``SKIP LOCKED``: concurrent sweepers split them).
+
+        Each row has ``report_id``, ``venue_time``, ``fill_quantity``, ``fill_price``,
+        ``order_id``, ``account_id``, ``instrument``, ``side`` and ``settlement_days``.
+        """
+        ex, o, st, ins = orm.executions, orm.orders, orm.settlements, orm.instruments
+        q = (
+            sa.select(
+                ex.c.report_id,
+                ex.c.venue_time,
+                ex.c.fill_quantity,
+                ex.c.fill_price,
+                ex.c.order_id,
+                o.c.account_id,
+                o.c.instrument,
+                o.c.side,
+                ins.c.settlement_days,
+            )
+            .join(o, o.c.id == ex.c.order_id)
+            .join(ins, ins.c.id == o.c.instrument)
+            .where(
+                ex.c.tenant_id == self.tenant_id,
+                ex.c.kind.in_(FILL_KINDS),
+                ex.c.outcome.in_(COUNTED_OUTCOMES),
+                ex.c.fill_quantity > 0,
+                ex.c.overdue_alerted_at.is_(None),
+                sa.cast(sa.func.timezone("UTC", ex.c.venue_time), sa.Date) < traded_before,
+                ~sa.exists().where(st.c.report_id == ex.c.report_id),
+            )
+            .order_by(ex.c.venue_time, ex.c.report_id)
+            .limit(limit)
+            .with_for_update(of=ex, skip_locked=True)
+        )
+        return list(self.conn.execute(q).all())
+
+    def mark_overdue_alerted(self, report_id: str) -> None:
+        t = orm.executions
+        self.conn.execute(
+            sa.update(t).where(t.c.report_id == report_id).values(overdue_alerted_at=sa.func.now())
+        )
+
+    # ------------------------------------------------------------------ unsettled cash
+    def unsettled(self, account_id: str, side: Side) -> Decimal:
+        """Currency of the account's ``side`` fills that have no settlement outcome yet."""
+        ex, o, st = orm.executions, orm.orders, orm.settlements
+        q = (
+            sa.select(sa.func.coalesce(sa.func.sum(ex.c.fill_quantity * ex.c.fill_price), 0))
+            .join(o, o.c.id == ex.c.order_id)
+            .where(
+                o.c.account_id == account_id,
+                o.c.tenant_id == self.tenant_id,
+                o.c.side == str(side),
+                ex.c.kind.in_(FILL_KINDS),
+                ex.c.outcome.in_(COUNTED_OUTCOMES),
+                ~sa.exists().where(st.c.report_id == ex.c.report_id),
+            )
+        )
+        return Decimal(self.conn.execute(q).scalar_one())
+
+    def refresh_unsettled(self, account_id: str) -> tuple[Decimal, Decimal]:
+        """Recompute ``unsettled_purchases`` and ``unsettled_proceeds`` of the account's cash
+        row from its fills without a settlement outcome; returns ``(purchases, proceeds)``.
+
+        Derived, not incremented: a full account replace (which rewrites ``cash_balances``)
+        or a missed update heals at the next fill or settlement.
+        """
+        purchases = self.unsettled(account_id, Side.BUY)
+        proceeds = self.unsettled(account_id, Side.SELL)
+        t = orm.cash_balances
+        self.conn.execute(
+            sa.update(t)
+            .where(t.c.account_id == account_id)
+            .values(unsettled_purchases=purchases, unsettled_proceeds=proceeds)
+        )
+        return purchases, proceeds
+
+    def cash_row(self, account_id: str) -> Row | None:
+        """The account's ``cash_balances`` row (settled, unsettled purchases and proceeds)."""
+        t, a = orm.cash_balances, orm.accounts
+        return self.conn.execute(
+            sa.select(t)
+            .join(a, a.c.id == t.c.account_id)
+            .where(t.c.account_id == account_id, a.c.tenant_id == self.tenant_id)
+        ).first()
