@@ -145,6 +145,33 @@ def settlement_status(
     return SettlementStatus.FAILED if as_of > deadline else SettlementStatus.PENDING
 
 
+def overdue_since(
+    trade_date: date,
+    settlement_days: int,
+    as_of: date,
+    *,
+    grace_business_days: int,
+    calendar: BusinessCalendar | None = None,
+) -> date | None:
+    """The expected settlement date of an unconfirmed fill when it is overdue, else ``None``.
+
+    Expected = ``trade_date`` + ``settlement_days`` business days; the fill is overdue once
+    ``as_of`` is after the expected date + ``grace_business_days`` business days (the
+    custodian's confirmation for the expected date may arrive during the grace).
+    """
+    if settlement_days < 0 or grace_business_days < 0:
+        raise InvalidInput(
+            "settlement_days and grace_business_days must be >= 0",
+            ["settlement_days", "grace_business_days"],
+        )
+    cal = calendar or BusinessCalendar()
+    expected = cal.add_business_days(trade_date, settlement_days)
+    status = settlement_status(
+        expected, as_of, confirmed=False, calendar=cal, grace_business_days=grace_business_days
+    )
+    return expected if status == SettlementStatus.FAILED else None
+
+
 def hifo_lots(lots: Sequence[TaxLot], quantity: Decimal) -> Lots:
     """Lots to sell for ``quantity`` shares, highest cost first (ties: oldest, then lot id)."""
     plan: list[tuple[str, Decimal]] = []

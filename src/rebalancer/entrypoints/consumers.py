@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import Counter
 
 from rebalancer.adapters.outbox_relay import OutboxRelay
-from rebalancer.adapters.pulsar_bus import ConsumerLoop
+from rebalancer.adapters.pulsar_bus import ConsumerLoop, SharedSubscriber
 from rebalancer.bootstrap import Runtime
 from rebalancer.contracts import (
     TOPICS,
@@ -165,34 +165,56 @@ class Worker:
     batch_threads
         Consumer loops of batch-rebalance items (chunks of accounts; see
         :mod:`rebalancer.entrypoints.batch_worker`). One per process suits CPU-bound solving.
+    solver
+        Solver chain of the batch loops (``fast`` or ``clarabel``; default
+        :func:`~rebalancer.entrypoints.batch_worker.default_solver`).
+
+    All consumers of the process come from one
+    :class:`~rebalancer.adapters.pulsar_bus.SharedSubscriber`, so their consumer ids are unique
+    on the host and any number of worker processes can share the subscriptions, also on the
+    embedded pulsar-lite broker.
     """
 
     def __init__(
-        self, rt: Runtime, threads: int = 2, with_relay: bool = True, batch_threads: int = 1
+        self,
+        rt: Runtime,
+        threads: int = 2,
+        with_relay: bool = True,
+        batch_threads: int = 1,
+        solver: str | None = None,
     ) -> None:
-        from rebalancer.entrypoints.batch_worker import BatchConsumerLoop
+        from rebalancer.entrypoints.batch_worker import BatchConsumerLoop, BatchSolver
 
         self.rt = rt
-        self.batch_loops = [
-            BatchConsumerLoop(
-                rt, max_redeliveries=rt.settings.consumer_max_redeliveries, name=f"batch-{i}"
-            )
-            for i in range(batch_threads)
-        ]
-        topics = sorted({TOPICS[t] for t in SERVICE_TYPES})
-        self.loops = [
-            ConsumerLoop(
-                rt.client,
-                rt.publisher,
-                topics,
-                rt.settings.subscription,
-                lambda env: handle_event(rt, env),
-                max_redeliveries=rt.settings.consumer_max_redeliveries,
-                name=f"service-{i}",
-                is_transient=infrastructure_error,
-            )
-            for i in range(threads)
-        ]
+        self.subscriber = SharedSubscriber(rt.infra.pulsar_url, rt.settings.data_dir)
+        try:
+            self.batch_loops = [
+                BatchConsumerLoop(
+                    rt,
+                    max_redeliveries=rt.settings.consumer_max_redeliveries,
+                    name=f"batch-{i}",
+                    solver=BatchSolver(solver) if solver else None,
+                    subscriber=self.subscriber,
+                )
+                for i in range(batch_threads)
+            ]
+            topics = sorted({TOPICS[t] for t in SERVICE_TYPES})
+            self.loops = [
+                ConsumerLoop(
+                    self.subscriber,
+                    rt.publisher,
+                    topics,
+                    rt.settings.subscription,
+                    lambda env: handle_event(rt, env),
+                    max_redeliveries=rt.settings.consumer_max_redeliveries,
+                    name=f"service-{i}",
+                    is_transient=infrastructure_error,
+                )
+                for i in range(threads)
+            ]
+        except BaseException:
+            self.subscriber.close()
+            raise
         self.relay = OutboxRelay(rt.engine, rt.publisher, rt.settings.outbox_batch_size)
         self.with_relay = with_relay
         self._threads: list[threading.Thread] = []
@@ -206,7 +228,13 @@ class Worker:
             targets.append((b.name, functools.partial(b.run, stop)))
         if self.with_relay:
             targets.append(("relay", lambda: self.relay.run(stop)))
-            targets.append(("order-sweeper", lambda: OrderSweeper(self.rt.engine).run(stop)))
+            sweeper = OrderSweeper(
+                self.rt.engine,
+                settlement_grace_business_days=(
+                    self.rt.settings.settlement_overdue_grace_business_days
+                ),
+            )
+            targets.append(("order-sweeper", lambda: sweeper.run(stop)))
         for name, fn in targets:
             t = threading.Thread(target=fn, name=name, daemon=True)
             t.start()
@@ -214,5 +242,8 @@ class Worker:
         log.info("worker.started", consumers=len(self.loops), relay=self.with_relay)
 
     def join(self, timeout_s: float = 15.0) -> None:
+        """Wait for the threads (they stop with ``rt.stop_event``), then close the consumers'
+        client and free the process's consumer slot."""
         for t in self._threads:
             t.join(timeout_s)
+        self.subscriber.close()

@@ -25,6 +25,7 @@ READ = {"X-API-Key": "test-read-key"}
 def _read(client: TestClient, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
     params.setdefault("idle_timeout_s", 1.0)
     events = []
+    headers = {**headers, "Accept": "text/event-stream"}
     with client.stream("GET", "/v1/stream", params=params, headers=headers) as resp:
         assert resp.status_code == 200, resp.read()
         assert resp.headers["content-type"].startswith("text/event-stream")
@@ -81,8 +82,15 @@ def test_status_stream_follows_a_rebalance_and_resumes(client: TestClient, engin
     # another tenant sees none of it; a stream without a cursor starts now
     assert _read(client, ADMIN_B, since=start, account_id=acct1) == []
     assert _read(client, READ, account_id=acct1, idle_timeout_s=0.5) == []
-    bad = client.get("/v1/stream", params={"since": "oops"}, headers=READ)
+    bad = client.get(
+        "/v1/stream", params={"since": "oops"}, headers={**READ, "Accept": "text/event-stream"}
+    )
     assert bad.status_code == 422 and "cursor" in bad.json()["detail"]
+    refused = client.get("/v1/stream", headers=READ)  # Accept: */* would wait forever
+    assert refused.status_code == 406 and refused.json()["fields"] == ["header.accept"]
+    assert "Accept: text/event-stream" in refused.json()["detail"]
+    spec = client.get("/openapi.json").json()["paths"]["/v1/stream"]["get"]
+    assert list(spec["responses"]["200"]["content"]) == ["text/event-stream"]
 
     # the rebalance resource, the quality report and a refused re-optimize
     reb_id = rows(engine, orm.rebalances, account_id=acct1)[0].id

@@ -96,15 +96,17 @@ class CoordinationRepository:
         ).first()
 
     # ------------------------------------------------------------------ overdue settlements
-    def unconfirmed_fills(self, traded_before: date, limit: int = 500) -> list[Row]:
-        """Account fills traded before ``traded_before`` with no settlement outcome and no
-        overdue alert yet, locked (``SKIP LOCKED``: concurrent sweepers split them).
+    def unconfirmed_fills(self, today: date, grace_days: int, limit: int = 500) -> list[Row]:
+        """Account fills that may be overdue on ``today``: no settlement outcome, no overdue
+        alert yet, and traded more than ``settlement_days + grace_days`` calendar days ago (a
+        business-day deadline is never earlier), oldest first, locked (``SKIP LOCKED``:
+        concurrent sweepers split them).
 
         Each row has ``report_id``, ``venue_time``, ``fill_quantity``, ``fill_price``,
         ``order_id``, ``account_id``, ``instrument``, ``side`` and ``settlement_days``.
         """
         ex, o, st, ins = orm.executions, orm.orders, orm.settlements, orm.instruments
-        q = (
+        q: sa.Select[Any] = (
             sa.select(
                 ex.c.report_id,
                 ex.c.venue_time,
@@ -124,7 +126,10 @@ class CoordinationRepository:
                 ex.c.outcome.in_(COUNTED_OUTCOMES),
                 ex.c.fill_quantity > 0,
                 ex.c.overdue_alerted_at.is_(None),
-                sa.cast(sa.func.timezone("UTC", ex.c.venue_time), sa.Date) < traded_before,
+                sa.cast(sa.func.timezone("UTC", ex.c.venue_time), sa.Date)
+                + ins.c.settlement_days
+                + grace_days
+                < today,
                 ~sa.exists().where(st.c.report_id == ex.c.report_id),
             )
             .order_by(ex.c.venue_time, ex.c.report_id)
@@ -137,6 +142,20 @@ class CoordinationRepository:
         t = orm.executions
         self.conn.execute(
             sa.update(t).where(t.c.report_id == report_id).values(overdue_alerted_at=sa.func.now())
+        )
+
+    def clear_overdue_alert(self, report_id: str) -> None:
+        """Clear the fill's raised ``settlement_overdue`` alert (its confirmation came)."""
+        t = orm.alerts
+        self.conn.execute(
+            sa.update(t)
+            .where(
+                t.c.tenant_id == self.tenant_id,
+                t.c.kind == "settlement_overdue",
+                t.c.key == report_id,
+                t.c.state == "raised",
+            )
+            .values(state="cleared", cleared_at=sa.func.now())
         )
 
     # ------------------------------------------------------------------ unsettled cash

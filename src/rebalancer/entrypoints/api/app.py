@@ -24,6 +24,7 @@ from rebalancer.entrypoints.api.routes import (
     accounts,
     analyze,
     batch,
+    blocks,
     execution,
     health,
     households,
@@ -88,7 +89,17 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None) -> FastAPI
     app.state.runtime = runtime
     app.state.authenticator = Authenticator(s, runtime.engine)
     install_error_handlers(app)
-    for module in (reference, accounts, rebalancing, batch, execution, analyze, health, metrics):
+    for module in (
+        reference,
+        accounts,
+        rebalancing,
+        batch,
+        execution,
+        blocks,
+        analyze,
+        health,
+        metrics,
+    ):
         app.include_router(module.router)
     app.include_router(households.router)
     app.add_middleware(RequestContextMiddleware)

@@ -17,6 +17,10 @@ reports with ids ``{venue_report_id}/{child_order_id}``:
   published on the execution-report topic so that the custodian settles each account's share
   (the service ignores its own copies: same report ids);
 - ack, cancel, expiry, reject and cancel-reject reach every child unchanged.
+
+:func:`cancel_block` (``POST /v1/blocks/{id}/cancel``) sends one cancel for the block and
+moves its working children to ``cancel_requested``; the venue's answer on the block then
+reaches them like any report (fills that arrive before the cancel are still allocated).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from typing import Any
 
 from rebalancer.adapters import orm
 from rebalancer.adapters.repositories.execution import block_from_row, block_values
+from rebalancer.adapters.repositories.rebalancing import order_from_row
 from rebalancer.contracts import EventType, ExecutionReportV1, ReportKind, new_event
-from rebalancer.domain.errors import IllegalTransition, InvalidInput
+from rebalancer.domain.errors import Conflict, IllegalTransition, InvalidInput
 from rebalancer.domain.execution import (
     BLOCK_ACCOUNT_ID,
     ExecutionPolicy,
@@ -44,13 +49,17 @@ from rebalancer.domain.orders import (
     ReportOutcome,
     apply_report,
     limit_price_for,
+    request_cancel,
 )
 from rebalancer.service_layer.handlers.dispatch import (
     REPORTS,
+    after_order_change,
     apply_to_order,
+    cancel_event,
     domain_report,
     execution_record,
     execution_repo,
+    order_status_event,
     placed_event,
     send_order,
 )
@@ -222,3 +231,119 @@ def _child_report(
         reason=event.reason,
         venue_time=event.venue_time,
     )
+
+
+def cancel_block(uow: UnitOfWork, block_id: uuid.UUID, actor: str, reason: str) -> dict[str, Any]:
+    """Ask the venue to cancel a working block order: one cancel for the block (commits).
+
+    Every working child moves to ``cancel_requested`` (a status event each); the venue's
+    ``cancelled`` (or ``cancel_rejected``, or fills that were already on their way) on the
+    block then reaches the children through :func:`apply_block_report`. Asking again while
+    the cancel is pending sends nothing more and returns the block.
+
+    Raises
+    ------
+    NotFound
+        No such block for the tenant.
+    Conflict
+        The block is finished (filled, cancelled, rejected or expired).
+    """
+    repo = execution_repo(uow)
+    row = repo.get_block(block_id, lock=True)
+    block = block_from_row(row)
+    if block.status.terminal:
+        raise Conflict(
+            f"block order {block_id} is already {block.status}; nothing to cancel",
+            ["block_id"],
+        )
+    if block.status != OrderStatus.CANCEL_REQUESTED:
+        request_cancel(block)
+        repo.update_block(row.id, status=str(block.status), reason=reason)
+        uow.publish(cancel_event(uow, block.order_id, BLOCK_ACCOUNT_ID, reason))
+        recs: set[uuid.UUID] = set()
+        for c in _children(row):
+            child_row = uow.rebalancing.get_order(uuid.UUID(c.order_id), lock=True)
+            child = order_from_row(child_row)
+            previous = child.status
+            if child.status.terminal or child.status == OrderStatus.CANCEL_REQUESTED:
+                continue
+            request_cancel(child)
+            uow.rebalancing.update_order(child_row.id, status=str(child.status), reason=reason)
+            uow.publish(order_status_event(uow, child, previous, f"block cancel: {reason}"))
+            recs.add(uuid.UUID(child.recommendation_id))
+        uow.audit.record(
+            actor,
+            "cancel",
+            "block_order",
+            str(block_id),
+            {"reason": reason, "children": len(row.children)},
+        )
+        for rid in sorted(recs, key=str):
+            after_order_change(uow, rid)
+    uow.commit()
+    return block_view(uow, block_id)
+
+
+def block_view(uow: UnitOfWork, block_id: uuid.UUID) -> dict[str, Any]:
+    """JSON view of a block: its state, its children (orders and allocated shares) and its
+    venue fills with the share each child got of each.
+
+    Raises
+    ------
+    NotFound
+        No such block for the tenant.
+    """
+    row = execution_repo(uow).get_block(block_id)
+    child_ids = [uuid.UUID(c["order_id"]) for c in row.children]
+    orders = {r.id: r for r in (uow.rebalancing.get_order(cid) for cid in child_ids)}
+    allocated = {k: str(v) for k, v in (row.allocated or {}).items()}
+    child_fills: dict[str, list[dict[str, str]]] = {}
+    for e in uow.rebalancing.executions(child_ids):
+        venue_report, _, _ = e.report_id.partition("/")
+        if e.kind in ("fill", "partial_fill") and e.fill_quantity > 0 and "/" in e.report_id:
+            child_fills.setdefault(venue_report, []).append(
+                {
+                    "order_id": str(e.order_id),
+                    "account_id": orders[e.order_id].account_id,
+                    "quantity": str(e.fill_quantity),
+                }
+            )
+    fills = [
+        {
+            "report_id": e.report_id,
+            "kind": e.kind,
+            "quantity": str(e.fill_quantity),
+            "price": None if e.fill_price is None else str(e.fill_price),
+            "outcome": e.outcome,
+            "venue_time": e.venue_time.isoformat(),
+            "allocations": child_fills.get(e.report_id, []),
+        }
+        for e in uow.rebalancing.executions([row.id])
+        if e.kind in ("fill", "partial_fill") and e.fill_quantity > 0
+    ]
+    return {
+        "id": str(row.id),
+        "instrument": row.instrument,
+        "side": row.side,
+        "quantity": str(row.quantity),
+        "filled_quantity": str(row.filled_quantity),
+        "avg_fill_price": None if row.avg_fill_price is None else str(row.avg_fill_price),
+        "status": row.status,
+        "limit_price": None if row.limit_price is None else str(row.limit_price),
+        "time_in_force": row.time_in_force,
+        "arrival_price": None if row.arrival_price is None else str(row.arrival_price),
+        "reason": row.reason,
+        "children": [
+            {
+                "order_id": c["order_id"],
+                "account_id": c["account_id"],
+                "quantity": str(c["quantity"]),
+                "allocated_quantity": allocated.get(c["order_id"], "0"),
+                "status": orders[uuid.UUID(c["order_id"])].status,
+            }
+            for c in row.children
+        ],
+        "fills": fills,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }

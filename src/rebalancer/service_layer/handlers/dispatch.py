@@ -10,11 +10,13 @@ from typing import Any
 from prometheus_client import Counter
 
 from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.coordination import CoordinationRepository
 from rebalancer.adapters.repositories.execution import ExecutionRepository
 from rebalancer.adapters.repositories.rebalancing import order_from_row, order_values
 from rebalancer.contracts import (
     EventType,
     ExecutionReportV1,
+    OrderCancelRequestedV1,
     OrderLotV1,
     OrderPlacedV1,
     StatusEntity,
@@ -80,6 +82,17 @@ def placed_event(uow: UnitOfWork, order: Order, account_key: str | None = None) 
         tenant_id=uow.tenant_id,
         key=account_key or order.account_id,
         correlation_id=order.recommendation_id,
+    )
+
+
+def cancel_event(uow: UnitOfWork, order_id: str, account_id: str, reason: str) -> Any:
+    """``order_cancel_requested`` event for the venue (a block's goes under ``_block``)."""
+    return new_event(
+        EventType.ORDER_CANCEL_REQUESTED,
+        OrderCancelRequestedV1(order_id=order_id, account_id=account_id, reason=reason),
+        tenant_id=uow.tenant_id,
+        key=account_id,
+        correlation_id=order_id,
     )
 
 
@@ -156,6 +169,8 @@ def apply_to_order(uow: UnitOfWork, row: Any, event: ExecutionReportV1) -> Repor
     if str(event.kind) in ("rejected", "expired", "cancelled"):
         values["reason"] = event.reason
     uow.rebalancing.update_order(oid, **values)
+    if event.kind.is_fill and event.fill_quantity > 0:  # traded, not yet settled
+        CoordinationRepository(uow.conn, uow.tenant_id).refresh_unsettled(order.account_id)
     if order.status != previous:
         uow.publish(order_status_event(uow, order, previous, event.reason or ""))
         if order.status.terminal:
@@ -206,8 +221,8 @@ def release_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> 
     to nothing is cancelled with the reason.
     """
     account = uow.accounts.get(account_id, lock=True)
-    repo = execution_repo(uow)
-    owed = repo.unsettled_fill_notional(account_id, Side.BUY)
+    # unsettled purchases (kept in cash_balances) reduce buying power; proceeds never add
+    owed, _ = CoordinationRepository(uow.conn, uow.tenant_id).refresh_unsettled(account_id)
     power = buying_power(account.cash, [(Decimal(1), owed)])
     lots = uow.instruments.get_many([o.instrument for o in waiting])
     fresh = []

@@ -1,10 +1,14 @@
-"""Settlement confirmations update tax lots, cash and realized gains, once per fill."""
+"""Settlement confirmations update tax lots, cash and realized gains, once per fill; the
+sweeper's overdue check raises ``settlement_overdue`` for confirmations that never arrive."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date
 from decimal import Decimal
+from typing import Any
 
+from rebalancer.adapters.repositories.coordination import CoordinationRepository
 from rebalancer.adapters.repositories.rebalancing import order_from_row
 from rebalancer.contracts import SettlementConfirmedV1, StatusEntity
 from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
@@ -12,7 +16,9 @@ from rebalancer.domain.orders import Side
 from rebalancer.domain.settlement import (
     SettledFill,
     apply_settlement,
+    buying_power,
     lots_for_partial_fill,
+    overdue_since,
     settlement_date,
 )
 from rebalancer.service_layer.handlers import monitoring
@@ -120,6 +126,9 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
             correlation_id=str(order.recommendation_id),
         )
     )
+    coordination = CoordinationRepository(uow.conn, uow.tenant_id)
+    coordination.refresh_unsettled(account.id)
+    coordination.clear_overdue_alert(event.report_id)
     after_order_change(uow, uuid.UUID(order.recommendation_id))
     monitoring.refresh_account(uow, account.id)  # positions changed: new drift snapshot
     uow.commit()
@@ -147,3 +156,72 @@ def _check_settle_date(uow: UnitOfWork, event: SettlementConfirmedV1) -> None:
             ),
         }
     )
+
+
+def raise_overdue_settlements(
+    uow: UnitOfWork, today: date, *, grace_business_days: int = 1, limit: int = 500
+) -> list[str]:
+    """Raise one ``settlement_overdue`` alert per fill whose confirmation never came (commits).
+
+    A fill is overdue once ``today`` is after its expected settlement date (T+``settlement_days``
+    business days from the venue date) plus ``grace_business_days`` business days
+    (:func:`~rebalancer.domain.settlement.overdue_since`). The fill is stamped in the same
+    transaction (``executions.overdue_alerted_at``) and claimed with ``SKIP LOCKED``, so
+    concurrent sweepers raise it once. A confirmation arriving later clears the alert.
+
+    Returns
+    -------
+    list[str]
+        Report ids of the fills alerted now.
+    """
+    repo = CoordinationRepository(uow.conn, uow.tenant_id)
+    alerted = []
+    for f in repo.unconfirmed_fills(today, grace_business_days, limit):
+        traded = f.venue_time.astimezone(UTC).date()
+        expected = overdue_since(
+            traded, int(f.settlement_days), today, grace_business_days=grace_business_days
+        )
+        if expected is None:
+            continue
+        uow.rebalancing.raise_alert(
+            {
+                "account_id": f.account_id,
+                "kind": "settlement_overdue",
+                "level": "settlement",
+                "key": f.report_id,
+                "severity": "critical",
+                "state": "raised",
+                "value": float(f.fill_quantity * f.fill_price),
+                "message": (
+                    f"no settlement confirmation for {f.side} {f.fill_quantity} {f.instrument} "
+                    f"traded {traded} (fill {f.report_id}): expected on {expected}, "
+                    f"{grace_business_days} business day(s) of grace passed; ask the custodian"
+                ),
+            }
+        )
+        repo.mark_overdue_alerted(f.report_id)
+        alerted.append(f.report_id)
+    uow.commit()
+    return alerted
+
+
+def account_cash(uow: UnitOfWork, account_id: str, default_currency: str) -> dict[str, Any]:
+    """Settled cash, unsettled purchases and proceeds and buying power of an account.
+
+    Raises
+    ------
+    NotFound
+        No such account for the tenant.
+    """
+    uow.accounts.get(account_id)
+    row = CoordinationRepository(uow.conn, uow.tenant_id).cash_row(account_id)
+    zero = Decimal(0)
+    settled = zero if row is None else Decimal(row.settled)
+    purchases = zero if row is None else Decimal(row.unsettled_purchases)
+    return {
+        "currency": default_currency if row is None else row.currency,
+        "settled": settled,
+        "unsettled_purchases": purchases,
+        "unsettled_proceeds": zero if row is None else Decimal(row.unsettled_proceeds),
+        "buying_power": buying_power(settled, [(Decimal(1), purchases)]),
+    }

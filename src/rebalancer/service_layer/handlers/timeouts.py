@@ -27,11 +27,11 @@ from rebalancer.domain.orders import Order, OrderStatus, transition
 from rebalancer.service_layer.handlers.blocks import block_placed_event
 from rebalancer.service_layer.handlers.dispatch import (
     after_order_change,
+    cancel_event,
     execution_repo,
     order_status_event,
     placed_event,
 )
-from rebalancer.service_layer.handlers.trading import cancel_event
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 DEFAULT_MAX_SENDS = 3

@@ -17,14 +17,9 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from rebalancer.adapters.repositories.coordination import CoordinationRepository
 from rebalancer.adapters.repositories.rebalancing import order_from_row, order_values
-from rebalancer.contracts import (
-    EventType,
-    ExecutionReportV1,
-    OrderCancelRequestedV1,
-    StatusEntity,
-    new_event,
-)
+from rebalancer.contracts import ExecutionReportV1, StatusEntity
 from rebalancer.domain.errors import Conflict, InvalidInput, NotFound
 from rebalancer.domain.execution import GOOD_FAITH_MARKET_BUFFER_BPS, ExecutionPolicy
 from rebalancer.domain.orders import (
@@ -42,6 +37,7 @@ from rebalancer.service_layer.handlers.dispatch import (
     REPORTS,
     after_order_change,
     apply_to_order,
+    cancel_event,
     execution_record,
     execution_repo,
     order_status_event,
@@ -92,7 +88,8 @@ def _create_orders(
     trades, costs = _trades_from_analysis(rec.response, rec.request)
     if not trades:
         raise InvalidInput("the recommendation has no trades to approve", ["recommendation_id"])
-    owed = execution_repo(uow).unsettled_fill_notional(account.id, Side.BUY)
+    # unsettled purchases (kept in cash_balances) reduce buying power; proceeds never add
+    owed, _ = CoordinationRepository(uow.conn, uow.tenant_id).refresh_unsettled(account.id)
     power = buying_power(account.cash, [(Decimal(1), owed)])
     orders = generate_orders(
         str(rec.id),
@@ -251,7 +248,9 @@ def cancel_order(uow: UnitOfWork, order_id: uuid.UUID, actor: str, reason: str) 
         raise Conflict(f"order {order_id} is already {order.status}", ["order_id"])
     if row.block_id is not None and order.status != OrderStatus.NEW:
         raise Conflict(
-            f"order {order_id} works inside block order {row.block_id}; cancel the block",
+            f"order {order_id} works inside block order {row.block_id}: the venue knows the "
+            f"block, not this account's share; cancel the whole block with "
+            f"POST /v1/blocks/{row.block_id}/cancel",
             ["order_id"],
         )
     request_cancel(order)
@@ -263,17 +262,6 @@ def cancel_order(uow: UnitOfWork, order_id: uuid.UUID, actor: str, reason: str) 
     after_order_change(uow, uuid.UUID(order.recommendation_id))
     uow.commit()
     return order_view(uow.rebalancing.get_order(order_id))
-
-
-def cancel_event(uow: UnitOfWork, order_id: str, account_id: str, reason: str) -> Any:
-    """``order_cancel_requested`` event for the venue."""
-    return new_event(
-        EventType.ORDER_CANCEL_REQUESTED,
-        OrderCancelRequestedV1(order_id=order_id, account_id=account_id, reason=reason),
-        tenant_id=uow.tenant_id,
-        key=account_id,
-        correlation_id=order_id,
-    )
 
 
 def order_view(row: Any) -> dict[str, Any]:

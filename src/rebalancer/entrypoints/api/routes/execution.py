@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from rebalancer.domain.execution import ExecutionPolicy
 from rebalancer.domain.orders import TimeInForce
 from rebalancer.entrypoints.api.deps import ApproveCtx, ReadCtx, TradeCtx
-from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
-from rebalancer.entrypoints.api.schemas import OrderOut
+from rebalancer.entrypoints.api.errors import ERROR_RESPONSES, ApiError, ErrorBody
+from rebalancer.entrypoints.api.schemas import ID_PATTERN, OrderOut
 from rebalancer.service_layer.handlers import status_stream
 from rebalancer.service_layer.handlers.closing import reoptimize_remainder
 from rebalancer.service_layer.handlers.quality import execution_quality
+from rebalancer.service_layer.handlers.settling import account_cash
 from rebalancer.service_layer.handlers.trading import approve_many
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -99,6 +100,41 @@ def reoptimize(rebalance_id: uuid.UUID, ctx: TradeCtx) -> ReoptimizeOut:
     )
 
 
+class CashOut(BaseModel):
+    """An account's cash in its currency: settled, and what fills not yet settled will move."""
+
+    account_id: str
+    currency: str
+    settled: Decimal = Field(description="Settled cash (account currency).")
+    unsettled_purchases: Decimal = Field(
+        description="Cost of buy fills not settled yet (account currency); owed at settlement."
+    )
+    unsettled_proceeds: Decimal = Field(
+        description="Proceeds of sell fills not settled yet (account currency); become settled "
+        "cash at settlement and are never spent before (good-faith guard)."
+    )
+    buying_power: Decimal = Field(
+        description="settled - unsettled_purchases: what a cash account may spend now."
+    )
+
+
+@router.get(
+    "/accounts/{account_id}/cash",
+    response_model=CashOut,
+    tags=["accounts"],
+    summary="Settled and unsettled cash of an account, and its buying power",
+)
+def get_account_cash(
+    account_id: Annotated[str, Path(pattern=ID_PATTERN, description="Account id.")],
+    ctx: ReadCtx,
+) -> CashOut:
+    """Settled cash, unsettled purchases and proceeds (kept current on every fill and
+    settlement) and the good-faith buying power used to size buys."""
+    with ctx.uow() as uow:
+        cash = account_cash(uow, account_id, ctx.runtime.settings.base_currency)
+    return CashOut(account_id=account_id, **cash)
+
+
 @router.get("/execution-quality", tags=["orders"], summary="Execution quality report")
 def get_execution_quality(
     ctx: ReadCtx,
@@ -114,15 +150,42 @@ def get_execution_quality(
         return execution_quality(uow, start, end)
 
 
+SSE_MEDIA_TYPE = "text/event-stream"
+
+SSE_EXAMPLE = (
+    "retry: 1000\n\n"
+    "id: 812-4711\nevent: status\n"
+    'data: {"id": "812-4711", "entity": "order", "entity_id": "...", "account_id": "acct-1", '
+    '"status": "filled", "previous": "partially_filled", "detail": null, '
+    '"occurred_at": "2026-11-26T07:00:00+00:00", "correlation_id": "...", "event_id": "..."}'
+    "\n\n"
+)
+
+
 @router.get(
     "/stream",
     tags=["rebalancing"],
     summary="Server-sent events: status changes of rebalances, orders and settlements",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
-    # An endless stream: kept out of the OpenAPI document so that schema-driven clients and
-    # fuzzers do not wait on it forever; documented in docs/execution.md.
-    include_in_schema=False,
+    responses={
+        200: {
+            "description": (
+                "An endless `text/event-stream` (until the client disconnects, or `max_events` "
+                "/ `idle_timeout_s` end it): one `event: status` per change with the cursor as "
+                "`id:` and the change as JSON `data:`; a `: heartbeat` comment every 15 s."
+            ),
+            "content": {
+                SSE_MEDIA_TYPE: {
+                    "schema": {"type": "string", "format": "event-stream"},
+                    "example": SSE_EXAMPLE,
+                }
+            },
+        },
+        406: {
+            "model": ErrorBody,
+            "description": "The request's Accept header does not name text/event-stream.",
+        },
+    },
 )
 async def stream(
     request: Request,
@@ -135,12 +198,28 @@ async def stream(
     last_event_id: Annotated[str | None, Header()] = None,
     max_events: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     idle_timeout_s: Annotated[float | None, Query(gt=0, le=3600)] = None,
+    accept: Annotated[
+        str | None,
+        Header(description="Must name text/event-stream (browsers' EventSource send it)."),
+    ] = None,
 ) -> StreamingResponse:
     """``text/event-stream`` of the tenant's status changes, each ``event: status`` with the
     cursor as ``id:`` and the change as JSON ``data:``. Resume with ``Last-Event-ID`` (or
     ``since``); without either the stream starts now. Works behind several API processes (it
     reads committed outbox rows, not an in-memory bus). ``max_events`` / ``idle_timeout_s``
-    end the stream (for scripts); a comment line is sent every 15 s as a heartbeat."""
+    end the stream (for scripts); a comment line is sent every 15 s as a heartbeat.
+
+    The request must accept ``text/event-stream`` by name (406 otherwise): a generic client
+    that reads the whole body would wait on the endless stream forever."""
+    if SSE_MEDIA_TYPE not in (accept or "").lower():
+        raise ApiError(
+            406,
+            "not_acceptable",
+            f"this endpoint is an endless {SSE_MEDIA_TYPE} stream; send "
+            f"'Accept: {SSE_MEDIA_TYPE}' (EventSource does; with curl add -N -H 'Accept: "
+            f"{SSE_MEDIA_TYPE}')",
+            ["header.accept"],
+        )
     text = last_event_id or since
     with ctx.uow() as uow:
         cursor = status_stream.parse_cursor(text) if text else status_stream.head(uow)

@@ -170,10 +170,26 @@ def get_order(order_id: uuid.UUID, ctx: ReadCtx) -> OrderOut:
 @router.post("/orders/{order_id}/cancel", response_model=OrderOut, tags=["orders"])
 def cancel_order_route(
     order_id: uuid.UUID,
+    request: Request,
     ctx: TradeCtx,
+    idempotency_key: IdempotencyKey = None,
     body: Annotated[CancelRequest | None, Body()] = None,
-) -> OrderOut:
-    """Cancel a working order (a never-sent one is cancelled at once); 409 when terminal."""
-    reason = (body or CancelRequest()).reason
-    with ctx.uow() as uow:
-        return OrderOut.model_validate(cancel_order(uow, order_id, ctx.actor, reason))
+) -> Any:
+    """Cancel a working order (a never-sent one is cancelled at once); 409 when terminal, or
+    when it works inside a block (the message names ``POST /v1/blocks/{block_id}/cancel``).
+    With an ``Idempotency-Key`` a retry returns the first response."""
+    req = body or CancelRequest()
+
+    def work(uow: UnitOfWork) -> OrderOut:
+        return OrderOut.model_validate(cancel_order(uow, order_id, ctx.actor, req.reason))
+
+    return run_idempotent(
+        ctx,
+        idempotency_key,
+        "POST",
+        request.url.path,
+        req,
+        work,
+        status_code=200,
+        work_commits=True,
+    )
