@@ -88,6 +88,17 @@ class ProblemData:
     budget_sectors: list[str]
     budget_share: Arr
     recent_groups: set[str]
+    lot_present: NDArray[np.bool_]
+    """Real (not padding) lot slots, (n, K)."""
+    lot_names: list[str]
+    """Lot ids of the real slots in row-major order (``lot_ids`` where ``lot_present``)."""
+    lot_loss: NDArray[np.bool_]
+    """Lots whose sale is a loss for the wash-sale rule (amount realized net of selling
+    costs below the basis; :func:`rebalancer.domain.wash_sale.is_wash_sale_loss`), (n, K)."""
+    group_index: NDArray[np.int64]
+    """Wash-sale group of each instrument as an index into ``group_names``, (n,)."""
+    group_names: list[str]
+    """Wash-sale groups, sorted."""
     max_adv_fraction: float = 0.0
     min_trade_value: float = 0.0
     min_net_benefit: float = 0.0
@@ -124,83 +135,107 @@ def _risk_factor(req: AnalyzeRequest, order: list[str]) -> tuple[Arr, Arr]:
     return load, spec
 
 
+def _lot_arrays(
+    req: AnalyzeRequest, idx: dict[str, int], n: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
+    """Row (instrument) and column (position among its lots, request order) of each lot."""
+    rows = np.fromiter((idx[lot.instrument] for lot in req.portfolio.lots), np.int64)
+    if rows.size == 0:
+        return rows, rows.copy(), 1
+    order = np.argsort(rows, kind="stable")
+    counts = np.bincount(rows, minlength=n)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    cols = np.empty_like(rows)
+    cols[order] = np.arange(rows.size) - np.repeat(starts, counts)
+    return rows, cols, max(1, int(counts.max()))
+
+
 def build_data(req: AnalyzeRequest) -> ProblemData:
     """Turn a checked request into arrays (see :func:`validation.check_request`)."""
     pol = req.policy
-    ids = [i.id for i in req.instruments]
+    insts = req.instruments
+    ids = [i.id for i in insts]
     idx = {inst: n for n, inst in enumerate(ids)}
     n = len(ids)
-    price = np.array([i.price for i in req.instruments])
-    qty = np.zeros(n)
-    per_inst: list[list[int]] = [[] for _ in range(n)]
-    for k, lot in enumerate(req.portfolio.lots):
-        qty[idx[lot.instrument]] += lot.quantity
-        per_inst[idx[lot.instrument]].append(k)
+    price = np.array([i.price for i in insts])
+    lots_in = req.portfolio.lots
+    rows, cols, K = _lot_arrays(req, idx, n)
+    q_in = np.array([lot.quantity for lot in lots_in], dtype=float)
+    qty = np.bincount(rows, weights=q_in, minlength=n) if rows.size else np.zeros(n)
     cash = float(req.portfolio.cash)
     nav = cash + float(qty @ price)
     if nav <= 0:
         raise InvalidInput("portfolio NAV is zero; there is nothing to rebalance", ["portfolio"])
-    groups = [i.wash_sale_group or i.id for i in req.instruments]
+    groups = [i.wash_sale_group or i.id for i in insts]
+    group_names = sorted(set(groups))
+    gpos = {g: k for k, g in enumerate(group_names)}
+    group_index = np.array([gpos[g] for g in groups], dtype=np.int64)
     as_of = req.as_of
-    window = timedelta(days=pol.wash_sale_days)
-    recent = {
-        groups[idx[b.instrument]] for b in req.recent_buys if as_of - window <= b.date <= as_of
-    }
-    recent |= {
-        groups[idx[lot.instrument]]
-        for lot in req.portfolio.lots
-        if as_of - window <= lot.acquired <= as_of
-    }
-    K = max([1, *(len(p) for p in per_inst)])
+    since = as_of - timedelta(days=pol.wash_sale_days)
+    today = as_of.toordinal()
+    acquired = np.array([lot.acquired.toordinal() for lot in lots_in], dtype=np.int64)
+    recent = {groups[idx[b.instrument]] for b in req.recent_buys if since <= b.date <= as_of}
+    fresh = (acquired >= since.toordinal()) & (acquired <= today)
+    recent |= {groups[r] for r in np.unique(rows[fresh]).tolist()}
     lot_ids: list[list[str | None]] = [[None] * K for _ in range(n)]
+    for lot, r, c in zip(lots_in, rows.tolist(), cols.tolist(), strict=True):
+        lot_ids[r][c] = lot.lot_id
     lot_qty, lot_basis = np.zeros((n, K)), np.zeros((n, K))
-    lot_long = np.zeros((n, K), dtype=bool)
-    lot_ub = np.zeros((n, K))
+    held = np.zeros((n, K), dtype=np.int64)
+    present = np.zeros((n, K), dtype=bool)
+    lot_qty[rows, cols] = q_in
+    lot_basis[rows, cols] = [lot.cost_basis for lot in lots_in]
+    held[rows, cols] = today - acquired
+    present[rows, cols] = True
+    lot_long = present & (held > pol.long_term_days)
+    half_spread_bps = np.array([i.half_spread_bps for i in insts])
+    selling_bps = half_spread_bps + pol.commission_bps
+    lot_loss = present & (lot_basis > price[:, None])
+    adv_shares = np.array([i.adv_shares for i in insts])
     no_sell = set(pol.no_sell)
-    blocked: list[str] = []
-    deferred: list[DeferredInfo] = []
-    for i, members in enumerate(per_inst):
-        for j, k in enumerate(members):
-            lot = req.portfolio.lots[k]
-            lot_ids[i][j] = lot.lot_id
-            lot_qty[i, j], lot_basis[i, j] = lot.quantity, lot.cost_basis
-            held = (as_of - lot.acquired).days
-            lot_long[i, j] = held > pol.long_term_days
-            gain = (price[i] - lot.cost_basis) * lot.quantity
-            allowed = ids[i] not in no_sell and req.instruments[i].adv_shares > 0
-            if gain < 0 and groups[i] in recent:
-                blocked.append(lot.lot_id)
-                allowed = False
-            wait = pol.long_term_days + 1 - held
-            if allowed and gain > 0 and not lot_long[i, j] and 0 < wait <= pol.lt_wait_days:
-                saved = (pol.short_term_rate - pol.long_term_rate) * gain
-                cost = pol.lt_wait_cost_bps_per_day * 1e-4 * wait * lot.quantity * price[i]
-                if saved > cost:
-                    deferred.append(
-                        DeferredInfo(
-                            lot.lot_id, ids[i], as_of + timedelta(days=wait), wait, saved, cost
-                        )
-                    )
-                    allowed = False
-            lot_ub[i, j] = lot.quantity * price[i] / nav if allowed else 0.0
+    sellable = np.array([ids[k] not in no_sell and adv_shares[k] > 0 for k in range(n)])
+    recent_rows = np.array([g in recent for g in groups], dtype=bool)
+    blocked_mask = lot_loss & recent_rows[:, None]
+    allowed = present & sellable[:, None] & ~blocked_mask
+    gain = (price[:, None] - lot_basis) * lot_qty
+    wait = pol.long_term_days + 1 - held
+    defer = allowed & (gain > 0) & ~lot_long & (wait > 0) & (wait <= pol.lt_wait_days)
+    saved = (pol.short_term_rate - pol.long_term_rate) * gain
+    wait_cost = pol.lt_wait_cost_bps_per_day * 1e-4 * wait * lot_qty * price[:, None]
+    defer &= saved > wait_cost
+    allowed &= ~defer
+    deferred = [
+        DeferredInfo(
+            str(lot_ids[r][c]),
+            ids[r],
+            as_of + timedelta(days=int(wait[r, c])),
+            int(wait[r, c]),
+            float(saved[r, c]),
+            float(wait_cost[r, c]),
+        )
+        for r, c in zip(*np.nonzero(defer), strict=True)
+    ]
+    blocked = [str(lot_ids[r][c]) for r, c in zip(*np.nonzero(blocked_mask), strict=True)]
+    lot_ub = np.where(allowed, lot_qty * price[:, None] / nav, 0.0)
     lot_w = lot_qty * price[:, None] / nav
     lot_rate = np.where(lot_long, pol.long_term_rate, pol.short_term_rate)
     gain_frac = np.where(lot_qty > 0, 1.0 - lot_basis / price[:, None], 0.0)
     target = np.array([req.targets.get(i, 0.0) for i in ids])
-    substitutes = {s for inst in req.instruments for s in inst.substitutes}
+    substitutes = {s for inst in insts for s in inst.substitutes}
+    no_buy = set(pol.no_buy)
     has_target = np.array([req.targets.get(i, 0.0) > 0 for i in ids])
-    adv_value = np.array([i.adv_shares for i in req.instruments]) * price
+    adv_value = adv_shares * price
     adv_cap = pol.max_adv_fraction * adv_value / nav
     buy_ok = np.array(
         [
             (has_target[n_] or ids[n_] in substitutes)
-            and ids[n_] not in pol.no_buy
+            and ids[n_] not in no_buy
             and adv_value[n_] > 0
             and (pol.raise_cash == 0 or pol.raise_cash_allow_buys)
             for n_ in range(n)
         ]
     )
-    vol = np.array([i.daily_volatility for i in req.instruments])
+    vol = np.array([i.daily_volatility for i in insts])
     impact = np.where(
         adv_value > 0,
         pol.impact_coefficient * vol * np.sqrt(nav / np.maximum(adv_value, 1e-300)),
@@ -240,8 +275,7 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
         lot_blocked_wash=blocked,
         deferred=deferred,
         buy_ub=np.where(buy_ok, BIG, 0.0),
-        cost=np.full(n, pol.commission_bps / 1e4)
-        + np.array([i.half_spread_bps for i in req.instruments]) / 1e4,
+        cost=np.full(n, pol.commission_bps / 1e4) + half_spread_bps / 1e4,
         impact=impact,
         adv_cap=adv_cap,
         factor_load=load,
@@ -260,6 +294,11 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
         budget_sectors=sectors,
         budget_share=np.array([pol.max_sector_risk_share[s] for s in sectors]),
         recent_groups=recent,
+        lot_present=present,
+        lot_names=[str(lot_ids[r][c]) for r, c in zip(*np.nonzero(present), strict=True)],
+        lot_loss=lot_loss,
+        group_index=group_index,
+        group_names=group_names,
         policy_fields=fields,
         max_adv_fraction=pol.max_adv_fraction,
         min_trade_value=pol.min_trade_value,

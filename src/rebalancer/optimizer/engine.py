@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rebalancer.domain.errors import ValidationFailed
+from rebalancer.optimizer import wash
 from rebalancer.optimizer.data import BIG, ProblemData, Shape, build_data
 from rebalancer.optimizer.diagnose import infeasible_error
 from rebalancer.optimizer.enums import Decision, SolverName, SolveStatus
@@ -222,13 +223,12 @@ class Recommender:
         prob.update(data)
         res = prob.solve(data, self.solvers, self.fast)
         solves = 1
-        for rounds in range(_MAX_ROUNDS):
+        for _ in range(_MAX_ROUNDS):
             if res.trade is None:
                 break
             changed = False
-            conflicts = prob.wash.conflicts(data, res.trade, _WASH_TOL)
-            if conflicts:
-                self._settle_wash(data, conflicts, last=rounds == _MAX_ROUNDS - 2)
+            if prob.wash.conflicts(data, res.trade, _WASH_TOL):
+                wash.settle_all(data, res.trade, _WASH_TOL)
                 changed = True
             if prob.sector_share is not None:
                 shares = sector_shares(data, data.w + res.trade.z)
@@ -241,37 +241,11 @@ class Recommender:
             res = prob.solve(data, self.solvers, self.fast)
             solves += 1
         if res.trade is not None and prob.wash.conflicts(data, res.trade, _WASH_TOL):
-            self._fix_directions(data, res.trade)
+            wash.fix_directions(data, res.trade, _WASH_TOL)
             prob.update(data)
             res = prob.solve(data, self.solvers, self.fast)
             solves += 1
         return res, solves
-
-    @staticmethod
-    def _fix_directions(data: ProblemData, t: TradeVec) -> None:
-        """Fix every wash-sale group's direction (rounds left conflicts): a group that sells
-        at a loss now may not buy; every other group may not sell at a loss. Each group then
-        has one side closed, so the next answer cannot conflict."""
-        loss = data.lot_basis > data.price[:, None]
-        groups = np.asarray(data.groups)
-        selling = {str(g) for g in groups[(t.lot_sell * loss).sum(axis=1) > _WASH_TOL]}
-        sells = np.array([g in selling for g in data.groups])
-        data.buy_ub[sells] = 0.0
-        data.lot_ub[~sells[:, None] & loss] = 0.0
-
-    @staticmethod
-    def _settle_wash(
-        data: ProblemData, conflicts: dict[str, tuple[float, float]], last: bool
-    ) -> None:
-        """Per conflicting group keep the larger side: forbid its loss sales when it buys more
-        than it sells at a loss, else its buys (on the last round, always the loss sales)."""
-        loss = data.lot_basis > data.price[:, None]
-        for group, (sold, bought) in conflicts.items():
-            members = np.array([g == group for g in data.groups])
-            if bought >= sold or last:
-                data.lot_ub[members[:, None] & loss] = 0.0
-            else:
-                data.buy_ub[members] = 0.0
 
     def _check_objective(
         self, prob: CompiledProblem, data: ProblemData, t: TradeVec, theirs: float | None

@@ -9,7 +9,7 @@ import numpy as np
 from rebalancer.domain.model import CASH
 from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.enums import Decision, Reason, Side, Term
-from rebalancer.optimizer.explain import RiskEffects, explain_trade
+from rebalancer.optimizer.explain import Explainer, risk_effects
 from rebalancer.optimizer.problem import CompiledProblem, SolveResult
 from rebalancer.optimizer.rounding import Shares
 from rebalancer.optimizer.schemas import (
@@ -45,22 +45,27 @@ class Outcome:
     messages: list[str] = field(default_factory=list)
 
 
+def _by_label(labels: list[str], values: Arr) -> dict[str, float]:
+    """Sum of ``values`` per label, labels in order of first appearance."""
+    uniq, first, inv = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
+    sums = np.bincount(inv, weights=values, minlength=uniq.size)
+    order = np.argsort(first, kind="stable")
+    return dict(zip(uniq[order].tolist(), sums[order].tolist(), strict=True))
+
+
 def drift_report(data: ProblemData, x: Arr, cash_w: float) -> DriftReport:
     """Drift (weight minus target) per instrument, sector, asset class and for the account."""
     d = x - data.target
-    by_inst = {i: float(d[n]) for n, i in enumerate(data.ids)}
+    by_inst = dict(zip(data.ids, d.tolist(), strict=True))
     by_inst[CASH] = cash_w - data.cash_target
-    by_sector: dict[str, float] = {}
-    by_class: dict[str, float] = {}
-    for n in range(data.n):
-        by_sector[data.sector[n]] = by_sector.get(data.sector[n], 0.0) + float(d[n])
-        by_class[data.asset_class[n]] = by_class.get(data.asset_class[n], 0.0) + float(d[n])
+    by_sector = _by_label(data.sector, d)
+    by_class = _by_label(data.asset_class, d)
     by_sector[CASH] = by_class[CASH] = by_inst[CASH]
-    return DriftReport(
+    return DriftReport.model_construct(
         by_instrument=by_inst,
         by_sector=by_sector,
         by_asset_class=by_class,
-        account=0.5 * sum(abs(v) for v in by_inst.values()),
+        account=0.5 * sum(map(abs, by_inst.values())),
     )
 
 
@@ -70,20 +75,20 @@ def _contributions(
     vol = volatility(data, x)
     marginal = sigma_times(data, x) / vol if vol > 0 else np.zeros(data.n)
     comp = x * marginal
+    share = comp / vol if vol > 0 else np.zeros(data.n)
     by_inst = {
-        i: RiskContribution(
-            marginal=float(marginal[n]),
-            component=float(comp[n]),
-            share=float(comp[n] / vol) if vol > 0 else 0.0,
+        i: RiskContribution.model_construct(marginal=m, component=c, share=sh)
+        for i, m, c, sh in zip(
+            data.ids, marginal.tolist(), comp.tolist(), share.tolist(), strict=True
         )
-        for n, i in enumerate(data.ids)
     }
+    sectors = np.asarray(data.sector)
     by_sector: dict[str, RiskContribution] = {}
     for sec in sorted(set(data.sector)):
-        mask = np.array([s == sec for s in data.sector])
+        mask = sectors == sec
         c = float(comp[mask].sum())
         m = float(x[mask] @ marginal[mask]) / max(float(x[mask].sum()), 1e-300)
-        by_sector[sec] = RiskContribution(
+        by_sector[sec] = RiskContribution.model_construct(
             marginal=m, component=c, share=c / vol if vol > 0 else 0.0
         )
     return by_inst, by_sector
@@ -138,63 +143,81 @@ def _breakdown(parts: dict[str, float], nav: float) -> ObjectiveBreakdown:
     )
 
 
-def _lot_sales(data: ProblemData, i: int, sold: Arr) -> list[LotSale]:
-    out = []
-    for j, lot_id in enumerate(data.lot_ids[i]):
-        if lot_id is None or sold[j] <= 0:
-            continue
-        gain = float((data.price[i] - data.lot_basis[i, j]) * sold[j])
-        out.append(
-            LotSale(
-                lot_id=lot_id,
-                quantity=float(sold[j]),
-                realized_gain=gain,
-                term=Term.LONG if data.lot_long[i, j] else Term.SHORT,
-                tax_currency=float(data.lot_rate[i, j]) * gain,
+def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) -> list[TradeOut]:
+    """One :class:`TradeOut` per instrument and side (sells first), in instrument order."""
+    before, after = data.w, data.w + final.z
+    sold = np.where(data.lot_present, s.lot, 0.0)
+    r, c = np.nonzero(sold > 0)
+    lot_qty = sold[r, c]
+    gain = (data.price[r] - data.lot_basis[r, c]) * lot_qty
+    tax = data.lot_rate[r, c] * gain
+    neg = gain < 0
+    n = data.n
+    tax_by = np.bincount(r, weights=tax, minlength=n)
+    loss_by = np.bincount(r, weights=np.where(neg, gain, 0.0), minlength=n)
+    loss_tax_by = np.bincount(r, weights=np.where(neg, tax, 0.0), minlength=n)
+    terms = [Term.LONG if x else Term.SHORT for x in data.lot_long[r, c].tolist()]
+    sales: list[list[LotSale]] = [[] for _ in range(n)]
+    for i, j, q, g, t, term in zip(
+        r.tolist(), c.tolist(), lot_qty.tolist(), gain.tolist(), tax.tolist(), terms, strict=True
+    ):
+        sales[i].append(
+            LotSale.model_construct(
+                lot_id=data.lot_ids[i][j], quantity=q, realized_gain=g, term=term, tax_currency=t
             )
         )
-    return out
-
-
-def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) -> list[TradeOut]:
+    sell_q, buy_q = s.lot.sum(axis=1), s.buy
+    # one row per trade: instrument, is-sell, shares; sells before buys of one instrument
+    sells, buys = np.flatnonzero(sell_q > 0), np.flatnonzero(buy_q > 0)
+    idx = np.concatenate((sells, buys))
+    is_sell = np.concatenate((np.ones(sells.size, bool), np.zeros(buys.size, bool)))
+    order = np.lexsort((~is_sell, idx))
+    idx, is_sell = idx[order], is_sell[order]
+    qty = np.where(is_sell, sell_q[idx], buy_q[idx])
+    value = qty * data.price[idx]
+    traded = value / data.nav
+    cost = (data.cost[idx] * traded + data.impact[idx] * traded**1.5) * data.nav
+    cost_bps = np.where(value > 0, cost / np.where(value > 0, value, 1.0) * 1e4, 0.0)
+    effects = risk_effects(data, before, idx, np.where(is_sell, -traded, traded))
+    loss_groups = {data.groups[i] for i in np.flatnonzero((s.lot * data.lot_loss).sum(axis=1) > 0)}
+    why = Explainer(req, data, before, after, loss_groups)
     out: list[TradeOut] = []
-    before, after = data.w, data.w + final.z
-    loss_groups = {
-        data.groups[i]
-        for i in range(data.n)
-        if (s.lot[i] * (data.lot_basis[i] > data.price[i])).sum() > 0
-    }
-    effects = RiskEffects(data, before)
-    for i, inst in enumerate(data.ids):
-        for side, qty in ((Side.SELL, float(s.lot[i].sum())), (Side.BUY, float(s.buy[i]))):
-            if qty <= 0:
-                continue
-            lots = _lot_sales(data, i, s.lot[i]) if side is Side.SELL else []
-            value = qty * float(data.price[i])
-            tax = sum(lot.tax_currency for lot in lots)
-            traded = value / data.nav
-            cost = float(data.cost[i] * traded + data.impact[i] * traded**1.5) * data.nav
-            effect = effects.of(i, (value if side is Side.BUY else -value) / data.nav)
-            reasons, text = explain_trade(
-                req, data, i, side, before, after, lots, loss_groups, effect
+    for k, (i, sell, q, v, bps) in enumerate(
+        zip(
+            idx.tolist(),
+            is_sell.tolist(),
+            qty.tolist(),
+            value.tolist(),
+            cost_bps.tolist(),
+            strict=True,
+        )
+    ):
+        side = Side.SELL if sell else Side.BUY
+        lots = sales[i] if sell else []
+        reasons, text = why.explain(
+            i,
+            side,
+            float(loss_by[i]) if sell else 0.0,
+            float(loss_tax_by[i]) if sell else 0.0,
+            effects[k],
+        )
+        out.append(
+            TradeOut.model_construct(
+                instrument=data.ids[i],
+                side=side,
+                quantity=q,
+                value=v,
+                lots=lots,
+                reasons=reasons,
+                explanation=text,
+                tax_currency=float(tax_by[i]) if sell else 0.0,
+                cost_bps=bps,
+                risk_effect=effects[k],
+                weight_before=float(before[i]),
+                weight_after=float(after[i]),
+                target=float(data.target[i]),
             )
-            out.append(
-                TradeOut(
-                    instrument=inst,
-                    side=side,
-                    quantity=qty,
-                    value=value,
-                    lots=lots,
-                    reasons=reasons,
-                    explanation=text,
-                    tax_currency=tax,
-                    cost_bps=cost / value * 1e4 if value > 0 else 0.0,
-                    risk_effect=effect,
-                    weight_before=float(before[i]),
-                    weight_after=float(after[i]),
-                    target=float(data.target[i]),
-                )
-            )
+        )
     return out
 
 

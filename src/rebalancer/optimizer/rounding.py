@@ -41,29 +41,49 @@ def _sellable(data: ProblemData) -> Arr:
     return out
 
 
-def _spread_sell(data: ProblemData, i: int, total: float, wish: Arr) -> Arr:
-    """Shares of each lot of instrument ``i`` summing to ``total``, following ``wish``."""
-    cap: Arr = _sellable(data)[i]
+def _fill(room: Arr, rest: Arr) -> Arr:
+    """Greedy fill of each row: ``room`` (m, K) in the row's order, ``rest`` (m,) > 0 to place.
+
+    Entry ``j`` gets ``min(room_j, left_j)`` where ``left_j`` is what the earlier entries left;
+    a row stops once what is left is 1e-12 or less (the first entry always takes its part).
+    """
+    before = np.cumsum(room, axis=1) - room
+    left = rest[:, None] - before
+    take = np.minimum(room, left)
+    go = left > 1e-12
+    go[:, 0] = True
+    out: Arr = np.where(go, take, 0.0)
+    return out
+
+
+def _spread_rows(data: ProblemData, rows: np.ndarray, total: Arr, wish: Arr) -> Arr:
+    """Shares of each lot of the instruments ``rows`` summing to ``total`` (m,), following
+    ``wish`` (m, K): whole shares of the wished lots first, then the remainder to the lots
+    wished most (ties: lowest tax) or taken back from the lots wished least (ties: highest
+    tax). A total at or above everything sellable sells everything sellable."""
+    cap: Arr = _sellable(data)[rows]
+    tax = data.lot_tax[rows]
     out: Arr = np.minimum(np.floor(np.minimum(wish, cap) + 1e-9), cap)
-    if total >= cap.sum() - 1e-9:
-        return cap.copy()
-    rest = total - out.sum()
-    if rest > 0:
-        order = sorted(range(cap.size), key=lambda j: (-(wish[j] - out[j]), data.lot_tax[i, j]))
-        for j in order:
-            add = min(rest, cap[j] - out[j])
-            out[j] += add
-            rest -= add
-            if rest <= 1e-12:
-                break
-    elif rest < 0:
-        order = sorted(range(cap.size), key=lambda j: (wish[j] - out[j], -data.lot_tax[i, j]))
-        for j in order:
-            take = min(-rest, out[j])
-            out[j] -= take
-            rest += take
-            if rest >= -1e-12:
-                break
+    rest = total - out.sum(axis=1)
+    short = wish - out
+    up = rest > 0
+    if up.any():
+        r = np.flatnonzero(up)
+        order = np.lexsort((tax[r], -short[r]), axis=-1)
+        room = np.take_along_axis(cap[r] - out[r], order, axis=1)
+        add = np.zeros_like(room)
+        np.put_along_axis(add, order, _fill(room, rest[r]), axis=1)
+        out[r] += add
+    down = rest < 0
+    if down.any():
+        r = np.flatnonzero(down)
+        order = np.lexsort((-tax[r], short[r]), axis=-1)
+        room = np.take_along_axis(out[r], order, axis=1)
+        take = np.zeros_like(room)
+        np.put_along_axis(take, order, _fill(room, -rest[r]), axis=1)
+        out[r] -= take
+    everything = total >= cap.sum(axis=1) - 1e-9
+    out[everything] = cap[everything]
     return out
 
 
@@ -72,18 +92,13 @@ def round_shares(data: ProblemData, t: TradeVec, min_trade_value: float) -> Shar
     ls = data.lot_size
     buy = np.round(t.buy * data.nav / data.price / ls) * ls
     wish = t.lot_sell * data.nav / data.price[:, None]
-    cap = _sellable(data)
+    held = _sellable(data).sum(axis=1)
+    want = wish.sum(axis=1)
+    total = np.where(want >= held - ls / 2, held, np.minimum(np.round(want / ls) * ls, held))
     lot = np.zeros_like(wish)
-    for i in range(data.n):
-        want = float(wish[i].sum())
-        if want <= 0:
-            continue
-        held = float(cap[i].sum())
-        total = (
-            held if want >= held - ls[i] / 2 else min(float(np.round(want / ls[i]) * ls[i]), held)
-        )
-        if total > 0:
-            lot[i] = _spread_sell(data, i, total, wish[i])
+    rows = np.flatnonzero((want > 0) & (total > 0))
+    if rows.size:
+        lot[rows] = _spread_rows(data, rows, total[rows], wish[rows])
     buy[buy * data.price < min_trade_value] = 0.0
     small = lot.sum(axis=1) * data.price < min_trade_value
     lot[small] = 0.0
@@ -97,7 +112,7 @@ def _step_sell(data: ProblemData, s: Shares, i: int, delta: float) -> bool:
     new = min(max(cur + delta, 0.0), held)
     if abs(new - cur) < 1e-12:
         return False
-    s.lot[i] = _spread_sell(data, i, new, s.lot[i])
+    s.lot[i] = _spread_rows(data, np.array([i]), np.array([new]), s.lot[i][None, :])[0]
     return True
 
 

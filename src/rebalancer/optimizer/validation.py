@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from rebalancer.domain.errors import InvalidInput
@@ -13,8 +11,8 @@ from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
 _PSD_TOL = 1e-10
 
 
-def _finite(values: list[float], field: str) -> None:
-    if not all(math.isfinite(v) for v in values):
+def _finite(values: list[float] | np.ndarray, field: str) -> None:
+    if not bool(np.isfinite(np.asarray(values, dtype=float)).all()):
         raise InvalidInput(f"{field} contains a value that is not a finite number", [field])
 
 
@@ -40,21 +38,44 @@ def check_request(req: AnalyzeRequest) -> None:
             raise InvalidInput(
                 f"target {key} is not in instruments; add its market data", [f"targets.{key}"]
             )
+    market = np.array([[i.price, i.adv_shares, i.daily_volatility] for i in req.instruments])
+    market = market.reshape(-1, 3)
+    bad = np.flatnonzero(~np.isfinite(market).all(axis=1))
+    first_bad = int(bad[0]) if bad.size else -1
+    by_id = {i.id: i for i in req.instruments}
     for n, inst in enumerate(req.instruments):
-        _finite([inst.price, inst.adv_shares, inst.daily_volatility], f"instruments[{n}]")
+        if n == first_bad:
+            _finite(market[n], f"instruments[{n}]")
         for sub in inst.substitutes:
             if sub not in known:
                 raise InvalidInput(
                     f"substitute {sub} of {inst.id} is not in instruments",
                     [f"instruments[{n}].substitutes"],
                 )
-            other = next(i for i in req.instruments if i.id == sub)
+            other = by_id[sub]
             if (other.wash_sale_group or other.id) == (inst.wash_sale_group or inst.id):
                 raise InvalidInput(
                     f"substitute {sub} of {inst.id} is in the same wash-sale group; a "
                     "substantially identical instrument cannot be a substitute",
                     [f"instruments[{n}].substitutes"],
                 )
+    lots = req.portfolio.lots
+    held = {lot.instrument for lot in lots}
+    unique_ids = {lot.lot_id for lot in lots}
+    if not held <= known or len(unique_ids) != len(lots):
+        _first_bad_lot(req, known)
+    for n, buy in enumerate(req.recent_buys):
+        if buy.instrument not in known:
+            raise InvalidInput(
+                f"recent buy of {buy.instrument}, which is not in instruments",
+                [f"recent_buys[{n}].instrument"],
+            )
+    _check_policy(req, known)
+    _check_risk_model(req, ids)
+
+
+def _first_bad_lot(req: AnalyzeRequest, known: set[str]) -> None:
+    """Raise for the first lot of an unknown instrument or with a repeated id."""
     lot_ids: set[str] = set()
     for n, lot in enumerate(req.portfolio.lots):
         if lot.instrument not in known:
@@ -65,14 +86,6 @@ def check_request(req: AnalyzeRequest) -> None:
         if lot.lot_id in lot_ids:
             raise InvalidInput(f"lot id {lot.lot_id} is repeated", [f"portfolio.lots[{n}].lot_id"])
         lot_ids.add(lot.lot_id)
-    for n, buy in enumerate(req.recent_buys):
-        if buy.instrument not in known:
-            raise InvalidInput(
-                f"recent buy of {buy.instrument}, which is not in instruments",
-                [f"recent_buys[{n}].instrument"],
-            )
-    _check_policy(req, known)
-    _check_risk_model(req, ids)
 
 
 def _check_policy(req: AnalyzeRequest, known: set[str]) -> None:
@@ -125,7 +138,7 @@ def _check_risk_model(req: AnalyzeRequest, ids: list[str]) -> None:
                 f"risk_model.covariance is {cov.shape}; it must be {n} x {n}",
                 ["risk_model.covariance"],
             )
-        _finite(cov.ravel().tolist(), "risk_model.covariance")
+        _finite(cov, "risk_model.covariance")
         if not np.allclose(cov, cov.T, atol=1e-12, rtol=1e-9):
             raise InvalidInput("risk_model.covariance is not symmetric", ["risk_model.covariance"])
         if n and np.linalg.eigvalsh(cov).min() < -_PSD_TOL * max(1.0, float(np.abs(cov).max())):
@@ -154,7 +167,7 @@ def _check_risk_model(req: AnalyzeRequest, ids: list[str]) -> None:
             ["risk_model.specific_variance"],
         )
     for name, arr in (("factor_exposures", b), ("factor_covariance", f), ("specific_variance", d)):
-        _finite(arr.ravel().tolist(), f"risk_model.{name}")
+        _finite(arr, f"risk_model.{name}")
     if (d < 0).any():
         raise InvalidInput(
             "risk_model.specific_variance must be >= 0", ["risk_model.specific_variance"]

@@ -135,6 +135,31 @@ class ConstraintTerm(ABC):
         return data.policy_fields.get(self.name.value, [])
 
 
+def set_param(param: cp.Parameter, value: float | Arr) -> None:
+    """Store ``value`` in ``param`` with a shape and sign check only.
+
+    CVXPY's ``Parameter.value`` setter projects every value onto the parameter's attributes
+    (``allclose`` on each array), which dominated a request's time; the values here come from
+    :class:`ProblemData`, so checking the shape and, for ``nonneg`` parameters, the sign is
+    enough.
+
+    Raises
+    ------
+    ValueError
+        The value has the wrong shape or is negative for a ``nonneg`` parameter.
+    """
+    if param.shape == ():
+        val: float | Arr = float(value)  # type: ignore[arg-type]
+        arr = np.asarray(val)
+    else:
+        arr = val = np.asarray(value, dtype=np.float64)
+        if arr.shape != param.shape:
+            raise ValueError(f"parameter {param.name()} needs shape {param.shape}, got {arr.shape}")
+    if param.attributes["nonneg"] and not bool((arr >= 0).all()):
+        raise ValueError(f"parameter {param.name()} must be >= 0")
+    param.save_value(val)  # type: ignore[no-untyped-call]
+
+
 def sigma_times(data: ProblemData, x: Arr) -> Arr:
     """``Sigma @ x`` from the factor form, never building the n x n matrix."""
     out: Arr = data.factor_load @ (data.factor_load.T @ x) + data.specific_sd**2 * x

@@ -8,15 +8,15 @@ import numpy as np
 from rebalancer.optimizer.data import BIG, ProblemData, Shape
 from rebalancer.optimizer.enums import ConstraintName
 from rebalancer.optimizer.terms import atoms
-from rebalancer.optimizer.terms.base import Check, ConstraintTerm, TradeVec, Variables
+from rebalancer.optimizer.terms.base import (
+    Check,
+    ConstraintTerm,
+    TradeVec,
+    Variables,
+    set_param,
+)
 
 _EPS = 1e-12
-
-
-def _worst(checks: list[Check]) -> list[Check]:
-    """All violated checks, or the tightest one when all hold (keeps answers short)."""
-    bad = [c for c in checks if not c.holds()]
-    return bad if bad else ([min(checks, key=lambda c: c.slack)] if checks else [])
 
 
 def _vector(
@@ -40,6 +40,26 @@ def _vector(
     ]
 
 
+def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]:
+    """Per wash-sale group (``data.group_names`` order): weight sold at a loss (see
+    :func:`rebalancer.domain.wash_sale.is_wash_sale_loss`) and weight bought (fractions of
+    NAV)."""
+    m = len(data.group_names)
+    sold = np.bincount(
+        data.group_index, weights=(t.lot_sell * data.lot_loss).sum(axis=1), minlength=m
+    )
+    bought = np.bincount(data.group_index, weights=t.buy, minlength=m)
+    return sold, bought
+
+
+def recent_mask(data: ProblemData) -> np.ndarray:
+    """Instruments whose wash-sale group was bought within ``wash_sale_days`` (bool, (n,))."""
+    if not data.recent_groups:
+        return np.zeros(data.n, dtype=bool)
+    codes = [k for k, g in enumerate(data.group_names) if g in data.recent_groups]
+    return np.isin(data.group_index, codes)
+
+
 class CashFloor(ConstraintTerm):
     """Post-trade cash ``c - sum z >= max(min_cash_weight, (cash + raise_cash) / NAV)``."""
 
@@ -51,7 +71,7 @@ class CashFloor(ConstraintTerm):
         self.constraints = [atoms.sum_(v.buy) - atoms.sum_(v.sell) <= self.room]
 
     def update(self, data: ProblemData) -> None:
-        self.room.value = BIG if self.relaxed else data.cash / data.nav - data.cash_floor
+        set_param(self.room, BIG if self.relaxed else data.cash / data.nav - data.cash_floor)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         after = data.cash / data.nav - float(t.z.sum())
@@ -71,7 +91,7 @@ class Turnover(ConstraintTerm):
         self.constraints = [atoms.sum_(v.traded) <= self.cap]
 
     def update(self, data: ProblemData) -> None:
-        self.cap.value = self.limit(data.turnover_limit)
+        set_param(self.cap, self.limit(data.turnover_limit))
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         return [
@@ -92,17 +112,10 @@ class AdvCap(ConstraintTerm):
         self.constraints = [v.traded <= self.cap]
 
     def update(self, data: ProblemData) -> None:
-        self.cap.value = np.full(data.n, self.limit(0.0)) if self.relaxed else data.adv_cap
+        set_param(self.cap, np.full(data.n, self.limit(0.0)) if self.relaxed else data.adv_cap)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        f = tuple(self.fields(data))
-        traded = t.traded
-        return _worst(
-            [
-                Check(self.name, f, i, float(traded[n]), float(data.adv_cap[n]))
-                for n, i in enumerate(data.ids)
-            ]
-        )
+        return _vector(self.name, tuple(self.fields(data)), data.ids, t.traded, data.adv_cap)
 
 
 class BuyBounds(ConstraintTerm):
@@ -117,16 +130,11 @@ class BuyBounds(ConstraintTerm):
         self.constraints = [v.buy <= self.ub]
 
     def update(self, data: ProblemData) -> None:
-        self.ub.value = data.buy_ub
+        set_param(self.ub, data.buy_ub)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         f = ("policy.no_buy", "targets")
-        return _worst(
-            [
-                Check(self.name, f, i, float(t.buy[n]), float(data.buy_ub[n]))
-                for n, i in enumerate(data.ids)
-            ]
-        )
+        return _vector(self.name, f, data.ids, t.buy, data.buy_ub)
 
 
 class LotBounds(ConstraintTerm):
@@ -141,13 +149,12 @@ class LotBounds(ConstraintTerm):
         self.constraints = [v.lot_sell <= self.ub]
 
     def update(self, data: ProblemData) -> None:
-        self.ub.value = data.lot_ub
+        set_param(self.ub, data.lot_ub)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         f = ("policy.no_sell", "portfolio.lots")
-        mask = np.array([[lot is not None for lot in row] for row in data.lot_ids])
-        names = [lot for row in data.lot_ids for lot in row if lot is not None]
-        return _vector(self.name, f, names, t.lot_sell[mask], data.lot_ub[mask])
+        mask = data.lot_present
+        return _vector(self.name, f, data.lot_names, t.lot_sell[mask], data.lot_ub[mask])
 
 
 class LongOnly(ConstraintTerm):
@@ -161,12 +168,7 @@ class LongOnly(ConstraintTerm):
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         post = data.w + t.z
-        return _worst(
-            [
-                Check(self.name, (), i, float(post[n]), 0.0, lower=True)
-                for n, i in enumerate(data.ids)
-            ]
-        )
+        return _vector(self.name, (), data.ids, post, np.zeros(data.n), lower=True)
 
 
 class WashSale(ConstraintTerm):
@@ -183,21 +185,15 @@ class WashSale(ConstraintTerm):
         self, data: ProblemData, t: TradeVec, tol: float = 1e-9
     ) -> dict[str, tuple[float, float]]:
         """Groups both sold at a loss and bought: group -> (loss weight sold, weight bought)."""
-        loss = data.lot_basis > data.price[:, None]
-        uniq, inv = np.unique(np.asarray(data.groups), return_inverse=True)
-        sold = np.bincount(inv, weights=(t.lot_sell * loss).sum(axis=1), minlength=uniq.size)
-        bought = np.bincount(inv, weights=t.buy, minlength=uniq.size)
+        sold, bought = group_sides(data, t)
         hit = np.flatnonzero((sold > tol) & (bought > tol))
-        return {str(uniq[g]): (float(sold[g]), float(bought[g])) for g in hit}
+        return {data.group_names[g]: (float(sold[g]), float(bought[g])) for g in hit}
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         f = ("policy.wash_sale_days", "recent_buys")
-        loss = data.lot_basis > data.price[:, None]
-        recent = np.array([g in data.recent_groups for g in data.groups])
-        refused = float((t.lot_sell * loss)[recent].sum()) if recent.any() else 0.0
-        checks = [Check(self.name, f, "recent_buys", refused, 0.0)]
-        checks += [
-            Check(self.name, f, g, min(s, b), 0.0)
-            for g, (s, b) in self.conflicts(data, t, _EPS).items()
-        ]
-        return _worst(checks)
+        recent = recent_mask(data)
+        refused = float((t.lot_sell * data.lot_loss)[recent].sum()) if recent.any() else 0.0
+        found = self.conflicts(data, t, _EPS)
+        subjects = ["recent_buys", *found]
+        values = np.array([refused, *(min(s, b) for s, b in found.values())])
+        return _vector(self.name, f, subjects, values, np.zeros(values.size))

@@ -7,7 +7,13 @@ import numpy as np
 
 from rebalancer.optimizer.data import ProblemData, Shape
 from rebalancer.optimizer.terms import atoms
-from rebalancer.optimizer.terms.base import CostTerm, TradeVec, Variables, sigma_times
+from rebalancer.optimizer.terms.base import (
+    CostTerm,
+    TradeVec,
+    Variables,
+    set_param,
+    sigma_times,
+)
 
 
 class ActiveRisk:
@@ -31,10 +37,10 @@ class ActiveRisk:
 
     def update(self, data: ProblemData) -> None:
         active = data.w - data.target
-        self.load.value = data.factor_load
-        self.sd.value = data.specific_sd
-        self.u0.value = data.factor_load.T @ active
-        self.v0.value = data.specific_sd * active
+        set_param(self.load, data.factor_load)
+        set_param(self.sd, data.specific_sd)
+        set_param(self.u0, data.factor_load.T @ active)
+        set_param(self.v0, data.specific_sd * active)
 
 
 class TrackingTerm(CostTerm):
@@ -53,7 +59,7 @@ class TrackingTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        self.gamma.value = data.gamma
+        set_param(self.gamma, data.gamma)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         a = data.w + t.z - data.target
@@ -74,7 +80,7 @@ class SpreadFeesTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        self.rate.value = data.cost
+        set_param(self.rate, data.cost)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float(data.cost @ t.traded)
@@ -94,7 +100,7 @@ class ImpactTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        self.coef.value = data.impact
+        set_param(self.coef, data.impact)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float(data.impact @ np.maximum(t.traded, 0.0) ** 1.5)
@@ -114,7 +120,7 @@ class TaxTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        self.rate.value = data.lot_tax
+        set_param(self.rate, data.lot_tax)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float(np.sum(data.lot_tax * t.lot_sell))

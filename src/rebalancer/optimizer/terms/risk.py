@@ -14,6 +14,7 @@ from rebalancer.optimizer.terms.base import (
     ConstraintTerm,
     TradeVec,
     Variables,
+    set_param,
     sigma_times,
     volatility,
 )
@@ -34,7 +35,7 @@ class TrackingErrorLimit(ConstraintTerm):
         return ["policy.max_tracking_error"]
 
     def update(self, data: ProblemData) -> None:
-        self.cap.value = self.limit(data.te_limit)
+        set_param(self.cap, self.limit(data.te_limit))
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         te = volatility(data, data.w + t.z - data.target)
@@ -58,9 +59,9 @@ class VarLimit(ConstraintTerm):
         return ["policy.max_var", "policy.var_confidence"]
 
     def update(self, data: ProblemData) -> None:
-        self.cap.value = self.limit(data.var_limit / data.z_alpha)
-        self.uw.value = data.factor_load.T @ data.target
-        self.vw.value = data.specific_sd * data.target
+        set_param(self.cap, self.limit(data.var_limit / data.z_alpha))
+        set_param(self.uw, data.factor_load.T @ data.target)
+        set_param(self.vw, data.specific_sd * data.target)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         var = data.z_alpha * volatility(data, data.w + t.z)
@@ -80,8 +81,8 @@ class StressLimit(ConstraintTerm):
 
     def update(self, data: ProblemData) -> None:
         lim = np.full_like(data.stress_limit, BIG) if self.relaxed else data.stress_limit
-        self.returns.value = data.stress_returns
-        self.rhs.value = lim + data.stress_returns @ data.w
+        set_param(self.returns, data.stress_returns)
+        set_param(self.rhs, lim + data.stress_returns @ data.w)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         loss = -(data.stress_returns @ (data.w + t.z))
@@ -135,8 +136,8 @@ class SectorRiskShare(ConstraintTerm):
     def update(self, data: ProblemData) -> None:
         J = len(data.budget_sectors)
         if self.relaxed or self.point is None:
-            self.coef.value = np.zeros((J, data.n))
-            self.rhs.value = np.zeros(J)
+            set_param(self.coef, np.zeros((J, data.n)))
+            set_param(self.rhs, np.zeros(J))
             return
         g = sigma_times(data, self.point)
         coef = np.zeros((J, data.n))
@@ -144,8 +145,8 @@ class SectorRiskShare(ConstraintTerm):
             mask = np.array([s == sec for s in data.sector], dtype=float)
             coef[j] = (mask - data.budget_share[j]) * g
         scale = max(float(np.abs(coef).max()), 1e-12)
-        self.coef.value = coef / scale
-        self.rhs.value = -(coef / scale) @ data.w
+        set_param(self.coef, coef / scale)
+        set_param(self.rhs, -(coef / scale) @ data.w)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         shares = sector_shares(data, data.w + t.z)

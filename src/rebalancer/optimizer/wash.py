@@ -1,0 +1,89 @@
+"""Settling the wash-sale rule "never sell a group at a loss and buy into it in one
+recommendation" (non-convex) by fixing each wash-sale group's direction.
+
+A lot's sale is a loss when its amount realized net of selling costs is below its basis
+(:func:`rebalancer.domain.wash_sale.is_wash_sale_loss`, stored as ``ProblemData.lot_loss``).
+After the convex relaxation every group is settled at once (see docs/optimizer.md, "Wash
+sale"): a group that both sells at a loss and buys keeps the side whose removal costs the
+objective more; a group that trades on one side only keeps that side. Closing a side is a bound
+(``buy_ub = 0`` or ``lot_ub = 0`` on its loss lots), so the re-solve is convex again.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rebalancer.optimizer.data import ProblemData
+from rebalancer.optimizer.terms.base import Arr, TradeVec, sigma_times
+from rebalancer.optimizer.terms.constraints import group_sides
+
+
+def _by_group(data: ProblemData, per_instrument: Arr) -> Arr:
+    out = np.bincount(data.group_index, weights=per_instrument, minlength=len(data.group_names))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _delta(data: ProblemData, t: TradeVec, sa: Arr, buy: Arr, loss_sell: Arr) -> Arr:
+    """Objective change per group (fraction of NAV) when, inside each group independently,
+    the buys become ``buy`` and the loss-lot sales are scaled so they total ``loss_sell``
+    per instrument (other lots and other groups unchanged)."""
+    loss_now = (t.lot_sell * data.lot_loss).sum(axis=1)
+    dz = (buy - t.buy) - (loss_sell - loss_now)
+    old_tr = t.traded
+    new_tr = np.maximum(old_tr + (buy - t.buy) + (loss_sell - loss_now), 0.0)
+    inst = data.cost * (new_tr - old_tr) + data.impact * (new_tr**1.5 - old_tr**1.5)
+    lot_tax_rate = np.divide(
+        (data.lot_tax * t.lot_sell * data.lot_loss).sum(axis=1),
+        loss_now,
+        out=np.zeros_like(loss_now),
+        where=loss_now > 0,
+    )
+    inst += lot_tax_rate * (loss_sell - loss_now)
+    inst += data.gamma * (2.0 * dz * sa + data.specific_sd**2 * dz * dz)
+    factor = np.zeros((len(data.group_names), data.factor_load.shape[1]))
+    np.add.at(factor, data.group_index, data.factor_load * dz[:, None])
+    out: Arr = _by_group(data, inst) + data.gamma * (factor**2).sum(axis=1)
+    return out
+
+
+def settle_all(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
+    """Fix the direction of every wash-sale group from the answer ``t``; return the groups
+    that conflicted.
+
+    A conflicting group (sells at a loss and buys, both above ``tol``) compares two ways out,
+    each keeping the group's net trade where it can: close its loss sales (and buy that much
+    less) or close its buys (and sell that much less at a loss, the sales scaled evenly). The
+    way that raises the objective less is taken. A group that only sells at a loss may no
+    longer buy; a group that only buys may no longer sell at a loss.
+    """
+    sold, bought = group_sides(data, t)
+    conflict = (sold > tol) & (bought > tol)
+    if conflict.any():
+        g = data.group_index
+        both = np.minimum(sold, bought)
+        loss_now = (t.lot_sell * data.lot_loss).sum(axis=1)
+        # close loss sales: no loss sells, buys cut by what those sells financed
+        keep_buy = np.where(bought > 0, 1.0 - both / np.where(bought > 0, bought, 1.0), 1.0)
+        sa = sigma_times(data, data.w + t.z - data.target)
+        close_sales = _delta(data, t, sa, t.buy * keep_buy[g], np.zeros(data.n))
+        # close buys: no buys, loss sells cut by what the buys replaced
+        keep_sell = np.where(sold > 0, 1.0 - both / np.where(sold > 0, sold, 1.0), 1.0)
+        close_buys = _delta(data, t, sa, np.zeros(data.n), loss_now * keep_sell[g])
+        no_sales = conflict & (close_sales <= close_buys)
+        no_buys = conflict & ~no_sales
+    else:
+        no_sales = no_buys = conflict
+    no_buys = no_buys | (~conflict & (sold > tol))
+    no_sales = no_sales | (~conflict & (bought > tol))
+    data.buy_ub[no_buys[data.group_index]] = 0.0
+    data.lot_ub[no_sales[data.group_index][:, None] & data.lot_loss] = 0.0
+    return [data.group_names[k] for k in np.flatnonzero(conflict)]
+
+
+def fix_directions(data: ProblemData, t: TradeVec, tol: float) -> None:
+    """Close one side of every group for good: a group that sells at a loss in ``t`` may not
+    buy; every other group may not sell at a loss. The next answer cannot conflict."""
+    sold, _ = group_sides(data, t)
+    sells = (sold > tol)[data.group_index]
+    data.buy_ub[sells] = 0.0
+    data.lot_ub[~sells[:, None] & data.lot_loss] = 0.0
