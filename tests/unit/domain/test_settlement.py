@@ -21,6 +21,7 @@ from rebalancer.domain.settlement import (
     buying_power,
     hifo_lots,
     lots_for_partial_fill,
+    overdue_since,
     settlement_date,
     settlement_status,
 )
@@ -183,3 +184,42 @@ def test_positions_after_settlement_equal_initial_plus_fills(
     assert acc.quantities().get("AAPL", D(0)) == initial_qty + settled_qty
     assert acc.cash == initial_cash + cash_flow
     assert all(lot.quantity > 0 for lot in acc.lots)
+
+
+def test_overdue_since_counts_business_days_and_the_grace() -> None:
+    # traded Thu 2024-03-28, T+1 skips Good Friday (holiday) and the weekend: Mon 04-01
+    traded = date(2024, 3, 28)
+    kw = {"grace_business_days": 1, "calendar": CAL}
+    assert overdue_since(traded, 1, date(2024, 4, 1), **kw) is None  # settlement day
+    assert overdue_since(traded, 1, date(2024, 4, 2), **kw) is None  # within the grace
+    assert overdue_since(traded, 1, date(2024, 4, 3), **kw) == date(2024, 4, 1)
+    assert overdue_since(traded, 2, date(2024, 4, 3), **kw) is None  # T+2: Tue, grace Wed
+    assert overdue_since(traded, 1, date(2024, 4, 2), grace_business_days=0, calendar=CAL) == (
+        date(2024, 4, 1)
+    )
+    with pytest.raises(InvalidInput):
+        overdue_since(traded, -1, date(2024, 4, 3), grace_business_days=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 12, 31)),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.integers(0, 20),
+)
+def test_overdue_is_monotone_in_time(traded: date, days: int, grace: int, later: int) -> None:
+    """Once overdue, a fill stays overdue; never overdue on or before its expected date."""
+    expected = CAL.add_business_days(traded, days)
+    as_of = traded + timedelta(days=later)
+    got = overdue_since(traded, days, as_of, grace_business_days=grace, calendar=CAL)
+    if as_of <= expected:
+        assert got is None
+    if got is not None:
+        assert got == expected
+        assert (
+            overdue_since(
+                traded, days, as_of + timedelta(days=1), grace_business_days=grace, calendar=CAL
+            )
+            == expected
+        )
