@@ -107,6 +107,9 @@ class AccountReplay:
         self.policy, self.rec = policy, recommender
         self.flows, self.decision_days = flows, decision_days
         self.targets = blended_targets(account.sleeves, models)
+        self._t_vec = np.array([self.targets.get(i, 0.0) for i in history.ids])
+        self._t_cash = self.targets.get(CASH, 0.0)
+        self._qty: np.ndarray | None = None
         self.out = AccountResult()
         self.buys: list[RecentBuy] = []
         self.loss_sales: list[LossSale] = []
@@ -117,14 +120,32 @@ class AccountReplay:
     def _prices(self, t: int) -> dict[str, float]:
         return self.h.prices(t)
 
+    def quantities(self) -> np.ndarray:
+        """Shares held per instrument, in ``history.ids`` order (cached until the next fill)."""
+        if self._qty is None:
+            q = np.zeros(len(self.h.ids))
+            for i, v in self.account.quantities().items():
+                q[self.h.column(i)] = float(v)
+            self._qty = q
+        return self._qty
+
+    def vector_valuation(self, t: int) -> tuple[float, np.ndarray, float]:
+        """NAV (currency), instrument weights in ``history.ids`` order and the cash weight
+        (fractions of NAV) at the close of day ``t``."""
+        values = self.quantities() * self.h.close[t]
+        cash = float(self.account.cash)
+        nav = cash + float(values.sum())
+        if nav <= 0:
+            return nav, np.zeros_like(values), 1.0
+        return nav, values / nav, cash / nav
+
     def valuation(self, t: int) -> tuple[float, dict[str, float]]:
         """NAV (currency) and weights (fractions of NAV) per held or targeted instrument and
         cash at the close of day ``t`` (as :meth:`Account.weights`, with one valuation)."""
-        values = self.account.market_values(self._prices(t))
-        cash = float(self.account.cash)
-        nav = cash + sum(values.values())
-        w = {i: v / nav for i, v in values.items()} if nav > 0 else {}
-        w[CASH] = cash / nav if nav > 0 else 1.0
+        nav, w_vec, w_cash = self.vector_valuation(t)
+        q = self.quantities()
+        w = {i: float(w_vec[k]) for k, i in enumerate(self.h.ids) if q[k] != 0}
+        w[CASH] = w_cash
         for k in self.targets:
             w.setdefault(k, 0.0)
         return nav, w
@@ -197,6 +218,7 @@ class AccountReplay:
             fid, fid, self.account.id, trade.instrument, side, qty, price, day, fee, lots
         )
         res = apply_settlement(self.account, fill)
+        self._qty = None
         self.out.trades.append(
             {
                 **self._tags,
@@ -301,11 +323,16 @@ class AccountReplay:
             self._withdraw(t, -flow)
         trig = None
         if self.policy.kind != "never":
-            nav, w = self.valuation(t)
-            state = DayState(
-                day, previous, day in self.decision_days, w, self.targets, self.instruments
-            )
-            trig = self.policy.decide(state) if nav > 0 else None
+            nav, w_vec, w_cash = self.vector_valuation(t)
+            active = np.append(w_vec - self._t_vec, w_cash - self._t_cash)
+            target = np.append(self._t_vec, self._t_cash)
+            if nav > 0 and self.policy.may_fire(active, target):
+                weights = self.valuation(t)[1] if self.policy.needs_weights else {}
+                state = DayState(
+                    day, previous, day in self.decision_days, weights, self.targets,
+                    self.instruments,
+                )  # fmt: skip
+                trig = self.policy.decide(state)
         if trig is not None:
             t0 = time.perf_counter()
             try:
@@ -320,22 +347,18 @@ class AccountReplay:
         self.snapshot(t, flow)
 
     def snapshot(self, t: int, flow: float) -> None:
-        """Append the end-of-day row of day ``t``."""
-        nav, w = self.valuation(t)
-        keys = sorted(w)
-        active = np.array([w[k] - self.targets.get(k, 0.0) for k in keys])
+        """Append the end-of-day row of day ``t`` (vectorised over the instruments)."""
+        nav, w_vec, w_cash = self.vector_valuation(t)
+        active = w_vec - self._t_vec
+        active_cash = w_cash - self._t_cash
+        abs_active = np.abs(active)
         nxt = t + 1 < len(self.h.dates)
-        ret_next = (
-            {
-                k: self.h.close[t + 1, self.h.column(k)] / self.h.close[t, self.h.column(k)] - 1.0
-                for k in keys
-                if k != CASH
-            }
-            if nxt
-            else {}
-        )
-        active_next = sum(a * ret_next.get(k, 0.0) for k, a in zip(keys, active, strict=True))
-        target_next = sum(v * ret_next.get(k, 0.0) for k, v in self.targets.items() if k != CASH)
+        if nxt:
+            ret_next = self.h.close[t + 1] / self.h.close[t] - 1.0
+            active_next: float | None = float(active @ ret_next)
+            target_next: float | None = float(self._t_vec @ ret_next)
+        else:
+            active_next = target_next = None
         self.out.daily.append(
             {
                 **self._tags,
@@ -343,10 +366,10 @@ class AccountReplay:
                 "nav": nav,
                 "cash": float(self.account.cash),
                 "flow": flow,
-                "drift": float(np.abs(active).sum() / 2.0),
-                "max_drift": float(np.abs(active).max()) if active.size else 0.0,
-                "active_return_next": float(active_next) if nxt else None,
-                "target_return_next": float(target_next) if nxt else None,
+                "drift": float(abs_active.sum() + abs(active_cash)) / 2.0,
+                "max_drift": max(float(abs_active.max(initial=0.0)), abs(active_cash)),
+                "active_return_next": active_next,
+                "target_return_next": target_next,
             }
         )
 

@@ -31,6 +31,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
+import numpy as np
+from numpy.typing import NDArray
+
 from rebalancer.domain.calendar import Frequency, period_bounds
 from rebalancer.domain.drift import account_drift
 from rebalancer.domain.model import Instrument
@@ -62,6 +65,7 @@ class DayState:
     previous_day: date | None
     decision_day: bool
     weights: Mapping[str, float]
+    """Empty unless the policy :attr:`~RebalancePolicy.needs_weights`."""
     targets: Mapping[str, float]
     instruments: Mapping[str, Instrument]
 
@@ -101,6 +105,30 @@ class RebalancePolicy:
     def band_width(self) -> float | None:
         """Width of an absolute band (fraction of NAV), else None."""
         return self.band.absolute if self.band is not None else None
+
+    @property
+    def needs_weights(self) -> bool:
+        """Whether :meth:`decide` reads ``DayState.weights`` (band policies only; the others
+        get an empty mapping)."""
+        return self.kind == "band"
+
+    def may_fire(self, active: NDArray[np.float64], target: NDArray[np.float64]) -> bool:
+        """A cheap, conservative pre-check of a band: False only when no key can be at or
+        beyond the band, so :meth:`decide` (the domain's ``evaluate_bands``) need not run.
+
+        ``active`` is ``w - w*`` and ``target`` is ``w*`` (fractions of NAV) per instrument
+        with cash as one more entry, in any order. Always True for other kinds.
+        """
+        if self.band is None:
+            return True
+        b, tol = self.band, 1e-9
+        if b.absolute is not None and float(np.abs(active).max(initial=0.0)) >= b.absolute - tol:
+            return True
+        if b.relative is not None:
+            on = (target > 0) & (target >= b.min_target)
+            if on.any() and float((np.abs(active[on]) / target[on]).max()) >= b.relative - tol:
+                return True
+        return False
 
     def decide(self, s: DayState) -> Trigger | None:
         """The trigger of day ``s.day``, or None."""
