@@ -3,28 +3,29 @@
 
 Delivery rules (as for every consumer, see :mod:`rebalancer.adapters.pulsar_bus`): a Shared
 subscription, so any number of worker processes share the items; messages are acknowledged only
-after their chunk committed; a failing chunk is negatively acknowledged (redelivered) and, after
-``max_redeliveries`` attempts, dead-lettered to ``<topic>-DLQ`` with the reason. When a worker
-process dies, the broker redelivers its unacknowledged messages to the remaining consumers.
+after their chunk committed. A database outage (lost connections, a restart, crash recovery) is
+transient: the chunk is retried in place with backoff for as long as it lasts and never counts
+toward dead-lettering. Any other failure of a chunk negatively acknowledges it (redelivered)
+and, after ``max_redeliveries`` attempts, dead-letters it to ``<topic>-DLQ`` with the reason.
+When a worker process dies, the broker redelivers its unacknowledged messages to the remaining
+consumers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import enum
 import os
 import threading
-import time
 import uuid
 from collections import defaultdict
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pulsar
 import structlog
 from prometheus_client import Counter
 
-from rebalancer.adapters.pulsar_bus import make_client
+from rebalancer.adapters.pulsar_bus import SharedSubscriber, retry_transient
 from rebalancer.bootstrap import Runtime
 from rebalancer.contracts import (
     DEAD_LETTER_REASON_PROPERTY,
@@ -35,8 +36,9 @@ from rebalancer.contracts import (
     parse_payload_as,
 )
 from rebalancer.domain.errors import RebalancerError
+from rebalancer.entrypoints.consumers import infrastructure_error
 from rebalancer.service_layer.handlers.batch import BATCH_TOPIC, recommend_chunk
-from rebalancer.service_layer.unit_of_work import UnitOfWork, with_retries
+from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
 
@@ -64,45 +66,45 @@ def single_threaded_blas() -> None:
     threadpool_limits(limits=1)
 
 
-ID_BURN_TOPIC = "persistent://public/default/rebalancer.consumer-id-burn"
+class BatchSolver(enum.StrEnum):
+    """Solver chain of a batch worker (``rebalancer worker --solver``, env
+    ``REBALANCER_BATCH_SOLVER``)."""
+
+    FAST = "fast"
+    """The JAX fast path first, the conic chain as fallback (``FAST_CHAIN``); a chunk is solved
+    with one ``analyze_many`` call (vmapped first solve)."""
+    CLARABEL = "clarabel"
+    """CVXPY + Clarabel first (``DEFAULT_CHAIN``), the reference."""
 
 
-def claim_slot(data_dir: Path, limit: int = 1024) -> tuple[int, IO[str]]:
-    """The lowest consumer slot free on this host, held (``flock``) until the file is closed.
+def default_solver() -> BatchSolver:
+    """``REBALANCER_BATCH_SOLVER`` (or the older ``REBALANCER_BATCH_ENGINE``), else
+    :data:`DEFAULT_SOLVER`.
 
-    The lock dies with the process, also on SIGKILL, so a restarted worker reuses the slot.
+    Raises
+    ------
+    ValueError
+        When the variable names no :class:`BatchSolver` (the message lists the choices).
     """
-    folder = data_dir / "consumer-slots"
-    for i in range(limit):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            f = open(folder / f"{i}.lock", "w")  # noqa: SIM115 - held for the consumer's lifetime
-        except OSError as exc:  # read-only data dir: fine on Apache Pulsar, risky on pulsar-lite
-            log.warning("batch.no_consumer_slot", folder=str(folder), error=repr(exc))
-            return 0, open(os.devnull, "w")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        return i, f
-    raise RuntimeError(f"all {limit} consumer slots in {folder} are taken")
+    raw = os.environ.get("REBALANCER_BATCH_SOLVER") or os.environ.get("REBALANCER_BATCH_ENGINE")
+    if not raw or raw.lower() == "default":
+        return DEFAULT_SOLVER
+    try:
+        return BatchSolver(raw.lower())
+    except ValueError:
+        choices = ", ".join(s.value for s in BatchSolver)
+        raise ValueError(f"REBALANCER_BATCH_SOLVER={raw!r}: choose one of {choices}") from None
 
 
-def subscribe_with_unique_id(
-    client: pulsar.Client, slot: int, topic: str, subscription: str, **conf: object
-) -> pulsar.Consumer:
-    """Subscribe so that the consumer's protocol id equals ``slot``.
+DEFAULT_SOLVER = BatchSolver.CLARABEL
+"""The chain a batch worker uses unless told otherwise (see docs/deployment.md, "Solver")."""
 
-    pulsar-lite 0.2 identifies the consumers of a subscription by their protocol consumer id
-    alone, which each client numbers from 0: a second process subscribing to the same Shared
-    subscription times out. Burning ``slot`` ids with short-lived readers on a fresh client
-    gives every process on the host a distinct id. Apache Pulsar keys consumers per connection,
-    where this is harmless (the readers use non-durable subscriptions).
-    """
-    for _ in range(slot):
-        client.create_reader(ID_BURN_TOPIC, pulsar.MessageId.latest).close()
-    return client.subscribe(topic, subscription, **conf)  # type: ignore[arg-type]
+
+def make_engine(solver: BatchSolver) -> Any:
+    """A :class:`~rebalancer.optimizer.Recommender` with the chain of ``solver``."""
+    from rebalancer.optimizer.engine import DEFAULT_CHAIN, FAST_CHAIN, Recommender
+
+    return Recommender(solvers=FAST_CHAIN if solver is BatchSolver.FAST else DEFAULT_CHAIN)
 
 
 class BatchConsumerLoop:
@@ -111,13 +113,21 @@ class BatchConsumerLoop:
     Parameters
     ----------
     rt
-        The process runtime (its thread-local ``optimizer`` reuses compiled problems).
+        The process runtime.
     chunk_size
         Most items handled in one transaction.
     max_redeliveries
-        Attempts before a failing item is dead-lettered.
+        Attempts before a failing item is dead-lettered (database outages do not count).
     name
         Thread and log name.
+    solver
+        The solver chain (:func:`default_solver` when omitted).
+    subscriber
+        Creates the consumer with a host-unique consumer id; shared with the process's service
+        consumers (:class:`~rebalancer.entrypoints.consumers.Worker`). One of its own is
+        created (and closed with the loop) when omitted.
+    max_backoff_s
+        Longest pause between two attempts of a chunk while the database is unreachable.
     """
 
     def __init__(
@@ -127,18 +137,23 @@ class BatchConsumerLoop:
         chunk_size: int = DEFAULT_CHUNK,
         max_redeliveries: int = 3,
         name: str = "batch",
+        solver: BatchSolver | None = None,
+        subscriber: SharedSubscriber | None = None,
+        max_backoff_s: float = 5.0,
     ) -> None:
         self.rt = rt
         self.name = name
         self.max_redeliveries = max_redeliveries
+        self.solver = solver or default_solver()
+        self.max_backoff_s = max_backoff_s
         self.handled = 0
+        self.transient_retries = 0
         self._optimizer: Any = None
+        self._stop = threading.Event()
         single_threaded_blas()
-        self.slot, self._slot_file = claim_slot(rt.settings.data_dir)
-        self.client = make_client(rt.infra.pulsar_url)
-        self.consumer = subscribe_with_unique_id(
-            self.client,
-            self.slot,
+        self._own_subscriber = subscriber is None
+        self.subscriber = subscriber or SharedSubscriber(rt.infra.pulsar_url, rt.settings.data_dir)
+        self.consumer = self.subscriber.subscribe(
             BATCH_TOPIC,
             rt.settings.subscription,
             consumer_type=pulsar.ConsumerType.Shared,
@@ -151,17 +166,10 @@ class BatchConsumerLoop:
 
     @property
     def optimizer(self) -> Any:
-        """The engine of this loop's thread: ``rt.optimizer`` (compiled problems reused across
-        accounts), or with ``REBALANCER_BATCH_ENGINE=fast`` one whose chain starts with the JAX
-        fast path (``FAST_CHAIN``) when the optimizer offers it."""
+        """This loop's engine (created on first use in the loop's thread; compiled problems
+        and JAX functions are reused across chunks)."""
         if self._optimizer is None:
-            self._optimizer = self.rt.optimizer
-            if os.environ.get("REBALANCER_BATCH_ENGINE", "").lower() == "fast":
-                from rebalancer.optimizer import engine
-
-                chain = getattr(engine, "FAST_CHAIN", None)
-                if chain is not None:
-                    self._optimizer = engine.Recommender(solvers=chain)
+            self._optimizer = make_engine(self.solver)
         return self._optimizer
 
     def _dead_letter(self, msg: pulsar.Message, reason: str) -> None:
@@ -205,8 +213,25 @@ class BatchConsumerLoop:
             ITEMS.labels("failed").inc(len(res.failed))
             ITEMS.labels("duplicate").inc(res.already_done)
 
+        def on_retry(exc: BaseException, retry_in_s: float) -> None:
+            self.transient_retries += 1
+            ITEMS.labels("retried").inc(len(group))
+            log.warning(
+                "batch.database_unavailable",
+                consumer=self.name,
+                size=len(group),
+                error=repr(exc)[:300],
+                retry_in_s=retry_in_s,
+            )
+
         try:
-            with_retries(attempt)
+            done = retry_transient(
+                attempt,
+                infrastructure_error,
+                self._stop,
+                max_backoff_s=self.max_backoff_s,
+                on_retry=on_retry,
+            )
         except RebalancerError as exc:  # a business rule refuses the whole chunk
             for msg, _, _ in group:
                 self._dead_letter(msg, f"unprocessable: {exc.code}: {exc.detail}")
@@ -220,23 +245,27 @@ class BatchConsumerLoop:
                 else:
                     self.consumer.negative_acknowledge(msg)
             return
+        if not done:  # stopping during an outage: another worker takes the chunk
+            for msg, _, _ in group:
+                self.consumer.negative_acknowledge(msg)
+            return
         for msg, _, _ in group:
             self.consumer.acknowledge(msg)
         self.handled += len(group)
 
     def run(self, stop: threading.Event) -> None:
         """Process chunks until ``stop`` is set (finishing the chunk in hand)."""
+        self._stop = stop
         while not stop.is_set():
             try:
                 self.process_once()
             except Exception as exc:
                 log.warning("batch.consumer_error", consumer=self.name, error=repr(exc))
-                time.sleep(0.5)
+                stop.wait(0.5)
         self.close()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.consumer.close()
-        with contextlib.suppress(Exception):
-            self.client.close()
-        self._slot_file.close()
+        if self._own_subscriber:
+            self.subscriber.close()

@@ -139,9 +139,11 @@ def handle_event(rt: Runtime, env: Envelope) -> None:
         with UnitOfWork(rt.engine, env.tenant_id) as uow:
             if not uow.processed.first_time(SERVICE_CONSUMER, env.event_id):
                 EVENTS.labels(str(env.type), "duplicate").inc()
+                log.debug("event.duplicate", event_id=str(env.event_id), type=str(env.type))
                 return
             HANDLERS[env.type](rt, uow, payload)
             uow.commit()  # no-op if the handler committed; commits the processed mark otherwise
+            log.debug("event.handled", event_id=str(env.event_id), type=str(env.type))
 
     try:
         with_retries(attempt)
