@@ -80,7 +80,8 @@ def test_cancel_a_block_once_children_follow_and_early_fills_are_allocated(
     assert again.status_code == 200 and again.json()["status"] == "cancel_requested"
     got = first.json()
     assert got["status"] == "cancel_requested" and got["reason"] == "client changed its mind"
-    assert {c["status"] for c in got["children"]} == {"cancel_requested"}
+    statuses = {c["status"] for c in got["children"]}  # a child fully allocated stays filled
+    assert "cancel_requested" in statuses and statuses <= {"cancel_requested", "filled"}
     assert client.post(f"/v1/blocks/{block_b.id}/cancel", headers=ADMIN).status_code == 200
     sent = [c["order_id"] for c in _cancels(engine, "tenant-a")]
     assert sorted(sent) == sorted([str(block_a.id), str(block_b.id)])  # blocks only, once each
@@ -92,8 +93,7 @@ def test_cancel_a_block_once_children_follow_and_early_fills_are_allocated(
     assert a_now.status == "cancelled" and b_now.status == "filled"
     kids_a = rows(engine, orm.orders, block_id=block_a.id)
     kids_b = rows(engine, orm.orders, block_id=block_b.id)
-    assert {k.status for k in kids_a} <= {"cancelled", "filled"}
-    assert "cancelled" in {k.status for k in kids_a}
+    assert "cancelled" in {k.status for k in kids_a} <= {"cancelled", "filled"}
     assert {k.status for k in kids_b} == {"filled"}  # cancel requested -> filled
     assert sum(k.filled_quantity for k in kids_a) == a_now.filled_quantity > 0
     assert sum(k.filled_quantity for k in kids_b) == b_now.filled_quantity == 60

@@ -67,11 +67,12 @@ from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 
 def send_blocks(uow: UnitOfWork, orders: Sequence[Order], policy: ExecutionPolicy) -> list[str]:
-    """Send new first-wave ``orders``: blocks for instruments shared by several accounts,
-    single orders otherwise. Returns the ids of the blocks sent (no commit)."""
+    """Send new ``orders`` released together (the first wave, plus held buys that have nothing
+    to wait for): blocks for instruments and sides shared by several accounts, single orders
+    otherwise. Returns the ids of the blocks sent (no commit)."""
     groups: dict[tuple[str, str], list[Order]] = {}
     for o in orders:
-        if o.wave == 0 and o.status == OrderStatus.NEW:
+        if o.status == OrderStatus.NEW:
             groups.setdefault((o.instrument, str(o.side)), []).append(o)
     blocks = []
     for (_, _), members in sorted(groups.items()):

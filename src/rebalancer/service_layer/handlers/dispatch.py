@@ -211,7 +211,19 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
 
 
 def release_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> None:
-    """Send the held buys, sized to buying power (good-faith guard for cash accounts).
+    """Send the held buys of one account as single orders, sized to buying power.
+
+    A release driven by the account's own settlements happens in that settlement's
+    transaction, alone: it is never held back to be blocked with other accounts' buys (see
+    :func:`size_buy_wave` and docs/execution.md).
+    """
+    for o in size_buy_wave(uow, account_id, waiting):
+        send_order(uow, o)
+
+
+def size_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> list[Order]:
+    """Size the held buys of one account to buying power (good-faith guard for cash accounts);
+    returns those left to send (no commit, nothing sent).
 
     Buying power is settled cash minus the cost of buy fills not yet settled
     (:func:`~rebalancer.domain.settlement.buying_power`); unsettled sale proceeds never count.
@@ -243,6 +255,7 @@ def release_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> 
         ],
         power,
     )
+    released: list[Order] = []
     for o in fresh:
         qty = sized[o.order_id]
         oid = uuid.UUID(o.order_id)
@@ -259,7 +272,8 @@ def release_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> 
             )
             uow.rebalancing.update_order(oid, quantity=qty, reason=reason)
             o.quantity = qty
-        send_order(uow, o)
+        released.append(o)
+    return released
 
 
 def rebalance_status(uow: UnitOfWork, account_id: str, rows: list[Any]) -> str:

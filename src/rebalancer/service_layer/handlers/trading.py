@@ -42,6 +42,7 @@ from rebalancer.service_layer.handlers.dispatch import (
     execution_repo,
     order_status_event,
     send_order,
+    size_buy_wave,
 )
 from rebalancer.service_layer.handlers.recommending import _status_event
 from rebalancer.service_layer.unit_of_work import UnitOfWork
@@ -152,10 +153,12 @@ def approve(
     """
     orders = _create_orders(uow, recommendation_id, actor, execution or ExecutionPolicy())
     if orders is not None:
-        no_sells = all(o.wave == 1 for o in orders)  # nothing to wait for: send buys now
         for order in orders:
-            if order.wave == 0 or no_sells:
+            if order.wave == 0:
                 send_order(uow, order)
+        for order in _release_unblocked_buys(uow, orders):
+            send_order(uow, order)
+        after_order_change(uow, recommendation_id)  # a buy sized to nothing may end it
         uow.commit()
     return [order_view(r) for r in _orders_now(uow, [recommendation_id])]
 
@@ -186,10 +189,30 @@ def approve_many(
     new: list[Order] = []
     for rid in ids:
         new += _create_orders(uow, rid, actor, policy) or []
-    send_blocks(uow, new, policy)
+    released = _release_unblocked_buys(uow, new)
+    send_blocks(uow, [o for o in new if o.wave == 0] + released, policy)
+    for rid in sorted({uuid.UUID(o.recommendation_id) for o in released}, key=str):
+        after_order_change(uow, rid)
     uow.commit()
     rows = _orders_now(uow, ids)
     return {str(rid): [order_view(r) for r in rows if r.recommendation_id == rid] for rid in ids}
+
+
+def _release_unblocked_buys(uow: UnitOfWork, orders: Sequence[Order]) -> list[Order]:
+    """Held buys (wave 1) of recommendations with no sells to wait for, sized to buying power
+    now (:func:`~rebalancer.service_layer.handlers.dispatch.size_buy_wave`); not sent.
+
+    In ``approve_many`` they go to :func:`send_blocks` with the first wave, so several
+    accounts' buys of one instrument released together trade as one block (same rules).
+    """
+    by_rec: dict[str, list[Order]] = {}
+    for o in orders:
+        by_rec.setdefault(o.recommendation_id, []).append(o)
+    released: list[Order] = []
+    for members in by_rec.values():
+        if all(o.wave == 1 for o in members):
+            released += size_buy_wave(uow, members[0].account_id, members)
+    return released
 
 
 def _orders_now(uow: UnitOfWork, recommendation_ids: Sequence[uuid.UUID]) -> list[Any]:
