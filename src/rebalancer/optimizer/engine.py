@@ -133,7 +133,8 @@ class Recommender:
             self._check_objective(prob, data, trade, res.value)
         shares = self._round(prob, data, trade)
         final = shares.trade(data)
-        bad = [c for c in prob.checks(data, final) if not c.holds()]
+        final_checks = prob.checks(data, final)
+        bad = [c for c in final_checks if not c.holds()]
         if bad:
             c = bad[0]
             raise ValidationFailed(
@@ -143,7 +144,8 @@ class Recommender:
                 list(c.fields),
             )
         zero = TradeVec.zero(data.shape)
-        zero_ok = all(c.holds() for c in prob.checks(data, zero))
+        zero_checks = prob.checks(data, zero)
+        zero_ok = all(c.holds() for c in zero_checks)
         benefit = (prob.objective(data, zero) - prob.objective(data, final)) * data.nav
         traded = bool((shares.buy > 0).any() or (shares.lot > 0).any())
         decision = Decision.REBALANCE
@@ -155,6 +157,7 @@ class Recommender:
                     f"{data.min_net_benefit:,.2f}"
                 )
             shares = Shares(np.zeros_like(shares.buy), np.zeros_like(shares.lot))
+            final_checks = zero_checks
         outcome = Outcome(
             decision=decision,
             shares=shares,
@@ -163,6 +166,7 @@ class Recommender:
             cache_hit=hit,
             total_ms=(time.perf_counter() - start) * 1e3,
             messages=messages,
+            checks=final_checks,
         )
         return build_response(request, data, prob, outcome)
 

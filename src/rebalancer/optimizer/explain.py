@@ -6,14 +6,17 @@ import numpy as np
 
 from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.enums import Reason, Side
-from rebalancer.optimizer.schemas import AnalyzeRequest, RiskEffect
+from rebalancer.optimizer.schemas import AnalyzeRequest
 from rebalancer.optimizer.terms.base import Arr, sigma_times
 
 _TINY = 1e-9
 
 
-def risk_effects(data: ProblemData, before: Arr, idx: np.ndarray, dz: Arr) -> list[RiskEffect]:
-    """Risk before and after each single-instrument trade, from ``Sigma w`` computed once.
+def risk_effects(
+    data: ProblemData, before: Arr, idx: np.ndarray, dz: Arr
+) -> list[dict[str, float]]:
+    """Risk before and after each single-instrument trade, from ``Sigma w`` computed once,
+    as ``RiskEffect`` fields (plain dicts, validated with the whole response).
 
     Parameters
     ----------
@@ -40,14 +43,14 @@ def risk_effects(data: ProblemData, before: Arr, idx: np.ndarray, dz: Arr) -> li
         sb, sa = 0.0, [0.0] * idx.size
     za = data.z_alpha
     return [
-        RiskEffect.model_construct(
-            volatility_before=vb,
-            volatility_after=a,
-            var_before=za * vb,
-            var_after=za * a,
-            stress_loss_before=sb,
-            stress_loss_after=s,
-        )
+        {
+            "volatility_before": vb,
+            "volatility_after": a,
+            "var_before": za * vb,
+            "var_after": za * a,
+            "stress_loss_before": sb,
+            "stress_loss_after": s,
+        }
         for a, s in zip(va.tolist(), sa, strict=True)
     ]
 
@@ -101,7 +104,7 @@ class Explainer:
         return self._subs_of.get(inst, [])
 
     def explain(
-        self, i: int, side: Side, losses: float, loss_tax: float, effect: RiskEffect
+        self, i: int, side: Side, losses: float, loss_tax: float, effect: dict[str, float]
     ) -> tuple[list[Reason], str]:
         """Reasons for the trade of instrument ``i`` and its explanation.
 
@@ -129,14 +132,12 @@ class Explainer:
             reasons.append(Reason.SUBSTITUTE)
             whom = ", ".join(sold or subs_of)
             parts.append(f"substitutes for {whom} to keep its exposure without a wash sale")
+        vb, va = effect["volatility_before"], effect["volatility_after"]
         if self.risk_limited and (
-            effect.volatility_after < effect.volatility_before - _TINY
-            or effect.stress_loss_after < effect.stress_loss_before - _TINY
+            va < vb - _TINY or effect["stress_loss_after"] < effect["stress_loss_before"] - _TINY
         ):
             reasons.append(Reason.RISK_REDUCED)
-            parts.append(
-                f"lowers volatility {effect.volatility_before:.4f} -> {effect.volatility_after:.4f}"
-            )
+            parts.append(f"lowers volatility {vb:.4f} -> {va:.4f}")
         if not reasons:
             reasons.append(Reason.CONSTRAINT)
             parts.append("needed to keep the policy limits after rounding")

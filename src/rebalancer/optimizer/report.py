@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -20,16 +21,13 @@ from rebalancer.optimizer.schemas import (
     DeferredLot,
     DriftReport,
     FallbackStep,
-    LotSale,
     ObjectiveBreakdown,
-    RiskContribution,
     RiskReport,
     SolverReport,
     StressResult,
     TaxSummary,
-    TradeOut,
 )
-from rebalancer.optimizer.terms.base import Arr, TradeVec, sigma_times, volatility
+from rebalancer.optimizer.terms.base import Arr, Check, TradeVec, sigma_times, volatility
 
 
 @dataclass(slots=True)
@@ -43,6 +41,8 @@ class Outcome:
     cache_hit: bool
     total_ms: float
     messages: list[str] = field(default_factory=list)
+    checks: list[Check] | None = None
+    """Every check of the final trade, when the engine already computed them."""
 
 
 def _by_label(labels: list[str], values: Arr) -> dict[str, float]:
@@ -61,7 +61,7 @@ def drift_report(data: ProblemData, x: Arr, cash_w: float) -> DriftReport:
     by_sector = _by_label(data.sector, d)
     by_class = _by_label(data.asset_class, d)
     by_sector[CASH] = by_class[CASH] = by_inst[CASH]
-    return DriftReport.model_construct(
+    return DriftReport(
         by_instrument=by_inst,
         by_sector=by_sector,
         by_asset_class=by_class,
@@ -69,28 +69,29 @@ def drift_report(data: ProblemData, x: Arr, cash_w: float) -> DriftReport:
     )
 
 
-def _contributions(
-    data: ProblemData, x: Arr
-) -> tuple[dict[str, RiskContribution], dict[str, RiskContribution]]:
+_Fields = dict[str, float]
+
+
+def _contributions(data: ProblemData, x: Arr) -> tuple[dict[str, _Fields], dict[str, _Fields]]:
+    """Marginal, component and share of volatility per instrument and per sector, as
+    :class:`RiskContribution` fields."""
     vol = volatility(data, x)
     marginal = sigma_times(data, x) / vol if vol > 0 else np.zeros(data.n)
     comp = x * marginal
     share = comp / vol if vol > 0 else np.zeros(data.n)
     by_inst = {
-        i: RiskContribution.model_construct(marginal=m, component=c, share=sh)
+        i: {"marginal": m, "component": c, "share": sh}
         for i, m, c, sh in zip(
             data.ids, marginal.tolist(), comp.tolist(), share.tolist(), strict=True
         )
     }
     sectors = np.asarray(data.sector)
-    by_sector: dict[str, RiskContribution] = {}
+    by_sector: dict[str, _Fields] = {}
     for sec in sorted(set(data.sector)):
         mask = sectors == sec
         c = float(comp[mask].sum())
         m = float(x[mask] @ marginal[mask]) / max(float(x[mask].sum()), 1e-300)
-        by_sector[sec] = RiskContribution.model_construct(
-            marginal=m, component=c, share=c / vol if vol > 0 else 0.0
-        )
+        by_sector[sec] = {"marginal": m, "component": c, "share": c / vol if vol > 0 else 0.0}
     return by_inst, by_sector
 
 
@@ -99,25 +100,27 @@ def risk_report(data: ProblemData, before: Arr, after: Arr) -> RiskReport:
     loss_b = -(data.stress_returns @ before)
     loss_a = -(data.stress_returns @ after)
     by_inst, by_sector = _contributions(data, after)
-    return RiskReport(
-        volatility_before=volatility(data, before),
-        volatility_after=volatility(data, after),
-        tracking_error_before=volatility(data, before - data.target),
-        tracking_error_after=volatility(data, after - data.target),
-        var_confidence=round(float(_confidence(data)), 10),
-        var_before=data.z_alpha * volatility(data, before),
-        var_after=data.z_alpha * volatility(data, after),
-        stress=[
-            StressResult(
-                name=name,
-                loss_before=float(loss_b[s]),
-                loss_after=float(loss_a[s]),
-                limit=None if data.stress_limit[s] >= BIG else float(data.stress_limit[s]),
-            )
-            for s, name in enumerate(data.stress_names)
-        ],
-        contributions_by_instrument=by_inst,
-        contributions_by_sector=by_sector,
+    return RiskReport.model_validate(
+        {
+            "volatility_before": volatility(data, before),
+            "volatility_after": volatility(data, after),
+            "tracking_error_before": volatility(data, before - data.target),
+            "tracking_error_after": volatility(data, after - data.target),
+            "var_confidence": round(float(_confidence(data)), 10),
+            "var_before": data.z_alpha * volatility(data, before),
+            "var_after": data.z_alpha * volatility(data, after),
+            "stress": [
+                StressResult(
+                    name=name,
+                    loss_before=float(loss_b[s]),
+                    loss_after=float(loss_a[s]),
+                    limit=None if data.stress_limit[s] >= BIG else float(data.stress_limit[s]),
+                )
+                for s, name in enumerate(data.stress_names)
+            ],
+            "contributions_by_instrument": by_inst,
+            "contributions_by_sector": by_sector,
+        }
     )
 
 
@@ -143,8 +146,11 @@ def _breakdown(parts: dict[str, float], nav: float) -> ObjectiveBreakdown:
     )
 
 
-def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) -> list[TradeOut]:
-    """One :class:`TradeOut` per instrument and side (sells first), in instrument order."""
+def _trades(
+    req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The fields of one :class:`TradeOut` per instrument and side (sells first, instrument
+    order) and of every :class:`LotSale`; validated with the whole response."""
     before, after = data.w, data.w + final.z
     sold = np.where(data.lot_present, s.lot, 0.0)
     r, c = np.nonzero(sold > 0)
@@ -157,15 +163,20 @@ def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) 
     loss_by = np.bincount(r, weights=np.where(neg, gain, 0.0), minlength=n)
     loss_tax_by = np.bincount(r, weights=np.where(neg, tax, 0.0), minlength=n)
     terms = [Term.LONG if x else Term.SHORT for x in data.lot_long[r, c].tolist()]
-    sales: list[list[LotSale]] = [[] for _ in range(n)]
+    sales: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    all_sales: list[dict[str, Any]] = []
     for i, j, q, g, t, term in zip(
         r.tolist(), c.tolist(), lot_qty.tolist(), gain.tolist(), tax.tolist(), terms, strict=True
     ):
-        sales[i].append(
-            LotSale.model_construct(
-                lot_id=data.lot_ids[i][j], quantity=q, realized_gain=g, term=term, tax_currency=t
-            )
-        )
+        sale = {
+            "lot_id": data.lot_ids[i][j],
+            "quantity": q,
+            "realized_gain": g,
+            "term": term,
+            "tax_currency": t,
+        }
+        sales[i].append(sale)
+        all_sales.append(sale)
     sell_q, buy_q = s.lot.sum(axis=1), s.buy
     # one row per trade: instrument, is-sell, shares; sells before buys of one instrument
     sells, buys = np.flatnonzero(sell_q > 0), np.flatnonzero(buy_q > 0)
@@ -181,7 +192,7 @@ def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) 
     effects = risk_effects(data, before, idx, np.where(is_sell, -traded, traded))
     loss_groups = {data.groups[i] for i in np.flatnonzero((s.lot * data.lot_loss).sum(axis=1) > 0)}
     why = Explainer(req, data, before, after, loss_groups)
-    out: list[TradeOut] = []
+    out: list[dict[str, Any]] = []
     for k, (i, sell, q, v, bps) in enumerate(
         zip(
             idx.tolist(),
@@ -202,58 +213,57 @@ def _trades(req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec) 
             effects[k],
         )
         out.append(
-            TradeOut.model_construct(
-                instrument=data.ids[i],
-                side=side,
-                quantity=q,
-                value=v,
-                lots=lots,
-                reasons=reasons,
-                explanation=text,
-                tax_currency=float(tax_by[i]) if sell else 0.0,
-                cost_bps=bps,
-                risk_effect=effects[k],
-                weight_before=float(before[i]),
-                weight_after=float(after[i]),
-                target=float(data.target[i]),
-            )
+            {
+                "instrument": data.ids[i],
+                "side": side,
+                "quantity": q,
+                "value": v,
+                "lots": lots,
+                "reasons": reasons,
+                "explanation": text,
+                "tax_currency": float(tax_by[i]) if sell else 0.0,
+                "cost_bps": bps,
+                "risk_effect": effects[k],
+                "weight_before": float(before[i]),
+                "weight_after": float(after[i]),
+                "target": float(data.target[i]),
+            }
         )
-    return out
+    return out, all_sales
 
 
 def build_response(
     req: AnalyzeRequest, data: ProblemData, prob: CompiledProblem, o: Outcome
 ) -> AnalyzeResponse:
-    """Render the final answer."""
+    """Render the final answer (one validation of the whole response at the end)."""
     final = o.shares.trade(data)
     zero = TradeVec.zero(data.shape)
     after = data.w + final.z
     cash_after_w = data.cash / data.nav - float(final.z.sum())
     p0, p1 = prob.parts(data, zero), prob.parts(data, final)
-    trades = _trades(req, data, o.shares, final)
-    lots = [lot for t in trades for lot in t.lots]
-    st = sum(lot.realized_gain for lot in lots if lot.term is Term.SHORT)
-    lt = sum(lot.realized_gain for lot in lots if lot.term is Term.LONG)
+    trades, lots = _trades(req, data, o.shares, final)
+    st = sum(lot["realized_gain"] for lot in lots if lot["term"] is Term.SHORT)
+    lt = sum(lot["realized_gain"] for lot in lots if lot["term"] is Term.LONG)
     net = (sum(p0.values()) - sum(p1.values())) * data.nav
-    checks = [c for c in prob.checks(data, final) if c.limit < BIG]
+    checks = o.checks if o.checks is not None else prob.checks(data, final)
     r = o.result
-    return AnalyzeResponse(
-        decision=o.decision,
-        nav=data.nav,
-        cash_before=data.cash,
-        cash_after=cash_after_w * data.nav,
-        trades=trades,
-        objective=_breakdown(p1, data.nav),
-        objective_before=_breakdown(p0, data.nav),
-        net_benefit=net,
-        drift_before=drift_report(data, data.w, data.cash / data.nav),
-        drift_after=drift_report(data, after, cash_after_w),
-        risk=risk_report(data, data.w, after),
-        tax=TaxSummary(
+    body: dict[str, Any] = {
+        "decision": o.decision,
+        "nav": data.nav,
+        "cash_before": data.cash,
+        "cash_after": cash_after_w * data.nav,
+        "trades": trades,
+        "objective": _breakdown(p1, data.nav),
+        "objective_before": _breakdown(p0, data.nav),
+        "net_benefit": net,
+        "drift_before": drift_report(data, data.w, data.cash / data.nav),
+        "drift_after": drift_report(data, after, cash_after_w),
+        "risk": risk_report(data, data.w, after),
+        "tax": TaxSummary(
             short_term_gain=st,
             long_term_gain=lt,
-            harvested_losses=sum(lot.realized_gain for lot in lots if lot.realized_gain < 0),
-            estimated_tax=sum(lot.tax_currency for lot in lots),
+            harvested_losses=sum(lot["realized_gain"] for lot in lots if lot["realized_gain"] < 0),
+            estimated_tax=sum(lot["tax_currency"] for lot in lots),
             deferred_lots=[
                 DeferredLot(
                     lot_id=d.lot_id,
@@ -267,7 +277,7 @@ def build_response(
             ],
             blocked_by_wash_sale=list(data.lot_blocked_wash),
         ),
-        cost_benefit=CostBenefit(
+        "cost_benefit": CostBenefit(
             opportunity_cost_of_not_trading=p0["tracking"] * data.nav,
             tracking_cost_after=p1["tracking"] * data.nav,
             spread_and_fees=p1["spread_and_fees"] * data.nav,
@@ -275,7 +285,7 @@ def build_response(
             tax=p1["tax"] * data.nav,
             net_benefit=net,
         ),
-        constraints=[
+        "constraints": [
             ConstraintReport(
                 name=c.name,
                 fields=list(c.fields),
@@ -286,8 +296,9 @@ def build_response(
                 binding=c.slack <= 1e-6 * max(1.0, abs(c.limit)),
             )
             for c in checks
+            if c.limit < BIG
         ],
-        solver=SolverReport(
+        "solver": SolverReport(
             name=r.solver,
             status=r.status,
             iterations=r.iterations,
@@ -297,8 +308,9 @@ def build_response(
             solves=o.solves,
             fallbacks=[FallbackStep(solver=s, reason=why) for s, why in r.fallbacks],
         ),
-        messages=o.messages,
-    )
+        "messages": o.messages,
+    }
+    return AnalyzeResponse.model_validate(body)
 
 
 __all__ = ["Outcome", "Reason", "build_response", "drift_report", "risk_report"]
