@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from rebalancer.domain.errors import InvalidInput
 from rebalancer.domain.model import CASH
+from rebalancer.domain.wash_sale import is_wash_sale_loss
 from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
 
 Arr = NDArray[np.float64]
@@ -190,7 +191,7 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     lot_long = present & (held > pol.long_term_days)
     half_spread_bps = np.array([i.half_spread_bps for i in insts])
     selling_bps = half_spread_bps + pol.commission_bps
-    lot_loss = present & (lot_basis > price[:, None])
+    lot_loss = present & is_wash_sale_loss(price[:, None], lot_basis, selling_bps[:, None])
     adv_shares = np.array([i.adv_shares for i in insts])
     no_sell = set(pol.no_sell)
     sellable = np.array([ids[k] not in no_sell and adv_shares[k] > 0 for k in range(n)])

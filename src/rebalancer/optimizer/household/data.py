@@ -250,7 +250,7 @@ def build_household(req: HouseholdRequest) -> HouseholdData:
         idx = np.array([pos[i] for i in data.ids], dtype=np.int64)
         taxable = tax_type is TaxType.TAXABLE
         if taxable:
-            loss = data.lot_basis > data.price[:, None]
+            loss = data.lot_loss  # is_wash_sale_loss: net of selling costs
             hit = np.array([g in recent for g in data.groups])[:, None] & loss
             hit &= data.lot_ub > 0
             for i, j in zip(*np.nonzero(hit), strict=True):

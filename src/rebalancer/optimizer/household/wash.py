@@ -5,7 +5,9 @@ account of the household (a spouse's, an IRA's) within the window wash the loss;
 is in a tax-deferred or tax-exempt account the loss is not even deferred into the new shares'
 basis: it is lost for good. So one household recommendation never both sells a group at a loss
 in a taxable account and buys that group anywhere (recent buys and recent loss sales are
-handled in :func:`rebalancer.optimizer.household.data.build_household`).
+handled in :func:`rebalancer.optimizer.household.data.build_household`). A sale is at a loss
+when its amount realized net of selling costs is below the basis
+(:func:`rebalancer.domain.wash_sale.is_wash_sale_loss`, as ``ProblemData.lot_loss``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def conflicts(
     for a, t in zip(hh.accounts, trades, strict=True):
         d = a.data
         if a.taxable:
-            loss = d.lot_basis > d.price[:, None]
+            loss = d.lot_loss
             per = (t.lot_sell * loss).sum(axis=1) * a.share
             for n in np.flatnonzero(per > 0):
                 sold[d.groups[n]] = sold.get(d.groups[n], 0.0) + float(per[n])
@@ -50,7 +52,7 @@ def settle(hh: HouseholdData, found: dict[str, tuple[float, float]], last: bool)
             members = np.array([g == group for g in d.groups])
             if bought >= sold or last:
                 if a.taxable:
-                    d.lot_ub[members[:, None] & (d.lot_basis > d.price[:, None])] = 0.0
+                    d.lot_ub[members[:, None] & d.lot_loss] = 0.0
             else:
                 d.buy_ub[members] = 0.0
 
@@ -62,16 +64,14 @@ def fix_directions(hh: HouseholdData, trades: list[TradeVec]) -> None:
         a.data.groups[n]
         for a, t in zip(hh.accounts, trades, strict=True)
         if a.taxable
-        for n in np.flatnonzero(
-            (t.lot_sell * (a.data.lot_basis > a.data.price[:, None])).sum(axis=1) > 1e-7
-        )
+        for n in np.flatnonzero((t.lot_sell * a.data.lot_loss).sum(axis=1) > 1e-7)
     }
     for a in hh.accounts:
         d = a.data
         sells = np.array([g in selling for g in d.groups])
         d.buy_ub[sells] = 0.0
         if a.taxable:
-            d.lot_ub[~sells[:, None] & (d.lot_basis > d.price[:, None])] = 0.0
+            d.lot_ub[~sells[:, None] & d.lot_loss] = 0.0
 
 
 def check(hh: HouseholdData, trades: list[TradeVec]) -> list[Check]:
