@@ -66,6 +66,8 @@ class HouseholdData:
     link_cap: Arr
     transfer_cost: float
     min_net_benefit: float
+    te_limit: float | None = None
+    """Household tracking error limit (return units); None: no limit."""
     blocked_buys: list[str] = field(default_factory=list)
     blocked_lots: list[str] = field(default_factory=list)
 
@@ -89,22 +91,13 @@ def _prefixed(exc: RebalancerError, prefix: str) -> InvalidInput:
 
 
 def _unsupported(n: int, req: AnalyzeRequest) -> None:
-    pol = req.policy
-    used = [
-        name
-        for name, on in (
-            ("max_var", pol.max_var is not None),
-            ("max_tracking_error", pol.max_tracking_error is not None),
-            ("max_sector_risk_share", bool(pol.max_sector_risk_share)),
-            ("stress_scenarios", any(s.max_loss is not None for s in pol.stress_scenarios)),
-        )
-        if on
-    ]
-    if used:
+    """Refuse the account policy fields the household problem does not model yet."""
+    if req.policy.max_sector_risk_share:
         raise InvalidInput(
-            f"risk limits {used} are not supported in a household rebalance; drop them or "
-            "rebalance the account alone with POST /v1/analyze",
-            [f"accounts[{n}].request.policy.{u}" for u in used],
+            "max_sector_risk_share is not supported in a household rebalance (tracking error, "
+            "VaR and stress max_loss are); drop it or rebalance the account alone with "
+            "POST /v1/analyze",
+            [f"accounts[{n}].request.policy.max_sector_risk_share"],
         )
 
 
@@ -156,6 +149,11 @@ def check_household(req: HouseholdRequest) -> None:
                 [f"recent_loss_sales[{n}].account_id"],
             )
     if req.targets is None:
+        if req.policy.max_tracking_error is not None:
+            raise InvalidInput(
+                "a household tracking error limit needs household targets",
+                ["policy.max_tracking_error"],
+            )
         return
     validate_targets(req.targets, "targets")
     for key in req.targets:
@@ -242,6 +240,7 @@ def build_household(req: HouseholdRequest) -> HouseholdData:
         ),
         transfer_cost=pol.transfer_cost_bps / 1e4,
         min_net_benefit=pol.min_net_benefit,
+        te_limit=pol.max_tracking_error if target is not None else None,
     )
     if target is not None and req.risk_model is not None:
         stub = _risk_stub(req.risk_model)

@@ -17,15 +17,11 @@ from rebalancer.optimizer.enums import Decision, SolverName, SolveStatus
 from rebalancer.optimizer.household import wash
 from rebalancer.optimizer.household.data import AccountPart, HouseholdData, build_household
 from rebalancer.optimizer.household.data import check_household as check_household
-from rebalancer.optimizer.household.problem import (
-    AccountTerms,
-    HouseholdProblem,
-    HouseholdTrade,
-    structure_key,
-)
+from rebalancer.optimizer.household.problem import HouseholdProblem, HouseholdTrade, structure_key
 from rebalancer.optimizer.household.report import (
     breakdown,
     drift,
+    household_te_check,
     location,
     objective,
     parts,
@@ -40,16 +36,19 @@ from rebalancer.optimizer.household.schemas import (
     TransferOut,
     WashSaleReport,
 )
-from rebalancer.optimizer.problem import SCALE, CompiledProblem, SolveResult
+from rebalancer.optimizer.household.terms import AccountTerms
+from rebalancer.optimizer.problem import CompiledProblem, SolveResult
 from rebalancer.optimizer.report import Outcome, build_response
 from rebalancer.optimizer.rounding import Shares, repair, round_shares
 from rebalancer.optimizer.terms.base import Check, TradeVec
 from rebalancer.optimizer.terms.constraints import AdvCap, CashFloor, Turnover
+from rebalancer.optimizer.terms.risk import StressLimit, TrackingErrorLimit, VarLimit
 
 _ROUNDS = 5
 _WASH_TOL = 1e-7
 _OBJ_RTOL, _OBJ_ATOL = 1e-3, 1e-7
 _TRADING = (AdvCap, Turnover, CashFloor)
+_RISK = (TrackingErrorLimit, VarLimit, StressLimit)
 
 
 class _AccountView:
@@ -71,13 +70,31 @@ _Solved = tuple[HouseholdTrade, int, float, SolverName, SolveStatus, list[str]]
 """Answer, solves, solve time (ms), solver, status and wash-settled groups."""
 
 
-def _rounded(terms: AccountTerms, f: ProblemData, t: TradeVec) -> Shares:
-    """Round one account's trade to shares and repair its trading limits (after transfers)."""
+def _round_all(
+    hh: HouseholdData, prob: HouseholdProblem, funded: list[ProblemData], ht: HouseholdTrade
+) -> list[Shares]:
+    """Round every account's trade to shares, then repair per account what rounding broke:
+    its trading limits (after transfers), its risk limits and the household tracking-error
+    limit (evaluated with the other accounts' current trades)."""
+    current = list(ht.trades)
+    shares: list[Shares] = []
+    for n, (terms, f, t) in enumerate(zip(prob.accounts, funded, ht.trades, strict=True)):
 
-    def trading(x: TradeVec) -> list[Check]:
-        return terms.checks(f, x, _TRADING)
+        def trading(x: TradeVec, terms: AccountTerms = terms, f: ProblemData = f) -> list[Check]:
+            return terms.checks(f, x, _TRADING)
 
-    return repair(f, round_shares(f, t, f.min_trade_value), t, trading, lambda _x: [])
+        def risk(
+            x: TradeVec, terms: AccountTerms = terms, f: ProblemData = f, n: int = n
+        ) -> list[Check]:
+            out = terms.checks(f, x, _RISK)
+            if hh.te_limit is not None:
+                out.append(household_te_check(hh, [*current[:n], x, *current[n + 1 :]]))
+            return out
+
+        s = repair(f, round_shares(f, t, f.min_trade_value), t, trading, risk)
+        current[n] = s.trade(hh.accounts[n].data)
+        shares.append(s)
+    return shares
 
 
 def _funded(a: AccountPart, net_in: float, hh_nav: float) -> ProblemData:
@@ -152,7 +169,7 @@ class HouseholdRecommender:
     def _check_objective(hh: HouseholdData, prob: HouseholdProblem, ht: HouseholdTrade) -> None:
         """The solver's value (plus the constant location of current holdings) must match the
         NumPy recomputation of its own answer."""
-        theirs = float(prob.problem.value) / SCALE
+        theirs = prob.value
         theirs += sum(a.share * hh.horizon * float(a.drag @ a.data.w) for a in hh.accounts)
         mine = objective(hh, ht)
         if abs(mine - theirs) > _OBJ_ATOL + _OBJ_RTOL * abs(theirs):
@@ -210,9 +227,7 @@ class HouseholdRecommender:
         ht, solves, ms, name, status, settled = self._solve(hh, prob)
         net_in = ht.net_in(hh)
         funded = [_funded(a, float(net_in[n]), hh.nav) for n, a in enumerate(hh.accounts)]
-        shares = []
-        for terms, f, t in zip(prob.accounts, funded, ht.trades, strict=True):
-            shares.append(_rounded(terms, f, t))
+        shares = _round_all(hh, prob, funded, ht)
         final = HouseholdTrade(
             [s.trade(a.data) for s, a in zip(shares, hh.accounts, strict=True)], ht.transfers
         )
@@ -310,6 +325,9 @@ class HouseholdRecommender:
         for a, terms, f, t in zip(hh.accounts, prob.accounts, funded, ht.trades, strict=True):
             bad += [(a.id, c) for c in terms.checks(f, t) if not c.holds()]
         bad += [("household", c) for c in wash.check(hh, ht.trades) if not c.holds()]
+        if hh.te_limit is not None:
+            c = household_te_check(hh, ht.trades)
+            bad += [("household", c)] if not c.holds() else []
         if (ht.transfers > hh.link_cap * (1 + 1e-9) + 1e-12).any():
             raise ValidationFailed("a transfer exceeds its link's max_amount", ["links"])
         if bad:

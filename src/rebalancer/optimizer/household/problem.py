@@ -1,5 +1,6 @@
-"""The household problem: one CVXPY problem over every account's trades, built once per
-structure (account shapes, instrument map, links) with ``cp.Parameter`` and solved many times.
+"""The household problem, stacked: every account's buys and lot sells are one variable each,
+account sums are sparse aggregation matrices and account scalings are vectors, so the
+problem's size and its assembly time are linear in the number of accounts.
 
 Objective (fractions of household NAV ``H``, ``s_a = NAV_a / H``)::
 
@@ -8,69 +9,69 @@ Objective (fractions of household NAV ``H``, ``s_a = NAV_a / H``)::
     + sum_{a taxable} s_a * horizon * drag' (w_a + z_a)                     asset location
     + transfer_cost * sum_l T_l                                             cash moved
 
-with ``x = sum_a s_a M_a (w_a + z_a)`` the household weights. The account terms are the
-single-account terms of :mod:`rebalancer.optimizer.terms`, reused as they are: their parameter
-values are scaled by ``s_a`` (each is linear in its one parameter), so the problem stays DPP.
-The tracking terms fold their weights into their parameters (see :class:`ScaledActiveRisk`).
-Constraints hold per account: buy and lot bounds (long only), ADV caps, turnover, and the cash
-floor with the account's net transfer ``(in - out) / s_a`` (zero without links).
+with ``x = sum_a s_a M_a (w_a + z_a)`` the household weights. Layout: the accounts'
+instruments are stacked into one vector of ``N = sum_a n_a`` slots and their lots into one
+``(N, K)`` matrix (``K`` = most lots of one instrument in any account; padded lots have bound
+0). Risk is in factor form throughout, never an ``n x n`` matrix: account exposures
+``u_a = L_a'(w_a + z_a - w*_a)``, ``v_a = s_a * (...)`` and household exposures
+``L_H'(x - x*)``, ``s_H * (x - x*)`` are variables defined by sparse equality rows.
+
+The terms are the single-account ones with the same definitions (spread and fees, square-root
+impact, lot tax, tracking; cash floor, turnover, ADV caps, buy and lot bounds; tracking error,
+VaR and stress ``max_loss`` limits of :mod:`rebalancer.optimizer.terms.risk`), written once
+more as rows of the stacked conic problem (:mod:`rebalancer.optimizer.household.conic`); the
+answer of every account is re-checked with the single-account classes themselves
+(:class:`~rebalancer.optimizer.household.terms.AccountTerms`). The index patterns are built
+once per :func:`structure_key` (:class:`Layout`, cached with the problem); a solve fills in
+values and runs Clarabel; wash-sale settling rounds only change bounds (``b``).
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 
-import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
 
-from rebalancer.optimizer.data import ProblemData
+from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.enums import SolverName, SolveStatus
-from rebalancer.optimizer.household.data import AccountPart, Arr, HouseholdData
+from rebalancer.optimizer.household.conic import Columns, ConicData, Rows, z_terms
+from rebalancer.optimizer.household.data import Arr, HouseholdData
+from rebalancer.optimizer.household.solve import solve_conic
+from rebalancer.optimizer.household.terms import AccountTerms
 from rebalancer.optimizer.problem import SCALE
-from rebalancer.optimizer.terms import atoms
-from rebalancer.optimizer.terms.base import (
-    Check,
-    ConstraintTerm,
-    CostTerm,
-    TradeVec,
-    Variables,
-    sigma_times,
-)
-from rebalancer.optimizer.terms.constraints import (
-    AdvCap,
-    BuyBounds,
-    CashFloor,
-    LongOnly,
-    LotBounds,
-    Turnover,
-)
-from rebalancer.optimizer.terms.costs import ImpactTerm, SpreadFeesTerm, TaxTerm
+from rebalancer.optimizer.terms.base import TradeVec
 
-DPP_MAX_VARIABLES = 3000
-"""Above this many trade variables the compiled (DPP) form is not used: CVXPY's parameter
-tensor grows with (parameter entries) x (constraint rows), both linear in the number of
-accounts, so a 10 x 500 household would need tens of GB. Such problems are canonicalized from
-the current values on each solve instead (memory linear, seconds per solve)."""
+_RHO = 1e-3
+"""Scale of the impact cones (a typical traded weight, fraction of NAV)."""
 
-_SOLVERS: dict[SolverName, dict[str, object]] = {
-    SolverName.CLARABEL: {"solver": cp.CLARABEL},
-    SolverName.SCS: {"solver": cp.SCS, "eps_abs": 1e-7, "eps_rel": 1e-7, "max_iters": 20000},
-}
+
+def _limits(d: ProblemData) -> tuple[bool, bool, int]:
+    """Which risk limits an account has: tracking error, VaR, stress scenarios."""
+    return bool(d.te_limit < BIG), bool(d.var_limit < BIG), int(d.stress_returns.shape[0])
 
 
 def structure_key(hh: HouseholdData) -> tuple[object, ...]:
     """What the compiled problem depends on (everything else is a parameter value)."""
     return (
-        tuple((a.data.n, a.data.lot_w.shape[1], a.data.factor_load.shape[1]) for a in hh.accounts),
+        tuple(
+            (
+                a.data.n,
+                a.data.lot_w.shape[1],
+                a.data.factor_load.shape[1],
+                _limits(a.data),
+                a.taxable,
+            )
+            for a in hh.accounts
+        ),
         tuple(tuple(int(i) for i in a.idx) for a in hh.accounts),
         len(hh.ids),
         hh.load.shape[1],
         tuple(hh.links),
         hh.target is not None,
         hh.account_weight > 0,
+        hh.te_limit is not None,
     )
 
 
@@ -93,210 +94,314 @@ class HouseholdTrade:
 _Solved = tuple[SolveStatus, SolverName, HouseholdTrade | None, float]
 
 
-class ScaledActiveRisk:
-    """``c^2 (w + z - w*)' Sigma (w + z - w*)`` with ``c^2`` folded into the parameters.
+class Layout:
+    """Where each account sits in the stack: instrument slots, factor slots, lot columns."""
 
-    ``u = c L'(w + z - w*)``, ``v = c s * (w + z - w*)`` and the term is ``|u|^2 + |v|^2``:
-    no parameter multiplies a quadratic, so CVXPY's parameter tensor of the quadratic part
-    stays constant (a parameter there makes canonicalization grow with the square of the
-    number of variables, i.e. of accounts).
-    """
+    def __init__(self, hh: HouseholdData) -> None:
+        sizes = [a.data.n for a in hh.accounts]
+        self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.N = int(self.off[-1])
+        # lot columns: every lot of a taxable account (padded to the account's K_a); one
+        # merged column per instrument elsewhere (no tax, no wash-sale loss: lots are alike)
+        self.lot_k = [a.data.lot_w.shape[1] if a.taxable else 1 for a in hh.accounts]
+        counts = [n * k for n, k in zip(sizes, self.lot_k, strict=True)]
+        self.lot_off = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        self.L = int(self.lot_off[-1])
+        self.lot_slot = np.concatenate(
+            [
+                np.repeat(np.arange(n) + self.off[a], k)
+                for a, (n, k) in enumerate(zip(sizes, self.lot_k, strict=True))
+            ]
+        ).astype(np.int64)
+        ks = [a.data.factor_load.shape[1] for a in hh.accounts]
+        self.foff = np.concatenate([[0], np.cumsum(ks)]).astype(int)
+        self.account_of = np.repeat(np.arange(len(sizes)), sizes)
+        # account factor exposures: one entry per (slot, factor of its account)
+        rows, cols = [], []
+        for a, (n, k) in enumerate(zip(sizes, ks, strict=True)):
+            rows.append(np.repeat(np.arange(n) + self.off[a], k))
+            cols.append(np.tile(np.arange(k), n) + self.foff[a])
+        self.rep_slot = np.concatenate(rows) if rows else np.zeros(0, int)
+        self.rep_factor = np.concatenate(cols) if cols else np.zeros(0, int)
+        self.hh_idx = np.concatenate([a.idx for a in hh.accounts]).astype(np.int64)
+        self.acct_risk = hh.account_weight > 0 or any(any(_limits(a.data)[:2]) for a in hh.accounts)
+        self.columns = Columns(
+            self.N,
+            self.L,
+            len(hh.links),
+            int(self.foff[-1]),
+            self.acct_risk,
+            hh.load.shape[1] if hh.target is not None else 0,
+            len(hh.ids) if hh.target is not None else 0,
+        )
 
-    def __init__(self, n: int, k: int, z: cp.Expression) -> None:
-        self.load = cp.Parameter((n, k), name="scaled_load")
-        self.sd = cp.Parameter(n, nonneg=True, name="scaled_sd")
-        self.u0 = cp.Parameter(k, name="scaled_factor0")
-        self.v0 = cp.Parameter(n, name="scaled_specific0")
-        u, v = cp.Variable(k, name="active_factor"), cp.Variable(n, name="active_specific")
-        self.constraints: list[cp.Constraint] = [
-            u == self.load.T @ z + self.u0,
-            v == atoms.multiply(self.sd, z) + self.v0,
-        ]
-        self.expr = atoms.sum_squares(u) + atoms.sum_squares(v)
+    def stack(self, hh: HouseholdData, get: str, scaled: bool = False) -> Arr:
+        """Concatenate one per-instrument array of every account (times ``s_a`` if scaled)."""
+        parts = [getattr(a.data, get) * (a.share if scaled else 1.0) for a in hh.accounts]
+        return np.concatenate(parts)
 
-    def update(self, load: Arr, sd: Arr, active: Arr, weight: float) -> None:
-        """``weight = c^2`` (e.g. gamma times NAV share), ``active = w - w*``."""
-        c = float(np.sqrt(max(weight, 0.0)))
-        self.load.value = c * load
-        self.sd.value = c * sd
-        self.u0.value = c * (load.T @ active)
-        self.v0.value = c * sd * active
+    def lots(self, hh: HouseholdData, get: str, scaled: bool = False) -> Arr:
+        """One value per lot column: the lot's own (taxable accounts) or the sum over the
+        instrument's lots (merged columns)."""
+        out = []
+        for a, k in zip(hh.accounts, self.lot_k, strict=True):
+            arr = getattr(a.data, get) * (a.share if scaled else 1.0)
+            out.append(arr.ravel() if k == arr.shape[1] and a.taxable else arr.sum(axis=1))
+        return np.concatenate(out)
 
-
-class AccountTerms:
-    """The single-account terms of one account, its variables and its checks."""
-
-    def __init__(self, data: ProblemData, tracking: bool, links: list[tuple[int, int]], pos: int):
-        shape = data.shape
-        self.vars = Variables(shape)
-        v = self.vars
-        self.risk = ScaledActiveRisk(shape.n, shape.factors, v.z) if tracking else None
-        self.spread = SpreadFeesTerm(shape, v)
-        self.impact = ImpactTerm(shape, v)
-        self.tax = TaxTerm(shape, v)
-        self.costs: list[CostTerm] = [self.spread, self.impact, self.tax]
-        self.limits: list[ConstraintTerm] = [
-            Turnover(v),
-            AdvCap(shape, v),
-            BuyBounds(shape, v),
-            LotBounds(shape, v),
-            LongOnly(),
-        ]
-        self.cash = CashFloor(v)
-        """Evaluates the cash floor on transfer-adjusted data (its own constraint is unused)."""
-        self.room = cp.Parameter(name="cash_room")
-        self.inv_share = cp.Parameter(nonneg=True, name="inv_share")
-        self.incidence = np.array([(dst == pos) - (src == pos) for src, dst in links], float)
-        self.loc = cp.Parameter(shape.n, name="location")
-
-    def constraints(self, transfers: cp.Variable | None) -> list[cp.Constraint]:
-        v = self.vars
-        out = list(v.constraints)
-        if self.risk is not None:
-            out += self.risk.constraints
-        for term in self.limits:
-            out += term.constraints
-        spend = atoms.sum_(v.buy) - atoms.sum_(v.sell)
-        if transfers is not None and self.incidence.any():
-            spend = spend - self.inv_share * (self.incidence @ transfers)
-        out.append(spend <= self.room)
-        return out
-
-    def objective(self) -> list[cp.Expression]:
-        terms = [c.expr for c in self.costs] + [self.loc @ self.vars.z]
-        if self.risk is not None:
-            terms.append(self.risk.expr)
-        return terms
-
-    def update(self, a: AccountPart, weight: float, horizon: float) -> None:
-        d = a.data
-        if self.risk is not None:
-            self.risk.update(
-                d.factor_load, d.specific_sd, d.w - d.target, d.gamma * a.share * weight
+    def unstack(self, hh: HouseholdData, x_lot: Arr) -> list[Arr]:
+        """Lot columns back to every account's ``(n, K_a)`` lot sells (a merged column is
+        spread over the instrument's lots pro rata to what each may sell)."""
+        out = []
+        for a, part in enumerate(hh.accounts):
+            d = part.data
+            seg = x_lot[self.lot_off[a] : self.lot_off[a + 1]]
+            if self.lot_k[a] == d.lot_w.shape[1] and part.taxable:
+                out.append(seg.reshape(d.n, -1).copy())
+                continue
+            room = d.lot_ub.sum(axis=1)
+            frac = np.divide(
+                d.lot_ub, room[:, None], out=np.zeros_like(d.lot_ub), where=room[:, None] > 0
             )
-        for c in self.costs:
-            c.update(d)
-        for p in (self.spread.rate, self.impact.coef, self.tax.rate):
-            p.value = np.asarray(p.value) * a.share
-        for term in self.limits:
-            term.update(d)
-        self.room.value = d.cash / d.nav - d.cash_floor
-        self.inv_share.value = 1.0 / a.share
-        self.loc.value = a.share * horizon * a.drag
-
-    def parts(self, data: ProblemData, t: TradeVec) -> dict[str, float]:
-        """Account-level terms in fractions of the account NAV (unscaled, as one account)."""
-        out = {c.label: c.value(data, t) for c in self.costs}
-        a = data.w + t.z - data.target
-        out["tracking"] = data.gamma * float(a @ sigma_times(data, a))
+            out.append(frac * seg[:, None])
         return out
 
-    def checks(self, data: ProblemData, t: TradeVec, only: tuple[type, ...] = ()) -> list[Check]:
-        """Every per-account constraint in NumPy; ``data.cash`` must include net transfers."""
-        out: list[Check] = []
-        for term in [*self.limits, self.cash]:
-            if not only or isinstance(term, only):
-                out += term.check(data, t)
-        return out
+
+def _implied(hh: HouseholdData) -> tuple[Arr, Arr, Arr]:
+    """Bounds implied by the cash floors (valid for every feasible answer): per account the
+    most it can spend (fraction of its NAV: cash above the floor, every sellable lot, every
+    transfer it can receive), what it can sell, and per link the most it can carry
+    (fraction of H)."""
+    share = np.array([a.share for a in hh.accounts])
+    sellable = np.array([float(a.data.lot_ub.sum()) for a in hh.accounts])
+    room = np.array([max(a.data.cash / a.data.nav - a.data.cash_floor, 0.0) for a in hh.accounts])
+    out_cap = share * (room + sellable)
+    link = np.array(
+        [min(float(c), out_cap[src]) for (src, _), c in zip(hh.links, hh.link_cap, strict=True)]
+    )
+    inflow = np.zeros(len(share))
+    for (_, dst), c in zip(hh.links, link, strict=True):
+        inflow[dst] += c
+    spend = room + sellable + inflow / share
+    return spend, sellable, link
 
 
 class HouseholdProblem:
-    """All accounts' terms and the household terms of one structure."""
+    """The stacked household problem of one structure: its layout (index patterns) and the
+    per-account NumPy terms; :meth:`update` fills in one household's values."""
 
     def __init__(self, hh: HouseholdData) -> None:
         self.key = structure_key(hh)
-        self.accounts = [
-            AccountTerms(a.data, hh.account_weight > 0, hh.links, n)
-            for n, a in enumerate(hh.accounts)
-        ]
-        nl = len(hh.links)
-        self.transfers = cp.Variable(nl, nonneg=True, name="transfers") if nl else None
-        self.link_cap = cp.Parameter(nl, nonneg=True, name="link_cap") if nl else None
-        self.transfer_cost = cp.Parameter(nonneg=True, name="transfer_cost")
-        constraints: list[cp.Constraint] = []
-        for acct in self.accounts:
-            constraints += acct.constraints(self.transfers)
-        terms: list[cp.Expression] = [e for acct in self.accounts for e in acct.objective()]
-        if self.transfers is not None and self.link_cap is not None:
-            constraints.append(self.transfers <= self.link_cap)
-            terms.append(self.transfer_cost * atoms.sum_(self.transfers))
-        self.loads: list[cp.Parameter] = []
-        self.specs: list[cp.Parameter] = []
-        self.u0 = cp.Parameter(hh.load.shape[1], name="household_factor0")
-        self.v0 = cp.Parameter(len(hh.ids), name="household_specific0")
-        if hh.target is not None:
-            n_h, k = len(hh.ids), hh.load.shape[1]
-            u_sum: cp.Expression = self.u0
-            v_sum: cp.Expression = self.v0
-            for a, acct in zip(hh.accounts, self.accounts, strict=True):
-                load = cp.Parameter((a.data.n, k), name="household_load")
-                spec = cp.Parameter(a.data.n, nonneg=True, name="household_spec")
-                self.loads.append(load)
-                self.specs.append(spec)
-                m = sp.csr_matrix(
-                    (np.ones(a.data.n), (a.idx, np.arange(a.data.n))), shape=(n_h, a.data.n)
-                )
-                u_sum = u_sum + load.T @ acct.vars.z
-                v_sum = v_sum + m @ atoms.multiply(spec, acct.vars.z)
-            u = cp.Variable(k, name="household_u")
-            v = cp.Variable(n_h, name="household_v")
-            constraints += [u == u_sum, v == v_sum]
-            terms.append(atoms.sum_squares(u) + atoms.sum_squares(v))
-        self.problem = cp.Problem(cp.Minimize(SCALE * atoms.sum_(terms)), constraints)
-        size = sum(a.data.n * (a.data.lot_w.shape[1] + 3) for a in hh.accounts)
-        self.ignore_dpp = size > DPP_MAX_VARIABLES
-        """Large households are canonicalized afresh on every solve (see DPP_MAX_VARIABLES)."""
-        if not self.problem.is_dpp():  # pragma: no cover - guarded by tests
-            raise RuntimeError("household problem is not DPP")
+        self.layout = Layout(hh)
+        self.accounts = [AccountTerms(a.data) for a in hh.accounts]
+        self.data: ConicData | None = None
+        self.value = 0.0
+        """Objective of the last answer (fraction of household NAV, without the constant
+        location of current holdings)."""
         self.compiled = False
+        self._hh = hh
 
+    # ------------------------------------------------------------------ assembly
     def update(self, hh: HouseholdData) -> None:
-        """Copy one household's values into every parameter."""
-        for a, acct in zip(hh.accounts, self.accounts, strict=True):
-            acct.update(a, hh.account_weight, hh.horizon)
-        if self.link_cap is not None:
-            self.link_cap.value = hh.link_cap
-        self.transfer_cost.value = hh.transfer_cost
+        """Assemble the conic data of ``hh`` (same structure as the one compiled)."""
+        self._hh = hh
+        lay, col = self.layout, self.layout.columns
+        N, L = lay.N, lay.L
+        slots = np.arange(N, dtype=np.int64)
+        share = np.array([a.share for a in hh.accounts])
+        zero, nonneg = Rows(), Rows()
+        soc = Rows()
+        soc_dims: list[int] = []
+        q = np.zeros(col.total)
+        # --- objective (linear part): spread, tax, location, impact, transfers
+        rate = lay.stack(hh, "cost", scaled=True)
+        loc = np.concatenate([a.share * hh.horizon * a.drag for a in hh.accounts])
+        q[col.b : col.b + N] += rate + loc
+        q[col.s : col.s + N] += rate - loc
+        q[col.l : col.l + L] += lay.lots(hh, "lot_tax", True)
+        # sold per slot = sum of its lot sells
+        r = zero.new(N, 0.0)
+        zero.add(r + slots, col.s + slots, np.ones(N))
+        zero.add(r + lay.lot_slot, col.l + np.arange(L), -np.ones(L))
+        q[col.tau : col.tau + N] += lay.stack(hh, "impact", scaled=True) * np.sqrt(_RHO)
+        q[col.T : col.T + col.links] += hh.transfer_cost
+        # --- bounds: 0 <= b <= buy_ub, 0 <= l <= lot_ub, 0 <= T <= cap, traded <= ADV cap
+        # (open limits are replaced by the bounds the cash floor implies: a solver converges
+        # slowly with far-away inactive bounds)
+        spend, sellable, link_cap = _implied(hh)
+        per_slot = np.repeat(spend, np.diff(lay.off))
+        buy_ub = np.minimum(lay.stack(hh, "buy_ub"), per_slot)
+        adv_cap = np.minimum(
+            lay.stack(hh, "adv_cap"), per_slot + np.repeat(sellable, np.diff(lay.off))
+        )
+        turnover = np.minimum([a.data.turnover_limit for a in hh.accounts], 2 * spend + sellable)
+        nb = N + L + col.links
+        r = nonneg.new(nb, 0.0)
+        idx = np.arange(nb, dtype=np.int64)
+        nonneg.add(
+            r + idx,
+            np.concatenate([col.b + slots, col.l + np.arange(L), col.T + np.arange(col.links)]),
+            -np.ones(nb),
+        )
+        r = nonneg.new(
+            nb,
+            np.concatenate([buy_ub, lay.lots(hh, "lot_ub"), link_cap]),
+        )
+        nonneg.add(
+            r + idx,
+            np.concatenate([col.b + slots, col.l + np.arange(L), col.T + np.arange(col.links)]),
+            np.ones(nb),
+        )
+        r = nonneg.new(N, adv_cap)
+        nonneg.add(*z_terms(col, r + slots, slots, np.ones(N), sign=-1.0))
+        # --- per account: turnover and cash floor (with the net transfer / s_a)
+        acct = lay.account_of.astype(np.int64)
+        n_acc = len(hh.accounts)
+        r = nonneg.new(n_acc, turnover)
+        nonneg.add(*z_terms(col, r + acct, slots, np.ones(N), sign=-1.0))
+        room = np.array([a.data.cash / a.data.nav - a.data.cash_floor for a in hh.accounts])
+        r = nonneg.new(n_acc, room)
+        nonneg.add(*z_terms(col, r + acct, slots, np.ones(N)))
+        for m, (src, dst) in enumerate(hh.links):
+            nonneg.add(
+                np.array([r + src, r + dst]),
+                np.array([col.T + m] * 2),
+                np.array([1.0 / share[src], -1.0 / share[dst]]),
+            )
+        # --- stress: -R_a z_a <= max_loss + R_a w_a per scenario
+        for a, part in enumerate(hh.accounts):
+            d = part.data
+            n_s = d.stress_returns.shape[0]
+            if not n_s:
+                continue
+            r = nonneg.new(n_s, d.stress_limit + d.stress_returns @ d.w)
+            rr, ss = np.nonzero(np.ones((n_s, d.n)))
+            nonneg.add(*z_terms(col, r + rr, lay.off[a] + ss, -d.stress_returns[rr, ss]))
+        # --- impact traded^1.5 <= sqrt(rho) * tau, per slot, as two rotated cones
+        # traded^2 <= tau * sig and sig^2 <= rho * traded (rho: scale of a trade, for
+        # conditioning)
+        r0 = soc.new(6 * N, np.tile([0.0, 0.0, 0.0, _RHO, 0.0, -_RHO], N))
+        base = r0 + 6 * slots
+        soc.add(
+            np.concatenate([base, base, base + 2, base + 2]),
+            np.concatenate([col.tau + slots, col.sig + slots, col.tau + slots, col.sig + slots]),
+            np.concatenate([-np.ones(N), -np.ones(N), -np.ones(N), np.ones(N)]),
+        )
+        soc.add(*z_terms(col, base + 1, slots, np.full(N, -2.0), sign=-1.0))
+        soc.add(*z_terms(col, base + 3, slots, -np.ones(N), sign=-1.0))
+        soc.add(base + 4, col.sig + slots, np.full(N, -2.0))
+        soc.add(*z_terms(col, base + 5, slots, -np.ones(N), sign=-1.0))
+        soc_dims += [3] * (2 * N)
+        P_diag = np.zeros(col.total)
+        if lay.acct_risk:
+            self._account_risk(hh, zero, soc, soc_dims, P_diag)
         if hh.target is not None:
-            c = float(np.sqrt(hh.gamma))
-            active = hh.x_before() - hh.target
-            self.u0.value = c * (hh.load.T @ active)
-            self.v0.value = c * hh.spec * active
-            for a, load, spec in zip(hh.accounts, self.loads, self.specs, strict=True):
-                load.value = c * a.share * hh.load[a.idx]
-                spec.value = c * a.share * hh.spec[a.idx]
+            self._household_risk(hh, zero, soc, soc_dims, P_diag)
+        A = sp.vstack(
+            [zero.matrix(col.total), nonneg.matrix(col.total), soc.matrix(col.total)], format="csc"
+        )
+        b = np.concatenate([zero.b(), nonneg.b(), soc.b()])
+        P = sp.diags(SCALE * P_diag, format="csc")
+        self.data = ConicData(P, SCALE * q, A, b, zero.count, nonneg.count, soc_dims)
+
+    def _account_risk(
+        self, hh: HouseholdData, zero: Rows, soc: Rows, dims: list[int], P: Arr
+    ) -> None:
+        """``u = L'(w + z - w*)``, ``v = s * (w + z - w*)`` per account, their tracking weights
+        and the tracking-error and VaR cones."""
+        lay, col = self.layout, self.layout.columns
+        N, F = lay.N, int(lay.foff[-1])
+        loads = np.concatenate([a.data.factor_load.ravel() for a in hh.accounts])
+        sd = lay.stack(hh, "specific_sd")
+        act = [a.data.w - a.data.target for a in hh.accounts]
+        u0 = np.concatenate(
+            [a.data.factor_load.T @ x for a, x in zip(hh.accounts, act, strict=True)]
+        )
+        v0 = sd * np.concatenate(act)
+        r = zero.new(F, u0)
+        zero.add(r + np.arange(F), col.u + np.arange(F), np.ones(F))
+        zero.add(*z_terms(col, r + lay.rep_factor, lay.rep_slot, -loads))
+        r = zero.new(N, v0)
+        slots = np.arange(N)
+        zero.add(r + slots, col.v + slots, np.ones(N))
+        zero.add(*z_terms(col, r + slots, slots, -sd))
+        c2 = np.array([hh.account_weight * a.data.gamma * a.share for a in hh.accounts])
+        P[col.u : col.u + F] = 2.0 * np.repeat(c2, np.diff(lay.foff))
+        P[col.v : col.v + N] = 2.0 * np.repeat(c2, np.diff(lay.off))
+        for a, part in enumerate(hh.accounts):
+            d = part.data
+            fa, fb, va, vb = lay.foff[a], lay.foff[a + 1], lay.off[a], lay.off[a + 1]
+            cols = np.concatenate([col.u + np.arange(fa, fb), col.v + np.arange(va, vb)])
+            te, var, _ = _limits(d)
+            if te:
+                self._cone(soc, dims, cols, d.te_limit, np.zeros(len(cols)))
+            if var:
+                shift = np.concatenate([d.factor_load.T @ d.target, d.specific_sd * d.target])
+                self._cone(soc, dims, cols, d.var_limit / d.z_alpha, shift)
+
+    @staticmethod
+    def _cone(soc: Rows, dims: list[int], cols: Arr, cap: float, shift: Arr) -> None:
+        """``||x[cols] + shift|| <= cap``."""
+        m = len(cols)
+        r = soc.new(m + 1, np.concatenate([[cap], shift]))
+        soc.add(r + 1 + np.arange(m), cols, -np.ones(m))
+        dims.append(m + 1)
+
+    def _household_risk(
+        self, hh: HouseholdData, zero: Rows, soc: Rows, dims: list[int], P: Arr
+    ) -> None:
+        """``hu = L_H'(x - x*)``, ``hv = s_H * (x - x*)``, gamma_H weights and the TE cone."""
+        assert hh.target is not None
+        lay, col = self.layout, self.layout.columns
+        N, k, n_h = lay.N, col.k_h, col.n_h
+        active = hh.x_before() - hh.target
+        share = np.repeat([a.share for a in hh.accounts], np.diff(lay.off))
+        # y = household trade per instrument (fraction of H): sparse rows, one per instrument
+        r = zero.new(n_h, 0.0)
+        zero.add(r + np.arange(n_h), col.y + np.arange(n_h), np.ones(n_h))
+        zero.add(*z_terms(col, r + lay.hh_idx, np.arange(N), -share))
+        r = zero.new(k, hh.load.T @ active)
+        zero.add(r + np.arange(k), col.hu + np.arange(k), np.ones(k))
+        mm, ff = np.nonzero(np.ones((n_h, k)))
+        zero.add(r + ff, col.y + mm, -hh.load[mm, ff])
+        r = zero.new(n_h, hh.spec * active)
+        zero.add(r + np.arange(n_h), col.hv + np.arange(n_h), np.ones(n_h))
+        zero.add(r + np.arange(n_h), col.y + np.arange(n_h), -hh.spec)
+        P[col.hu : col.hu + k] = 2.0 * hh.gamma
+        P[col.hv : col.hv + n_h] = 2.0 * hh.gamma
+        if hh.te_limit is not None:
+            cols = np.concatenate([col.hu + np.arange(k), col.hv + np.arange(n_h)])
+            self._cone(soc, dims, cols, hh.te_limit, np.zeros(len(cols)))
+
+    # ------------------------------------------------------------------ solving
+    def split(self, hh: HouseholdData, x: Arr) -> tuple[list[TradeVec], Arr]:
+        """The stacked answer cut into one trade per account, and the transfers."""
+        lay, col = self.layout, self.layout.columns
+        buy = np.clip(x[col.b : col.b + lay.N], 0.0, None)
+        lots = lay.unstack(hh, np.clip(x[col.l : col.l + lay.L], 0.0, None))
+        out = [
+            TradeVec(buy[lo:hi].copy(), lot)
+            for lot, lo, hi in zip(lots, lay.off[:-1], lay.off[1:], strict=True)
+        ]
+        return out, np.clip(x[col.T : col.T + col.links], 0.0, None)
 
     def solve(self, chain: tuple[SolverName, ...]) -> _Solved:
         """Solve down ``chain``; returns status, solver, trade and solve time (ms)."""
+        assert self.data is not None, "update() first"
         t0 = time.perf_counter()
         last = SolverName.CLARABEL
         for name in chain:
-            if name not in _SOLVERS:
+            out = solve_conic(self.data, name)
+            if out is None:
                 continue
             last = name
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    self.problem.solve(  # type: ignore[no-untyped-call]
-                        ignore_dpp=self.ignore_dpp,
-                        **_SOLVERS[name],  # type: ignore[arg-type]
-                    )
-            except (cp.SolverError, ValueError, ArithmeticError):
-                continue
+            status, x, value = out
             self.compiled = True
-            status = self.problem.status
-            if status in (cp.INFEASIBLE, cp.INFEASIBLE_INACCURATE):
-                return SolveStatus.INFEASIBLE, name, None, (time.perf_counter() - t0) * 1e3
-            if status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
+            if status is SolveStatus.INFEASIBLE:
+                return status, name, None, (time.perf_counter() - t0) * 1e3
+            if x is None:
                 continue
-            trades = []
-            for acct in self.accounts:
-                buy = np.clip(np.asarray(acct.vars.buy.value, float), 0.0, None)
-                lot = np.clip(np.asarray(acct.vars.lot_sell.value, float), 0.0, None)
-                trades.append(TradeVec(buy, lot))
-            tr = np.zeros(0)
-            if self.transfers is not None:
-                tr = np.clip(np.asarray(self.transfers.value, float), 0.0, None)
-            st = SolveStatus.OPTIMAL if status == cp.OPTIMAL else SolveStatus.OPTIMAL_INACCURATE
-            return st, name, HouseholdTrade(trades, tr), (time.perf_counter() - t0) * 1e3
+            self.value = value / SCALE
+            trades, tr = self.split(self._hh, x)
+            return status, name, HouseholdTrade(trades, tr), (time.perf_counter() - t0) * 1e3
         return SolveStatus.FAILED, last, None, (time.perf_counter() - t0) * 1e3

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from rebalancer.domain.model import CASH
+from rebalancer.optimizer.enums import ConstraintName
 from rebalancer.optimizer.household.data import Arr, HouseholdData
 from rebalancer.optimizer.household.problem import HouseholdTrade
 from rebalancer.optimizer.household.schemas import HouseholdDrift, HouseholdObjective
-from rebalancer.optimizer.terms.base import TradeVec, sigma_times
+from rebalancer.optimizer.terms.base import Check, TradeVec, sigma_times
 
 
 def x_after(hh: HouseholdData, trades: list[TradeVec]) -> Arr:
@@ -26,6 +27,24 @@ def household_tracking(hh: HouseholdData, x: Arr) -> float:
     a = x - hh.target
     f = hh.load.T @ a
     return hh.gamma * float(f @ f + (hh.spec * a) @ (hh.spec * a))
+
+
+def household_te(hh: HouseholdData, x: Arr) -> float:
+    """Household tracking error ``sqrt((x - x*)' Sigma_H (x - x*))`` (0 without targets)."""
+    if hh.target is None:
+        return 0.0
+    a = x - hh.target
+    f = hh.load.T @ a
+    return float(np.sqrt(max(float(f @ f + (hh.spec * a) @ (hh.spec * a)), 0.0)))
+
+
+def household_te_check(hh: HouseholdData, trades: list[TradeVec]) -> Check:
+    """The household tracking-error limit on ``trades`` (``policy.max_tracking_error``)."""
+    limit = hh.te_limit if hh.te_limit is not None else float("inf")
+    te = household_te(hh, x_after(hh, trades))
+    return Check(
+        ConstraintName.TRACKING_ERROR, ("policy.max_tracking_error",), "household", te, limit
+    )
 
 
 def parts(hh: HouseholdData, ht: HouseholdTrade) -> dict[str, float]:

@@ -94,6 +94,12 @@ class HouseholdPolicy(_Model):
     min_net_benefit: float = Field(
         default=0.0, ge=0, description="no_trade when the household improvement is at most this."
     )
+    max_tracking_error: float | None = Field(
+        default=None,
+        gt=0,
+        description="Household tracking error limit: sqrt((x - x*)' Sigma_H (x - x*)) at most "
+        "this (return units of the household risk model); needs household targets.",
+    )
 
 
 class HouseholdRequest(_Model):

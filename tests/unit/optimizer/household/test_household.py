@@ -207,7 +207,7 @@ def test_household_targets_need_a_risk_model() -> None:
     assert err.value.fields == ["risk_model"]
 
 
-def test_account_risk_limits_are_refused() -> None:
+def test_sector_risk_budgets_are_refused_naming_the_field() -> None:
     tg = {"X": 1.0}
     req = household(
         [
@@ -218,10 +218,10 @@ def test_account_risk_limits_are_refused() -> None:
                 lots=[],
                 targets=tg,
                 instruments=[inst("X")],
-                policy={"max_var": 0.1},
+                policy={"max_sector_risk_share": {"s": 0.5}},
             )
         ]
     )
     with pytest.raises(InvalidInput) as err:
         REC.analyze(req)
-    assert err.value.fields == ["accounts[0].request.policy.max_var"]
+    assert err.value.fields == ["accounts[0].request.policy.max_sector_risk_share"]
