@@ -94,23 +94,6 @@ class ExecutionRepository:
         return list(self.conn.execute(q.order_by(table.c.sent_at).with_for_update()).all())
 
     # ------------------------------------------------------------------ unsettled fills
-    def unsettled_fill_notional(self, account_id: str, side: Side) -> Decimal:
-        """Currency of the account's ``side`` fills that have no settlement outcome yet."""
-        ex, o, st = orm.executions, orm.orders, orm.settlements
-        q = (
-            sa.select(sa.func.coalesce(sa.func.sum(ex.c.fill_quantity * ex.c.fill_price), 0))
-            .join(o, o.c.id == ex.c.order_id)
-            .where(
-                o.c.account_id == account_id,
-                o.c.tenant_id == self.tenant_id,
-                o.c.side == str(side),
-                ex.c.kind.in_(FILL_KINDS),
-                ex.c.outcome.in_(COUNTED_OUTCOMES),
-                ~sa.exists().where(st.c.report_id == ex.c.report_id),
-            )
-        )
-        return Decimal(self.conn.execute(q).scalar_one())
-
     def unsettled_fills(self, order_ids: Sequence[uuid.UUID]) -> int:
         """How many fills of these orders have no settlement outcome yet."""
         ex, st = orm.executions, orm.settlements
@@ -229,17 +212,6 @@ def block_values(block: Order) -> dict[str, Any]:
             "late_filled_quantity": str(block.late_filled_quantity),
         },
     }
-
-
-def follow_up_rebalance(conn: sa.Connection, tenant_id: str, reason: str) -> Row | None:
-    """The tenant's rebalance whose reasons include ``reason`` (newest first), if any."""
-    t = orm.rebalances
-    return conn.execute(
-        sa.select(t)
-        .where(t.c.tenant_id == tenant_id, t.c.reasons.contains([reason]))
-        .order_by(t.c.created_at.desc())
-        .limit(1)
-    ).first()
 
 
 # ---------------------------------------------------------------------- status feed
