@@ -1,0 +1,101 @@
+"""Migration 0002 on a database of its own: it links existing follow-ups (reason
+``remainder_of:<id>``), fills the unsettled cash columns from unsettled fills, enforces one
+follow-up per rebalance, and downgrades cleanly."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from rebalancer.adapters import migrate
+from rebalancer.adapters.db import make_engine
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def scratch(engine: Any) -> Iterator[sa.Engine]:
+    name = f"mig_{uuid.uuid4().hex[:8]}"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = engine.url.set(database=name)
+    eng = make_engine(url.render_as_string(hide_password=False))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _alembic(eng: sa.Engine, fn: Any, revision: str) -> None:
+    cfg = migrate.alembic_config(eng.url.render_as_string(hide_password=False))
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        fn(cfg, revision)
+
+
+SEED = """
+INSERT INTO tenants (id) VALUES ('t');
+INSERT INTO instruments (id, asset_class, sector) VALUES ('X', 'equity', 'tech');
+INSERT INTO accounts (id, tenant_id) VALUES ('acc', 't');
+INSERT INTO cash_balances (account_id, settled) VALUES ('acc', 1000);
+INSERT INTO rebalances (id, tenant_id, account_id, status, reasons) VALUES
+  (:parent, 't', 'acc', 'partially_complete', '["drift"]'),
+  (:child, 't', 'acc', 'pending_approval', jsonb_build_array('remainder_of:' || :parent));
+INSERT INTO recommendations (id, rebalance_id, tenant_id, account_id, decision, status,
+                             request, response)
+  VALUES (:rec, :parent, 't', 'acc', 'rebalance', 'approved', '{}', '{}');
+INSERT INTO orders (id, recommendation_id, tenant_id, account_id, instrument, side, quantity,
+                    filled_quantity, status)
+  VALUES (:buy, :rec, 't', 'acc', 'X', 'buy', 10, 10, 'filled');
+INSERT INTO executions (report_id, order_id, tenant_id, kind, fill_quantity, fill_price,
+                        cumulative_quantity, sequence, outcome, venue_time)
+  VALUES ('f1', :buy, 't', 'fill', 10, 12.5, 10, 1, 'applied', now());
+"""
+
+
+def test_migration_0002_backfills_and_constrains_and_downgrades(scratch: sa.Engine) -> None:
+    _alembic(scratch, command.upgrade, "0001")
+    ids = {k: str(uuid.uuid4()) for k in ("parent", "child", "rec", "buy")}
+    with scratch.begin() as conn:
+        for stmt in SEED.strip().split(";"):
+            if stmt.strip():
+                conn.execute(sa.text(stmt), {k: v for k, v in ids.items() if f":{k}" in stmt})
+    _alembic(scratch, command.upgrade, "0002")
+    with scratch.connect() as conn:
+        links = dict(
+            conn.execute(sa.text("SELECT id::text, parent_rebalance_id::text FROM rebalances"))
+            .tuples()
+            .all()
+        )
+        cash = conn.execute(
+            sa.text("SELECT unsettled_purchases, unsettled_proceeds FROM cash_balances")
+        ).one()
+    assert links == {ids["parent"]: None, ids["child"]: ids["parent"]}
+    assert (cash.unsettled_purchases, cash.unsettled_proceeds) == (125, 0)
+    with pytest.raises(sa.exc.IntegrityError), scratch.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO rebalances (id, tenant_id, account_id, status, parent_rebalance_id) "
+                "VALUES (:id, 't', 'acc', 'requested', :parent)"
+            ),
+            {"id": str(uuid.uuid4()), "parent": ids["parent"]},
+        )
+    _alembic(scratch, command.downgrade, "0001")
+    with scratch.connect() as conn:
+        cols = set(
+            conn.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name IN ('rebalances', 'executions')"
+                )
+            ).scalars()
+        )
+    assert not cols & {"parent_rebalance_id", "remainder_round", "overdue_alerted_at"}
+    _alembic(scratch, command.upgrade, "0002")  # and up again
