@@ -37,8 +37,15 @@ from rebalancer.domain.errors import RebalancerError
 from rebalancer.domain.model import CASH, Account, Instrument, ModelPortfolio, blended_targets
 from rebalancer.domain.orders import Side
 from rebalancer.domain.settlement import SettledFill, apply_settlement
+from rebalancer.domain.wash_sale import is_wash_sale_loss
 from rebalancer.optimizer import Decision, Recommender
-from rebalancer.optimizer.schemas import AnalyzeResponse, Policy, RecentBuy, TradeOut
+from rebalancer.optimizer.schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    Policy,
+    RecentBuy,
+    TradeOut,
+)
 from rebalancer.service_layer.handlers.recommending import default_policy
 
 FEE_QUANTUM = Decimal("0.000001")
@@ -110,6 +117,8 @@ class AccountReplay:
         self._t_vec = np.array([self.targets.get(i, 0.0) for i in history.ids])
         self._t_cash = self.targets.get(CASH, 0.0)
         self._qty: np.ndarray | None = None
+        self._request: AnalyzeRequest | None = None
+        """The request of the answer being executed (prices and selling costs it assumed)."""
         self.out = AccountResult()
         self.buys: list[RecentBuy] = []
         self.loss_sales: list[LossSale] = []
@@ -174,6 +183,7 @@ class AccountReplay:
             recent_buys=buys,
             recent_loss_sales=losses,
         )
+        self._request = req
         return req, self.rec.analyze(req)
 
     def best_objective(self, req: Any, resp: AnalyzeResponse) -> float | None:
@@ -237,6 +247,7 @@ class AccountReplay:
         if side == Side.BUY:
             self.buys.append(RecentBuy(instrument=trade.instrument, date=day, quantity=float(qty)))
         for g in res.realized:
+            rule_loss = self._wash_sale_loss(g.instrument, float(g.cost_basis))
             self.out.realized.append(
                 {
                     **self._tags,
@@ -250,10 +261,24 @@ class AccountReplay:
                     "gain": float(g.gain),
                     "term": str(g.term),
                     "taxable": self.account.tax_type == "taxable",
+                    "wash_sale_loss": rule_loss,
                 }
             )
-            if g.gain < 0:
+            # as the service: every sale with a realized loss after all costs blocks buying
+            # the group back (a superset of the rule's losses, which exclude market impact)
+            if g.gain < 0 or rule_loss:
                 self.loss_sales.append(LossSale(g.instrument, day))
+
+    def _wash_sale_loss(self, instrument: str, cost_basis: float) -> bool:
+        """Whether selling a lot of ``instrument`` with basis ``cost_basis`` (currency per
+        share) at the executed answer's price is a loss for the wash-sale rule: the amount
+        realized net of selling costs (half spread + commission,
+        :func:`rebalancer.domain.wash_sale.is_wash_sale_loss`) below the basis."""
+        req = self._request
+        assert req is not None, "fills execute an answer to a request"
+        inst = next(i for i in req.instruments if i.id == instrument)
+        selling_bps = inst.half_spread_bps + req.policy.commission_bps
+        return is_wash_sale_loss(inst.price, cost_basis, selling_bps)
 
     def execute(self, t: int, response: AnalyzeResponse, kind: str) -> None:
         """Settle a rebalance answer: sells first, then buys (buys capped by the cash)."""

@@ -17,8 +17,12 @@ Definitions (fractions unless named ``_bps`` or ``currency``; see docs/backtesti
   achievable objective of the same request: the least of doing nothing, the decision, and the
   optimizer re-solved without the net-benefit gate and the minimum trade value (whole shares,
   every constraint kept);
-- ``wash_sale_violations``: loss sales (net of costs) with a buy of the same wash-sale group
-  within 30 days before or after, from the logs alone; ``wash_sale_disallowed`` their losses.
+- ``wash_sale_violations``: loss sales with a buy of the same wash-sale group within 30 days
+  before or after, from the logs alone, a loss being the wash-sale rule's: amount realized net
+  of selling costs (half spread + commission) below the basis; ``wash_sale_disallowed`` their
+  losses (currency). ``wash_sale_violations_after_impact`` and
+  ``wash_sale_disallowed_after_impact``: the same with the realized gain after every cost
+  charged, market impact included, as the loss test.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ import math
 
 import polars as pl
 
-from rebalancer.backtest.tax import TaxRates, account_taxes, tax_alpha, wash_sale_violations
+from rebalancer.backtest.tax import (
+    LossDefinition,
+    TaxRates,
+    account_taxes,
+    tax_alpha,
+    wash_sale_violations,
+)
 
 TRADING_DAYS = 252
 OPTIMAL_TOLERANCE = 0.005
@@ -154,35 +164,25 @@ def policy_metrics(
         pl.len().alias("graded_decisions"),
         pl.col("gap_currency").median().alias("median_gap_currency"),
     )
-    ws = wash_sale_violations(frames["trades"], frames["realized"])
-    if ws.is_empty():
-        w = pl.DataFrame(
-            schema={
-                "policy": pl.Utf8,
-                "wash_sale_violations": pl.Int64,
-                "wash_sale_disallowed": pl.Float64,
-            }
-        )
-    else:
-        sales = ws.select("policy", "account", "sale_date", "lot_id").unique()
-        losses = frames["realized"].select(
-            "policy", "account", pl.col("date").alias("sale_date"), "lot_id", "gain"
-        )
-        w = (
-            sales.join(losses, on=["policy", "account", "sale_date", "lot_id"])
-            .group_by("policy")
-            .agg(
-                pl.len().cast(pl.Int64).alias("wash_sale_violations"),
-                (-pl.col("gain").sum()).alias("wash_sale_disallowed"),
-            )
-        )
+    w = wash_sale_counts(
+        frames, LossDefinition.RULE, "wash_sale_violations", "wash_sale_disallowed"
+    )
+    w_all = wash_sale_counts(
+        frames,
+        LossDefinition.AFTER_ALL_COSTS,
+        "wash_sale_violations_after_impact",
+        "wash_sale_disallowed_after_impact",
+    )
     out = (
         by_policy.join(d, on="policy", how="left")
         .join(q, on="policy", how="left")
         .join(w, on="policy", how="left")
+        .join(w_all, on="policy", how="left")
         .with_columns(
             pl.col("wash_sale_violations").fill_null(0),
             pl.col("wash_sale_disallowed").fill_null(0.0),
+            pl.col("wash_sale_violations_after_impact").fill_null(0),
+            pl.col("wash_sale_disallowed_after_impact").fill_null(0.0),
             pl.col("decisions").fill_null(0),
             pl.col("rebalances").fill_null(0),
             pl.col("failed_decisions").fill_null(0),
@@ -190,6 +190,24 @@ def policy_metrics(
     )
     order = {p: k for k, p in enumerate(frames["daily"]["policy"].unique(maintain_order=True))}
     return out.sort(pl.col("policy").replace_strict(order, default=len(order)))
+
+
+def wash_sale_counts(
+    frames: dict[str, pl.DataFrame], loss: LossDefinition, name: str, money: str
+) -> pl.DataFrame:
+    """Per policy: ``name``, the number of loss-sale lots washed by a buy of their group within
+    30 days either side (:func:`~rebalancer.backtest.tax.wash_sale_violations` with ``loss``),
+    and ``money``, the sum of their losses (currency)."""
+    ws = wash_sale_violations(frames["trades"], frames["realized"], loss=loss)
+    sales = ws.select("policy", "account", "sale_date", "lot_id").unique()
+    losses = frames["realized"].select(
+        "policy", "account", pl.col("date").alias("sale_date"), "lot_id", "gain"
+    )
+    return (
+        sales.join(losses, on=["policy", "account", "sale_date", "lot_id"])
+        .group_by("policy")
+        .agg(pl.len().cast(pl.Int64).alias(name), (-pl.col("gain").sum()).alias(money))
+    )
 
 
 def drift_series(daily: pl.DataFrame) -> pl.DataFrame:

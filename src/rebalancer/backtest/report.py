@@ -45,6 +45,7 @@ _COLUMNS = (
     ("after_tax_return", "after-tax return (ann.)"),
     ("wash_sale_violations", "wash-sale violations"),
     ("wash_sale_disallowed", "loss disallowed (USD)"),
+    ("wash_sale_violations_after_impact", "wash sales counting impact"),
     ("share_optimal", "decisions within 0.5 %"),
     ("graded_decisions", "graded decisions"),
     ("failed_decisions", "failed decisions"),

@@ -226,6 +226,7 @@ def _empty_realized() -> pl.DataFrame:
             "policy": pl.Utf8, "account": pl.Utf8, "date": pl.Date, "fill_id": pl.Utf8,
             "lot_id": pl.Utf8, "instrument": pl.Utf8, "group": pl.Utf8, "acquired": pl.Date,
             "quantity": pl.Float64, "gain": pl.Float64, "term": pl.Utf8, "taxable": pl.Boolean,
+            "wash_sale_loss": pl.Boolean,
         }
     )  # fmt: skip
 

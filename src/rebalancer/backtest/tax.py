@@ -26,6 +26,7 @@ account, in currency:
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -163,30 +164,41 @@ def tax_alpha(
     )
 
 
+class LossDefinition(enum.StrEnum):
+    """Which sales count as losses for the independent wash-sale check."""
+
+    RULE = "rule"
+    """The wash-sale rule's (and the optimizer's) definition: the amount realized net of
+    selling costs (half spread + commission) below the basis, logged by the engine as
+    ``realized.wash_sale_loss`` (:func:`rebalancer.domain.wash_sale.is_wash_sale_loss`)."""
+    AFTER_ALL_COSTS = "after_all_costs"
+    """Stricter: the realized gain after every cost charged, market impact included, below 0."""
+
+
 def wash_sale_violations(
-    trades: pl.DataFrame, realized: pl.DataFrame, window_days: int = WASH_SALE_DAYS
+    trades: pl.DataFrame,
+    realized: pl.DataFrame,
+    window_days: int = WASH_SALE_DAYS,
+    loss: LossDefinition = LossDefinition.RULE,
 ) -> pl.DataFrame:
     """Loss sales with a buy of the same wash-sale group within ``window_days`` before or after,
     read from the logs alone (independent of the optimizer's own bookkeeping).
 
-    A buy does not count against a loss sale of the very lot it created when that lot was sold
-    whole on that date. Returns one row per (loss sale lot, offending buy).
+    ``loss`` says which sales are losses (see :class:`LossDefinition`; logs without the
+    ``wash_sale_loss`` column use the realized gain). A buy does not count against a loss sale
+    of the very lot it created when that lot was sold whole on that date. Returns one row per
+    (loss sale lot, offending buy).
     """
     out: list[dict[str, object]] = []
     buys = trades.filter(pl.col("side") == "buy")
-    losses = realized.filter((pl.col("gain") < 0) & pl.col("taxable"))
+    is_loss = (
+        pl.col("wash_sale_loss")
+        if loss is LossDefinition.RULE and "wash_sale_loss" in realized.columns
+        else pl.col("gain") < 0
+    )
+    losses = realized.filter(is_loss & pl.col("taxable"))
     if losses.is_empty() or buys.is_empty():
-        return pl.DataFrame(
-            schema={
-                "policy": pl.Utf8,
-                "account": pl.Utf8,
-                "sale_date": pl.Date,
-                "lot_id": pl.Utf8,
-                "buy_fill": pl.Utf8,
-                "buy_date": pl.Date,
-                "group": pl.Utf8,
-            }
-        )
+        return pl.DataFrame(schema=_VIOLATION_SCHEMA)
     idx: dict[tuple[str, str, str], list[tuple[object, str]]] = {}
     for b in buys.iter_rows(named=True):
         idx.setdefault((b["policy"], b["account"], b["group"]), []).append(
@@ -211,7 +223,18 @@ def wash_sale_violations(
                     "group": s["group"],
                 }
             )
-    return pl.DataFrame(out)
+    return pl.DataFrame(out, schema=_VIOLATION_SCHEMA)
+
+
+_VIOLATION_SCHEMA = {
+    "policy": pl.Utf8,
+    "account": pl.Utf8,
+    "sale_date": pl.Date,
+    "lot_id": pl.Utf8,
+    "buy_fill": pl.Utf8,
+    "buy_date": pl.Date,
+    "group": pl.Utf8,
+}
 
 
 def _closed_lots(trades: pl.DataFrame, realized: pl.DataFrame) -> set[tuple[str, str, str]]:

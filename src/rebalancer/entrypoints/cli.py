@@ -243,7 +243,7 @@ def backtest(
             if not console.is_terminal:  # no live bar: one line per finished work item
                 done = int(bar.tasks[0].completed)
                 console.print(f"{done}/{total} work items ({account} done) "
-                              f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
+                              f"{time.perf_counter() - t0:.0f} s", soft_wrap=True)  # fmt: skip
 
         result = run_job(job, cfg, advance)
     report = save_results(result, Path(output))
@@ -253,7 +253,7 @@ def backtest(
     )  # fmt: skip
     with pl.Config(tbl_width_chars=160, tbl_hide_column_data_types=True):
         console.print(str(show), soft_wrap=True)
-    console.print(f"report: {report} ({time.perf_counter() - t0:.0f} s)")
+    console.print(f"report: {report} ({time.perf_counter() - t0:.0f} s)", soft_wrap=True)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from rebalancer.backtest.engine import replay_account
 from rebalancer.backtest.market import history_from_arrays
 from rebalancer.backtest.policies import parse_policy
 from rebalancer.backtest.tax import (
+    LossDefinition,
     TaxRates,
     account_taxes,
     net_tax,
@@ -172,3 +173,58 @@ def test_parse_policy_accepts_the_documented_forms_and_rejects_others() -> None:
     for bad in ("band-abs-0", "weekly", "optimizer@x"):
         with pytest.raises(ValueError):
             parse_policy(bad)
+
+
+def test_the_wash_sale_loss_is_the_rules_not_the_impact_tipped_gain() -> None:
+    """A lot sold 10 cents under its basis after all costs, but above it net of the spread and
+    commission (the rule's selling costs), is a loss only for the stricter count."""
+    trades = _trades([("b1", date(2024, 1, 2), "buy")])
+    realized = _losses([("rule", date(2024, 1, 10), -5.0), ("impact", date(2024, 1, 10), -0.1)])
+    realized = realized.with_columns(
+        pl.Series("wash_sale_loss", [True, False]),
+    )
+    rule = wash_sale_violations(trades, realized)
+    strict = wash_sale_violations(trades, realized, loss=LossDefinition.AFTER_ALL_COSTS)
+    assert rule["lot_id"].to_list() == ["rule"]
+    assert sorted(strict["lot_id"].to_list()) == ["impact", "rule"]
+
+
+def test_the_engine_flags_rule_losses_with_the_domain_definition() -> None:
+    """Sell A at 100 with 5 bps half spread: a lot with basis 99.96 is a loss by the rule
+    (100 x (1 - 0.0005) = 99.95 < 99.96), one at 99.94 is not."""
+    from bt_synthetic import jump_history
+
+    h = jump_history(n=4, jump_day=99)
+    for basis, expected in (("99.96", True), ("99.94", False)):
+        account, models, instruments = two_asset_world(TaxType.TAXABLE, a_basis=basis)
+        res = replay_account(
+            account, models, instruments, h, parse_policy("never"), Recommender(),
+            t_start=0, t_end=3, flows={h.dates[1]: -3000.0},
+        )  # fmt: skip
+        sold_a = [r for r in res.realized if r["instrument"] == "A"]
+        assert sold_a, "the withdrawal sells A's lot (the higher basis)"
+        assert {r["wash_sale_loss"] for r in sold_a} == {expected}
+        # impact is nil at this ADV: the realized gain after costs has the rule's sign
+        assert all((r["gain"] < 0) == expected for r in sold_a)
+
+
+def test_a_loss_sale_blocks_buying_its_group_in_the_next_requests() -> None:
+    """As the service does: after A is sold at a loss (withdrawal), the engine's next request
+    forbids buying A (``policy.no_buy``) for the wash-sale window."""
+    from bt_synthetic import jump_history
+
+    from rebalancer.backtest.engine import AccountReplay
+    from rebalancer.service_layer.handlers.recommending import default_policy
+
+    h = jump_history(n=4, jump_day=99)
+    account, models, instruments = two_asset_world(TaxType.TAXABLE, a_basis="120")
+    r = AccountReplay(
+        account, models, instruments, h, parse_policy("never"), Recommender(),
+        {h.dates[1]: -3000.0}, frozenset(),
+    )  # fmt: skip
+    r.step(0, None)
+    r.step(1, h.dates[0])
+    assert any(x["instrument"] == "A" and x["gain"] < 0 for x in r.out.realized)
+    req, resp = r.ask(2, default_policy())
+    assert "A" in req.policy.no_buy
+    assert not [t for t in resp.trades if t.instrument == "A" and str(t.side) == "buy"]
