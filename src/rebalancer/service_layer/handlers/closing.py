@@ -118,6 +118,8 @@ def reoptimize_remainder(
     Conflict
         The rebalance is not ``partially_complete`` or ``failed`` (still trading, or complete).
     """
+    account_id = uow.rebalancing.get_rebalance(rebalance_id).account_id
+    uow.accounts.get(account_id, lock=True)  # account, then rebalance: every handler's order
     reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
     if reb.status not in REOPTIMIZABLE:
         raise Conflict(
@@ -157,8 +159,11 @@ def on_status_updated(
         return None
     try:
         rid = uuid.UUID(event.entity_id)
+        uow.accounts.get(event.account_id, lock=True)  # account, then rebalance (no deadlock)
         reb = uow.rebalancing.get_rebalance(rid, lock=True)
     except (ValueError, NotFound):
+        return None
+    if reb.account_id != event.account_id:
         return None
     repo = _repo(uow)
     if (
