@@ -12,6 +12,7 @@ import numpy as np
 
 from rebalancer.domain.errors import ValidationFailed
 from rebalancer.optimizer import wash
+from rebalancer.optimizer.batch import First, Prepared, first_solves
 from rebalancer.optimizer.data import BIG, ProblemData, Shape, build_data
 from rebalancer.optimizer.diagnose import infeasible_error
 from rebalancer.optimizer.enums import Decision, SolverName, SolveStatus
@@ -115,16 +116,55 @@ class Recommender:
         ValidationFailed
             The independent NumPy re-check of the rounded answer found a violation.
         """
+        return self._finish(self._prepare(request), None)
+
+    def analyze_many(self, requests: Sequence[AnalyzeRequest]) -> list[AnalyzeResponse | Exception]:
+        """Answer many accounts; slot ``j`` holds the answer of ``requests[j]`` or its error.
+
+        With :attr:`SolverName.FAST` first in the chain, the first solve of all requests of one
+        size bucket runs as one vmapped :meth:`FastSolver.solve_batch` call; each request then
+        goes on alone (wash-sale and sector rounds, rounding, checks, report), exactly as
+        :meth:`analyze` would. A request that fails (``InvalidInput``,
+        ``InfeasibleRebalance``, ``ValidationFailed`` or an unexpected exception) yields the
+        exception in its slot; the others are answered.
+        """
+        out: list[AnalyzeResponse | Exception | None] = [None] * len(requests)
+        preps: dict[int, Prepared] = {}
+        for j, req in enumerate(requests):
+            try:
+                preps[j] = self._prepare(req)
+            except Exception as exc:  # isolated per request, returned to the caller
+                out[j] = exc
+        firsts: dict[int, First] = {}
+        if self.fast is not None and self.solvers[:1] == (SolverName.FAST,) and len(preps) > 1:
+            firsts = first_solves(self.fast, self.solvers, preps)
+        for j, prep in preps.items():
+            try:
+                out[j] = self._finish(prep, firsts.get(j))
+            except Exception as exc:  # isolated per request, returned to the caller
+                out[j] = exc
+        return [r for r in out if r is not None]
+
+    def _prepare(self, request: AnalyzeRequest) -> Prepared:
+        """Check the request and build its arrays and tightened arrays (no solve yet)."""
         start = time.perf_counter()
         check_request(request)
         data = build_data(request)
         prob, hit = self.problem_for(data.shape)
+        return Prepared(request, data, _tightened(data), prob, hit, start)
+
+    def _finish(self, prep: Prepared, first: First | None) -> AnalyzeResponse:
+        """Solve (``first``: the first solve's result and warm start when it ran already),
+        refine, round, re-check and render one account."""
+        data, prob = prep.data, prep.prob
         prob.set_relaxed(set())
-        prob.fast_warm = None
+        prob.fast_warm = None if first is None else first[1]
         if prob.sector_share is not None:
             prob.sector_share.point = None
         messages: list[str] = []
-        res, solves = self._solve_with_retries(prob, data, messages)
+        res, solves = self._solve_with_retries(
+            prob, prep, messages, None if first is None else first[0]
+        )
         trade = res.trade
         if trade is None:
             trade = heuristic_trade(data, prob)
@@ -163,27 +203,12 @@ class Recommender:
             shares=shares,
             result=res,
             solves=solves,
-            cache_hit=hit,
-            total_ms=(time.perf_counter() - start) * 1e3,
+            cache_hit=prep.cache_hit,
+            total_ms=(time.perf_counter() - prep.start) * 1e3,
             messages=messages,
             checks=final_checks,
         )
-        return build_response(request, data, prob, outcome)
-
-    def analyze_many(self, requests: Sequence[AnalyzeRequest]) -> list[AnalyzeResponse | Exception]:
-        """Answer many accounts; slot ``j`` holds the answer of ``requests[j]`` or its error.
-
-        A request that fails (``InvalidInput``, ``InfeasibleRebalance``, ``ValidationFailed``
-        or an unexpected exception) yields the exception in its slot; the others are answered
-        as :meth:`analyze` would answer them one by one.
-        """
-        out: list[AnalyzeResponse | Exception] = []
-        for req in requests:
-            try:
-                out.append(self.analyze(req))
-            except Exception as exc:  # isolated per request, returned to the caller
-                out.append(exc)
-        return out
+        return build_response(prep.request, data, prob, outcome)
 
     def relaxed_objective(self, request: AnalyzeRequest) -> float:
         """Optimal objective of the continuous problem before rounding (fraction of NAV).
@@ -203,9 +228,14 @@ class Recommender:
         return prob.objective(data, res.trade)
 
     def _solve_with_retries(
-        self, prob: CompiledProblem, data: ProblemData, messages: list[str]
+        self,
+        prob: CompiledProblem,
+        prep: Prepared,
+        messages: list[str],
+        first: SolveResult | None = None,
     ) -> tuple[SolveResult, int]:
-        res, solves = self._solve_refined(prob, _tightened(data))
+        data = prep.data
+        res, solves = self._solve_refined(prob, prep.tight, first)
         if res.status is SolveStatus.INFEASIBLE:
             more, k = self._solve_refined(prob, data)
             res, solves = more, solves + k
@@ -222,10 +252,13 @@ class Recommender:
             raise infeasible_error(prob, data, self.solvers)
         return res, solves
 
-    def _solve_refined(self, prob: CompiledProblem, data: ProblemData) -> tuple[SolveResult, int]:
-        """Solve, then re-solve to settle wash-sale conflicts and sector risk budgets."""
+    def _solve_refined(
+        self, prob: CompiledProblem, data: ProblemData, first: SolveResult | None = None
+    ) -> tuple[SolveResult, int]:
+        """Solve (or take ``first``, the first solve already run on ``data``), then re-solve
+        to settle wash-sale conflicts and sector risk budgets."""
         prob.update(data)
-        res = prob.solve(data, self.solvers, self.fast)
+        res = first if first is not None else prob.solve(data, self.solvers, self.fast)
         solves = 1
         for _ in range(_MAX_ROUNDS):
             if res.trade is None:

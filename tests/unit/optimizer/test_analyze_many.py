@@ -40,3 +40,37 @@ def test_analyze_many_matches_analyze_one_by_one_and_isolates_errors() -> None:
 
 def test_analyze_many_of_nothing_is_empty() -> None:
     assert Recommender().analyze_many([]) == []
+
+
+def _close(a: object, b: object, path: str = "") -> list[str]:
+    """Differences between two dumped answers, floats compared to 1e-9 (relative)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path}: keys differ"]
+        return [d for k in a for d in _close(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} != {len(b)} items"]
+        return [d for k, (x, y) in enumerate(zip(a, b, strict=True)) for d in _close(x, y, path)]
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b)) else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_batched_fast_first_solve_answers_like_analyze() -> None:
+    from rebalancer.optimizer import FAST_CHAIN, SolverName
+    from rebalancer.optimizer.fast.solver import FastSolver
+
+    fast = FastSolver()
+    reqs = [random_request(s, n=6, lots_per=2) for s in range(3)]
+    reqs.insert(2, _invalid())
+    many = Recommender(solvers=FAST_CHAIN, fast=fast).analyze_many(reqs)
+    assert any(batch > 0 for _, batch in fast.compile_ms)  # the first solves ran as one batch
+    assert isinstance(many[2], InvalidInput)
+    one = Recommender(solvers=FAST_CHAIN, fast=fast)
+    for req, got in zip(reqs, many, strict=True):
+        if got is many[2]:
+            continue
+        assert isinstance(got, AnalyzeResponse)
+        assert got.solver.name is SolverName.FAST
+        assert _close(_comparable(got), _comparable(one.analyze(req))) == []
