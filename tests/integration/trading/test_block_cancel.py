@@ -114,3 +114,17 @@ def test_cancel_a_block_once_children_follow_and_early_fills_are_allocated(
     assert sum(s.quantity for s in stl if s.status == "settled") == a_now.filled_quantity
     for reb in rows(engine, orm.rebalances, account_id=[a1, a2]):
         assert reb.status in ("partially_complete", "complete")
+
+
+def test_order_cancel_honours_the_idempotency_key(client: TestClient, engine: Any) -> None:
+    book = make_book(engine, n_accounts=1, cash="100000", tenant="tenant-a")
+    rec = make_recommendation(engine, book, book.accounts[0], [(book.a, "sell", 10)])
+    assert client.post(f"/v1/recommendations/{rec}/approve", headers=ADMIN).status_code == 200
+    (order,) = rows(engine, orm.orders, recommendation_id=rec)
+    key = {**ADMIN, "Idempotency-Key": unique("cancel")}
+    first = client.post(f"/v1/orders/{order.id}/cancel", headers=key)
+    assert first.status_code == 200 and first.json()["status"] == "cancel_requested"
+    assert client.post(f"/v1/orders/{order.id}/cancel", headers=key).json() == first.json()
+    other = client.post(f"/v1/orders/{order.id}/cancel", json={"reason": "x"}, headers=key)
+    assert other.status_code == 422  # same key, different request
+    assert [c["order_id"] for c in _cancels(engine, "tenant-a")].count(str(order.id)) == 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from tradehelpers import InProcessMarket, make_book, make_recommendation, rows
 
 from rebalancer.adapters import orm
@@ -27,6 +28,7 @@ from rebalancer.simulators.venue import SimulatedVenue
 
 pytestmark = pytest.mark.integration
 
+READ = {"X-API-Key": "test-read-key"}
 BUS_TYPES = (str(EventType.STATUS_UPDATED), str(EventType.REBALANCE_TRIGGERED))
 
 
@@ -75,9 +77,9 @@ def _rebalances(engine: Any, acct: str) -> list[Any]:
 
 
 def test_rejected_rebalance_gets_one_follow_up_and_no_follow_up_beyond_the_limit(
-    engine: Any, runtime: Any
+    engine: Any, runtime: Any, client: TestClient
 ) -> None:
-    book = make_book(engine, n_accounts=1, cash="1000")
+    book = make_book(engine, n_accounts=1, cash="1000", tenant="tenant-a")
     acct = book.accounts[0]
     rec = make_recommendation(engine, book, acct, [(book.a, "sell", 30), (book.c, "buy", 100)])
     bus = Bus(_runtime(runtime, 1), book.tenant)
@@ -118,6 +120,10 @@ def test_rejected_rebalance_gets_one_follow_up_and_no_follow_up_beyond_the_limit
         )
         uow.commit()
     assert len(_rebalances(engine, acct)) == 2
+    got = client.get(f"/v1/rebalances/{original.id}", headers=READ).json()
+    assert got["follow_up_rebalance_id"] == str(follow.id) and got["remainder_round"] == 0
+    got = client.get(f"/v1/rebalances/{follow.id}", headers=READ).json()
+    assert got["parent_rebalance_id"] == str(original.id) and got["remainder_round"] == 1
 
     # The follow-up trades and is rejected again: round 1 is the limit, nothing more opens.
     with UnitOfWork(engine, book.tenant) as uow:

@@ -194,3 +194,14 @@ def on_status_updated(
             {"follow_up": str(new_id), "round": int(reb.remainder_round) + 1},
         )
     return new_id if created else None
+
+
+def follow_up_links(uow: UnitOfWork, rebalance: Any) -> dict[str, Any]:
+    """``parent_rebalance_id``, ``remainder_round`` and ``follow_up_rebalance_id`` of a
+    rebalance row (for ``GET /v1/rebalances/{id}``)."""
+    follow = _repo(uow).follow_up_of(rebalance.id)
+    return {
+        "parent_rebalance_id": rebalance.parent_rebalance_id,
+        "remainder_round": int(rebalance.remainder_round),
+        "follow_up_rebalance_id": None if follow is None else follow.id,
+    }

@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, status
+from pydantic import Field
 
 from rebalancer.entrypoints.api.deps import ApproveCtx, ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
@@ -20,6 +21,7 @@ from rebalancer.entrypoints.api.schemas import (
     RebalanceRequest,
     RecommendationOut,
 )
+from rebalancer.service_layer.handlers.closing import follow_up_links
 from rebalancer.service_layer.handlers.monitoring import manual_request
 from rebalancer.service_layer.handlers.recommending import recommendation_view
 from rebalancer.service_layer.handlers.trading import approve, cancel_order, order_view
@@ -70,14 +72,29 @@ def trigger_rebalance(
     )
 
 
-@router.get("/rebalances/{rebalance_id}", response_model=RebalanceOut, tags=["rebalancing"])
-def get_rebalance(rebalance_id: uuid.UUID, ctx: ReadCtx) -> RebalanceOut:
-    """Status and reasons of a rebalance, its recommendation and its orders."""
+class RebalanceDetailOut(RebalanceOut):
+    """A rebalance with its place in a chain of follow-ups (closing the loop)."""
+
+    parent_rebalance_id: uuid.UUID | None = Field(
+        description="The partly done rebalance this one completes (None: an original)."
+    )
+    remainder_round: int = Field(description="0 for an original, parent's + 1 for a follow-up.")
+    follow_up_rebalance_id: uuid.UUID | None = Field(
+        description="The follow-up opened when this one ended partly done, if any."
+    )
+
+
+@router.get("/rebalances/{rebalance_id}", response_model=RebalanceDetailOut, tags=["rebalancing"])
+def get_rebalance(rebalance_id: uuid.UUID, ctx: ReadCtx) -> RebalanceDetailOut:
+    """Status and reasons of a rebalance, its recommendation, its orders and its follow-up
+    links (``parent_rebalance_id``, ``remainder_round``, ``follow_up_rebalance_id``)."""
     with ctx.uow() as uow:
         row = uow.rebalancing.get_rebalance(rebalance_id)
         rec = uow.rebalancing.recommendation_for(rebalance_id)
         orders = uow.rebalancing.orders(rebalance_id=rebalance_id)
-    return RebalanceOut(
+        links = follow_up_links(uow, row)
+    return RebalanceDetailOut(
+        **links,
         id=row.id,
         account_id=row.account_id,
         status=row.status,
