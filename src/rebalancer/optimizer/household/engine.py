@@ -150,6 +150,7 @@ class HouseholdRecommender:
             if rounds == _ROUNDS - 1:
                 wash.fix_directions(hh, ht.trades)
             else:
+                wash.lock_sides(hh, ht.trades, _WASH_TOL)
                 wash.settle(hh, found, last=rounds == _ROUNDS - 2)
         if ht is None:
             if status is SolveStatus.INFEASIBLE:

@@ -74,6 +74,28 @@ def fix_directions(hh: HouseholdData, trades: list[TradeVec]) -> None:
             d.lot_ub[~sells[:, None] & d.lot_loss] = 0.0
 
 
+def lock_sides(hh: HouseholdData, trades: list[TradeVec], tol: float) -> None:
+    """Keep the sides a solve chose, so settling needs one more solve, not a chain of them:
+    a group bought (more than ``tol``, fraction of household NAV) and not sold at a loss may
+    not be sold at a loss; a group sold at a loss and not bought may not be bought. Groups the
+    solve left alone stay open; conflicting groups are left to :func:`settle`."""
+    sold: set[str] = set()
+    bought: set[str] = set()
+    for a, t in zip(hh.accounts, trades, strict=True):
+        d = a.data
+        if a.taxable:
+            per = (t.lot_sell * d.lot_loss).sum(axis=1) * a.share
+            sold |= {d.groups[n] for n in np.flatnonzero(per > tol)}
+        bought |= {d.groups[n] for n in np.flatnonzero(t.buy * a.share > tol)}
+    for a in hh.accounts:
+        d = a.data
+        only_sold = np.array([g in sold and g not in bought for g in d.groups], dtype=bool)
+        only_bought = np.array([g in bought and g not in sold for g in d.groups], dtype=bool)
+        d.buy_ub[only_sold] = 0.0
+        if a.taxable:
+            d.lot_ub[only_bought[:, None] & d.lot_loss] = 0.0
+
+
 def check(hh: HouseholdData, trades: list[TradeVec]) -> list[Check]:
     """The household rule in NumPy: one check per conflicting group (or one passing check)."""
     found = conflicts(hh, trades, 1e-12)
