@@ -4,9 +4,10 @@ Loading 10,000 accounts with their lots, prices and drift snapshots row by row t
 PostgreSQL's ``COPY ... FROM STDIN`` (psycopg 3 ``cursor.copy``) streams them in seconds. The
 copy runs on the caller's connection, inside its transaction: a failed load leaves nothing.
 
-The other helpers write many rows in one statement (SQLAlchemy "insertmanyvalues" batches an
-``executemany`` into multi-row ``INSERT``\\ s): outbox events, processed-event marks,
-recommendations and status updates of a chunk of accounts.
+A chunk of batch work reads its accounts with one statement (:func:`lock_chunk_accounts`: row
+locks, cash, sleeves and lots aggregated per account by the server) and writes its results with
+``COPY`` (recommendations, with their JSON already serialized by pydantic) and one ``UPDATE``
+(statuses); outbox events and processed-event marks are multi-row inserts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert
 from rebalancer.adapters import orm
 from rebalancer.contracts import TOPICS, Envelope, encode
 from rebalancer.domain.errors import Conflict
+from rebalancer.domain.model import Account, Sleeve, TaxLot, TaxType
 from rebalancer.scaled_book import ScaledBook
 
 
@@ -145,6 +149,93 @@ def load_scaled_book(conn: sa.Connection, book: ScaledBook) -> LoadStats:
     return LoadStats(len(book.accounts), lots, prices, drift, time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class ChunkAccount:
+    """A locked rebalance of a chunk and its account (state as of the lock)."""
+
+    rebalance_id: uuid.UUID
+    status: str
+    batch_id: uuid.UUID | None
+    account: Account
+
+
+_CHUNK_SQL = sa.text(
+    """
+    SELECT r.id, r.status, r.batch_id, a.id AS account_id, a.tenant_id, a.household_id,
+           a.name, a.tax_type,
+           (SELECT c.settled::text FROM cash_balances c
+             WHERE c.account_id = a.id AND c.currency = a.currency) AS cash,
+           (SELECT coalesce(json_agg(json_build_array(s.id, s.model_id, s.share)
+                                     ORDER BY s.id), '[]')
+              FROM sleeves s WHERE s.account_id = a.id) AS sleeves,
+           (SELECT coalesce(json_agg(json_build_array(l.lot_id, l.instrument,
+                                                      l.quantity::text, l.cost_basis::text,
+                                                      l.acquired)
+                                     ORDER BY l.acquired, l.lot_id), '[]')
+              FROM tax_lots l WHERE l.account_id = a.id) AS lots
+      FROM rebalances r JOIN accounts a ON a.id = r.account_id
+     WHERE r.id = ANY(:ids) AND r.tenant_id = :tenant AND a.tenant_id = :tenant
+     ORDER BY a.id, r.id
+       FOR UPDATE OF a, r
+    """
+)
+
+
+def lock_chunk_accounts(
+    conn: sa.Connection, tenant_id: str, rebalance_ids: Sequence[uuid.UUID]
+) -> list[ChunkAccount]:
+    """Lock the rebalances and their accounts (account id order) and load the accounts.
+
+    One statement for the whole chunk: the server aggregates sleeves and lots per account into
+    JSON, so the chunk costs one round trip and no per-lot row handling in Python. Quantities,
+    cost bases and cash travel as text and become ``Decimal`` exactly.
+    """
+    if not rebalance_ids:
+        return []
+    rows = conn.execute(_CHUNK_SQL, {"ids": list(rebalance_ids), "tenant": tenant_id}).all()
+    out = []
+    for r in rows:
+        account = Account(
+            id=r.account_id,
+            tenant_id=r.tenant_id,
+            cash=Decimal(r.cash or 0),
+            lots=[
+                TaxLot(lot, inst, Decimal(q), Decimal(cb), date.fromisoformat(d))
+                for lot, inst, q, cb, d in r.lots
+            ],
+            sleeves=[Sleeve(sid, mid, share) for sid, mid, share in r.sleeves],
+            household_id=r.household_id,
+            tax_type=TaxType(r.tax_type),
+            name=r.name,
+        )
+        out.append(ChunkAccount(r.id, r.status, r.batch_id, account))
+    return out
+
+
+RECOMMENDATION_COLUMNS = (
+    "id",
+    "rebalance_id",
+    "tenant_id",
+    "account_id",
+    "decision",
+    "status",
+    "net_benefit",
+    "request",
+    "response",
+)
+"""Columns of a row of :func:`copy_recommendations` (``request``/``response`` JSON text)."""
+
+
+def copy_recommendations(conn: sa.Connection, rows: Iterable[Sequence[Any]]) -> int:
+    """``COPY`` recommendations in; each row follows :data:`RECOMMENDATION_COLUMNS`.
+
+    ``request`` and ``response`` are JSON text (``model_dump_json``): serializing them in
+    pydantic's Rust core and streaming them is several times cheaper than ``json.dumps`` of
+    Python dicts inside a multi-row ``INSERT``.
+    """
+    return copy_rows(conn, orm.recommendations, RECOMMENDATION_COLUMNS, rows)
+
+
 def add_outbox_many(conn: sa.Connection, events: Iterable[tuple[Envelope, str | None]]) -> int:
     """Queue many ``(envelope, topic or None)`` events in one multi-row insert."""
     rows = [
@@ -189,13 +280,14 @@ def add_recommendations_many(conn: sa.Connection, rows: Sequence[Mapping[str, An
 
 
 def set_rebalance_statuses(conn: sa.Connection, statuses: Mapping[uuid.UUID, str]) -> None:
-    """Set the status of many rebalances (one ``executemany``)."""
+    """Set the status of many rebalances with one ``UPDATE ... FROM unnest(...)``."""
     if not statuses:
         return
-    t = orm.rebalances
     conn.execute(
-        sa.update(t)
-        .where(t.c.id == sa.bindparam("rid"))
-        .values(status=sa.bindparam("new_status"), updated_at=sa.func.now()),
-        [{"rid": k, "new_status": v} for k, v in statuses.items()],
+        sa.text(
+            "UPDATE rebalances SET status = v.status, updated_at = now() "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[])) AS v(id, status) "
+            "WHERE rebalances.id = v.id"
+        ),
+        {"ids": list(statuses), "statuses": list(statuses.values())},
     )

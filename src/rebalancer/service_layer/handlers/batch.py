@@ -7,13 +7,14 @@ queue one ``rebalance_triggered`` v1 event per account on the dedicated topic
 :data:`BATCH_TOPIC`, all with multi-row inserts. The outbox relay publishes them to Pulsar.
 
 Work (:func:`recommend_chunk`): any number of worker processes consume that topic on one Shared
-subscription and take the messages in chunks. A chunk is handled in one transaction with
-set-based reads (accounts, lots, cash, models, instruments, quotes and closes in a handful of
-queries for the whole chunk), one optimizer call per account (or one ``analyze_many`` call
-when the engine offers it) and multi-row writes. Each result is written once: the rebalance
-rows are locked and only those still ``requested`` are computed, and event ids are recorded in
-``processed_events`` in the same transaction. A worker that dies mid-chunk commits nothing;
-Pulsar redelivers its unacknowledged messages to the other workers.
+subscription and take the messages in chunks. A chunk is handled in one transaction: one
+set-based read (the accounts with their lots, cash and sleeves locked and loaded by one
+statement, then models, instruments, quotes and cached closes for the whole chunk), one
+``analyze_many`` call and one bulk write (``COPY`` and multi-row statements). Each result
+is written once: the rebalance rows are locked and only those still ``requested`` are
+computed, and event ids are recorded in ``processed_events`` in the same transaction. A worker
+that dies mid-chunk commits nothing; Pulsar redelivers its unacknowledged messages to the
+other workers.
 """
 
 from __future__ import annotations
@@ -220,32 +221,36 @@ def _cached_closes(uow: UnitOfWork, ids: list[str], as_of: date) -> dict[str, li
 def _solve_all(
     optimizer: Optimizer, requests: Sequence[AnalyzeRequest]
 ) -> list[AnalyzeResponse | RebalancerError]:
-    """Solve every request; a business error of one account is returned, not raised.
+    """Solve every request with one ``analyze_many`` call (a plain loop over ``analyze`` for an
+    engine without it); the error of one account stays in its slot and fails only that account.
 
-    Uses the engine's ``analyze_many`` (a batched solver) when it has one, falling back to one
-    ``analyze`` per request if the batched call fails as a whole.
+    An unexpected exception in a slot (a crash inside the solver) becomes
+    :class:`AnalysisCrashedError`: analysis is pure computation, a retry would fail again.
     """
+    if not requests:
+        return []
     many = getattr(optimizer, "analyze_many", None)
-    if callable(many) and requests:
-        try:
-            out = list(many(list(requests)))
-            if len(out) == len(requests):
-                return [
-                    r if isinstance(r, AnalyzeResponse | RebalancerError) else _unexpected(r)
-                    for r in out
-                ]
-        except Exception as exc:  # isolate the failing account below
-            log.warning("batch.analyze_many_failed", error=repr(exc))
-    results: list[AnalyzeResponse | RebalancerError] = []
-    for req in requests:
-        try:
-            results.append(optimizer.analyze(req))
-        except RebalancerError as exc:
-            results.append(exc)
-        except Exception as exc:  # analysis is pure computation: a retry would fail again
-            log.exception("batch.analyze_crashed")
-            results.append(AnalysisCrashedError(f"the optimizer failed: {exc!r}"))
-    return results
+    if callable(many):
+        out = list(many(list(requests)))
+        if len(out) != len(requests):
+            raise RuntimeError(f"analyze_many answered {len(out)} of {len(requests)} requests")
+    else:
+        out = []
+        for req in requests:
+            try:
+                out.append(optimizer.analyze(req))
+            except Exception as exc:  # isolated per request, like analyze_many
+                out.append(exc)
+    return [_as_outcome(r) for r in out]
+
+
+def _as_outcome(value: object) -> AnalyzeResponse | RebalancerError:
+    if isinstance(value, AnalyzeResponse | RebalancerError):
+        return value
+    if isinstance(value, BaseException):
+        log.error("batch.analyze_crashed", error=repr(value))
+        return AnalysisCrashedError(f"the optimizer failed: {value!r}")
+    raise TypeError(f"analyze_many returned {type(value).__name__}, not a response")
 
 
 class AnalysisCrashedError(RebalancerError):
@@ -254,18 +259,17 @@ class AnalysisCrashedError(RebalancerError):
     code = "analysis_crashed"
 
 
-def _unexpected(value: object) -> RebalancerError:
-    if isinstance(value, BaseException):
-        raise value
-    raise TypeError(f"analyze_many returned {type(value).__name__}, not a response")
-
-
 def recommend_chunk(
     uow: UnitOfWork,
     optimizer: Optimizer,
     items: Sequence[tuple[uuid.UUID, RebalanceTriggeredV1]],
 ) -> ChunkResult:
     """Compute and store the recommendations of a chunk of batch items, then commit.
+
+    One transaction: record the event ids, **one read** of the chunk (rebalances and accounts
+    locked and loaded by one statement, then the reference data the accounts need), **one
+    solve** (``analyze_many``), **one write** (``COPY`` of the recommendations, one status
+    ``UPDATE``, the outbox events), commit.
 
     Parameters
     ----------
@@ -282,42 +286,41 @@ def recommend_chunk(
     fresh = bulk.first_time_many(uow.conn, BATCH_CONSUMER, [e for e, _ in items])
     todo = [p for e, p in items if e in fresh]
     result.already_done = len(items) - len(todo)
-    repo = BatchRepository(uow.conn, uow.tenant_id)
-    repo.lock_accounts([p.account_id for p in todo])
-    rows = repo.lock_requested([uuid.UUID(p.rebalance_id) for p in todo])
-    requested = [r for r in rows if r.status == "requested"]
+    locked = bulk.lock_chunk_accounts(
+        uow.conn, uow.tenant_id, [uuid.UUID(p.rebalance_id) for p in todo]
+    )
+    requested = [c for c in locked if c.status == "requested"]
     result.already_done += len(todo) - len(requested)
+    clock.lap("lock")
     if not requested:
         uow.commit()
         return result
-    clock.lap("lock")
-    accounts = {a.id: a for a in uow.accounts.get_many(r.account_id for r in requested)}
-    model_ids = {s.model_id for a in accounts.values() for s in a.sleeves}
+    accounts = [c.account for c in requested]
+    model_ids = {s.model_id for a in accounts for s in a.sleeves}
     models = {k: rec.model for k, rec in uow.models.get_many(model_ids).items()}
-    ids = sorted({i for a in accounts.values() for i in involved_instruments(a, models)[1]})
+    ids = sorted({i for a in accounts for i in involved_instruments(a, models)[1]})
     instruments = uow.instruments.get_many(ids)
     quotes = uow.market.latest(ids)
     as_of = uow.market.as_of() or date.today()
     closes = _cached_closes(uow, ids, as_of)
     clock.lap("read")
     policy = default_policy()
-    built: list[tuple[Any, AnalyzeRequest]] = []
+    built: list[tuple[bulk.ChunkAccount, AnalyzeRequest]] = []
     outcomes: dict[uuid.UUID, AnalyzeResponse | RebalancerError] = {}
-    for r in requested:
+    for c in requested:
         try:
-            req = make_request(
-                accounts[r.account_id], models, instruments, quotes, closes, as_of, policy
-            )
-            built.append((r, req))
+            req = make_request(c.account, models, instruments, quotes, closes, as_of, policy)
+            built.append((c, req))
         except RebalancerError as exc:
-            outcomes[r.id] = exc
+            outcomes[c.rebalance_id] = exc
     clock.lap("build")
     solved = _solve_all(optimizer, [q for _, q in built])
     clock.lap("solve")
-    for (r, _), out in zip(built, solved, strict=True):
-        outcomes[r.id] = out
-    _store(uow, requested, dict((r.id, q) for r, q in built), outcomes, result)
-    repo.finish_if_done(sorted({r.batch_id for r in requested if r.batch_id is not None}))
+    for (c, _), out in zip(built, solved, strict=True):
+        outcomes[c.rebalance_id] = out
+    _store(uow, requested, {c.rebalance_id: q for c, q in built}, outcomes, result)
+    batches = sorted({c.batch_id for c in requested if c.batch_id is not None})
+    BatchRepository(uow.conn, uow.tenant_id).finish_if_done(batches)
     uow.commit()
     clock.lap("write")
     return result
@@ -338,46 +341,47 @@ class _Clock:
 
 def _store(
     uow: UnitOfWork,
-    rows: Sequence[Any],
+    rows: Sequence[bulk.ChunkAccount],
     requests: dict[uuid.UUID, AnalyzeRequest],
     outcomes: dict[uuid.UUID, AnalyzeResponse | RebalancerError],
     result: ChunkResult,
 ) -> None:
-    """Write recommendations, statuses and events of a chunk with multi-row statements."""
+    """Write recommendations (``COPY``), statuses (one ``UPDATE``) and events of a chunk."""
     t = uow.tenant_id
-    recs: list[dict[str, Any]] = []
+    recs: list[tuple[Any, ...]] = []
     statuses: dict[uuid.UUID, str] = {}
     events: list[tuple[Envelope, str | None]] = []
-    for r in rows:
-        out = outcomes[r.id]
+    for c in rows:
+        rid, account_id = c.rebalance_id, c.account.id
+        out = outcomes[rid]
         if isinstance(out, RebalancerError):
-            statuses[r.id] = "failed"
-            result.failed.append(r.id)
+            statuses[rid] = "failed"
+            result.failed.append(rid)
             detail = f"{out.code}: {out.detail}"
-            events.append((_status_event(t, r.id, r.account_id, "failed", r.status, detail), None))
+            events.append((_status_event(t, rid, account_id, "failed", c.status, detail), None))
             continue
         decision = str(out.decision)
         status = "pending_approval" if decision == Decision.REBALANCE else "no_trade"
         rec_id = uuid.uuid4()
         recs.append(
-            {
-                "id": rec_id,
-                "rebalance_id": r.id,
-                "tenant_id": t,
-                "account_id": r.account_id,
-                "decision": decision,
-                "status": status,
-                "net_benefit": Decimal(str(round(out.net_benefit, 6))),
-                "request": requests[r.id].model_dump(mode="json"),
-                "response": out.model_dump(mode="json"),
-            }
+            (
+                rec_id,
+                rid,
+                t,
+                account_id,
+                decision,
+                status,
+                Decimal(str(round(out.net_benefit, 6))),
+                requests[rid].model_dump_json(),
+                out.model_dump_json(),
+            )
         )
-        statuses[r.id] = status
-        result.computed.append(r.id)
-        env = recommendation_created(t, rec_id, r.account_id, r.id, decision, out)
+        statuses[rid] = status
+        result.computed.append(rid)
+        env = recommendation_created(t, rec_id, account_id, rid, decision, out)
         events.append((env, None))
-        events.append((_status_event(t, r.id, r.account_id, status, r.status), None))
-    bulk.add_recommendations_many(uow.conn, recs)
+        events.append((_status_event(t, rid, account_id, status, c.status), None))
+    bulk.copy_recommendations(uow.conn, recs)
     bulk.set_rebalance_statuses(uow.conn, statuses)
     bulk.add_outbox_many(uow.conn, events)
 
