@@ -131,9 +131,21 @@ def infrastructure_error(exc: BaseException) -> bool:
     return isinstance(exc, (sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
 
 
+def _without_effect(rt: Runtime, env: Envelope, payload: Any) -> bool:
+    """Events that cannot have an effect, dropped before any transaction (most status events:
+    only a rebalance ending partly done matters to the service)."""
+    if env.type == EventType.STATUS_UPDATED:
+        assert isinstance(payload, StatusUpdatedV1)
+        return not closing.acts_on(payload, max_rounds=rt.settings.max_remainder_rounds)
+    return False
+
+
 def handle_event(rt: Runtime, env: Envelope) -> None:
     """Handle one inbound event exactly once (idempotent by ``event_id``)."""
     payload = parse_payload(env)  # MalformedEvent -> dead letter
+    if _without_effect(rt, env, payload):
+        EVENTS.labels(str(env.type), "ignored").inc()
+        return
 
     def attempt() -> None:
         with UnitOfWork(rt.engine, env.tenant_id) as uow:

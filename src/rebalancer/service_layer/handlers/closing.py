@@ -134,6 +134,17 @@ def reoptimize_remainder(
     return new_id
 
 
+def acts_on(event: StatusUpdatedV1, *, max_rounds: int) -> bool:
+    """Whether :func:`on_status_updated` could act on ``event`` (no database needed).
+
+    Most status events (orders, settlements, other rebalance statuses) cannot; the consumer
+    drops them before opening a transaction, which keeps the status topic cheap to consume.
+    """
+    return (
+        max_rounds > 0 and event.entity == StatusEntity.REBALANCE and event.status in REOPTIMIZABLE
+    )
+
+
 def on_status_updated(
     uow: UnitOfWork, event: StatusUpdatedV1, *, max_rounds: int
 ) -> uuid.UUID | None:
@@ -151,11 +162,7 @@ def on_status_updated(
     uuid.UUID or None
         The follow-up opened now, or None when nothing was done.
     """
-    if (
-        max_rounds <= 0
-        or event.entity != StatusEntity.REBALANCE
-        or event.status not in REOPTIMIZABLE
-    ):
+    if not acts_on(event, max_rounds=max_rounds):
         return None
     try:
         rid = uuid.UUID(event.entity_id)
