@@ -11,7 +11,7 @@ from typing import cast
 import numpy as np
 
 from rebalancer.domain.errors import InfeasibleRebalance, ValidationFailed
-from rebalancer.optimizer.data import ProblemData
+from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.engine import DEFAULT_CHAIN, Recommender
 from rebalancer.optimizer.enums import Decision, SolverName, SolveStatus
 from rebalancer.optimizer.household import wash
@@ -192,11 +192,24 @@ class HouseholdRecommender:
                     f"account {a.id}: {exc.detail}",
                     [f"accounts[{n}].request.{f}" for f in exc.fields],
                 )
+        limited = [
+            f"accounts[{n}].request.policy.{f}"
+            for n, a in enumerate(hh.accounts)
+            for f, on in (
+                ("max_tracking_error", a.data.te_limit < BIG),
+                ("max_var", a.data.var_limit < BIG),
+                ("stress_scenarios", a.data.stress_returns.shape[0] > 0),
+            )
+            if on
+        ]
+        if hh.te_limit is not None:
+            limited.append("policy.max_tracking_error")
         return InfeasibleRebalance(
             "the household limits cannot all hold: every account is feasible alone, so the "
-            "cross-account wash-sale rule or the transfer limits leave no way to meet the cash "
-            "floors",
-            ["recent_loss_sales", "links"],
+            "cross-account wash-sale rule, the transfer limits or a risk limit (reachable only "
+            "within each account's turnover and cash, after the rounding margin) leave no "
+            "answer; loosen one of the fields named",
+            ["recent_loss_sales", "links", *limited],
         )
 
     def relaxed(self, req: HouseholdRequest) -> tuple[float, HouseholdData, HouseholdTrade]:

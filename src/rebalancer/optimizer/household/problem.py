@@ -35,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from rebalancer.optimizer.data import BIG, ProblemData
+from rebalancer.optimizer.engine import _tightened as tightened
 from rebalancer.optimizer.enums import SolverName, SolveStatus
 from rebalancer.optimizer.household.conic import Columns, ConicData, Rows, z_terms
 from rebalancer.optimizer.household.data import Arr, HouseholdData
@@ -186,6 +187,19 @@ def _implied(hh: HouseholdData) -> tuple[Arr, Arr, Arr]:
     return spend, sellable, link
 
 
+def household_te_limit(hh: HouseholdData) -> float:
+    """The household tracking-error limit the solver uses: tightened by the most rounding
+    every account to whole ``lot_size`` steps can move it (as the single-account engine does
+    with its own limits), so rounding keeps it."""
+    assert hh.te_limit is not None
+    sd = np.sqrt((hh.load**2).sum(axis=1) + hh.spec**2)
+    margin = sum(
+        float((a.share * a.data.lot_size * a.data.price / (2.0 * a.data.nav)) @ sd[a.idx])
+        for a in hh.accounts
+    )
+    return max(hh.te_limit - margin, 0.5 * hh.te_limit)
+
+
 class HouseholdProblem:
     """The stacked household problem of one structure: its layout (index patterns) and the
     per-account NumPy terms; :meth:`update` fills in one household's values."""
@@ -274,7 +288,7 @@ class HouseholdProblem:
             n_s = d.stress_returns.shape[0]
             if not n_s:
                 continue
-            r = nonneg.new(n_s, d.stress_limit + d.stress_returns @ d.w)
+            r = nonneg.new(n_s, tightened(d).stress_limit + d.stress_returns @ d.w)
             rr, ss = np.nonzero(np.ones((n_s, d.n)))
             nonneg.add(*z_terms(col, r + rr, lay.off[a] + ss, -d.stress_returns[rr, ss]))
         # --- impact traded^1.5 <= sqrt(rho) * tau, per slot, as two rotated cones
@@ -333,11 +347,12 @@ class HouseholdProblem:
             fa, fb, va, vb = lay.foff[a], lay.foff[a + 1], lay.off[a], lay.off[a + 1]
             cols = np.concatenate([col.u + np.arange(fa, fb), col.v + np.arange(va, vb)])
             te, var, _ = _limits(d)
+            td = tightened(d)
             if te:
-                self._cone(soc, dims, cols, d.te_limit, np.zeros(len(cols)))
+                self._cone(soc, dims, cols, td.te_limit, np.zeros(len(cols)))
             if var:
                 shift = np.concatenate([d.factor_load.T @ d.target, d.specific_sd * d.target])
-                self._cone(soc, dims, cols, d.var_limit / d.z_alpha, shift)
+                self._cone(soc, dims, cols, td.var_limit / d.z_alpha, shift)
 
     @staticmethod
     def _cone(soc: Rows, dims: list[int], cols: Arr, cap: float, shift: Arr) -> None:
@@ -371,7 +386,7 @@ class HouseholdProblem:
         P[col.hv : col.hv + n_h] = 2.0 * hh.gamma
         if hh.te_limit is not None:
             cols = np.concatenate([col.hu + np.arange(k), col.hv + np.arange(n_h)])
-            self._cone(soc, dims, cols, hh.te_limit, np.zeros(len(cols)))
+            self._cone(soc, dims, cols, household_te_limit(hh), np.zeros(len(cols)))
 
     # ------------------------------------------------------------------ solving
     def split(self, hh: HouseholdData, x: Arr) -> tuple[list[TradeVec], Arr]:
