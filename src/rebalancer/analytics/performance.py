@@ -16,6 +16,14 @@ these functions only compute. Definitions match the backtest's (docs/backtesting
 - **attribution**: P&L of the rebalancing fills against holding instead (buy-and-hold of the
   pre-trade holdings): sum over fills of ``sign * quantity * (last price - fill price)``, in
   currency; positive means the trades added return.
+- **cost analysis**: estimated spread + fees, impact and tax of executed recommendations
+  (currency and bps of the traded value) against the realized cost of the fills
+  (implementation shortfall against arrival prices, currency and bps of the filled value).
+- **band sweep** (frequency analysis): for each absolute band width, the drift snapshots at or
+  beyond it and how often an account *entered* it (a snapshot at or beyond the width after
+  one below it, or the account's first one), per account per 30 days: how often a band of
+  that width would fire on the drift actually observed. The what-if with the rebalances such
+  a band would make is the backtest's cost-vs-drift frontier.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from rebalancer.optimizer.schemas import AnalyzeRequest, AnalyzeResponse
 AVERAGE_DRIFT_TARGET = 0.02
 OPTIMAL_SHARE_TARGET = 0.90
 SUCCESSFUL_EXECUTION_TARGET = 0.95
+SWEEP_BAND_WIDTHS = (0.01, 0.02, 0.03, 0.05, 0.10)
+"""Absolute band widths (fractions of NAV) of the frequency analysis."""
 OPTIMAL_TOLERANCE = 0.005
 TERMINAL_ORDER_STATUSES = ("filled", "cancelled", "rejected", "expired")
 
@@ -166,3 +176,99 @@ def frequency(created: Sequence[Any], accounts: int) -> dict[str, float | int | 
         "per_account": len(created) / accounts if accounts else None,
         "mean_days_between": sum(gaps) / len(gaps) if gaps else None,
     }
+
+
+def cost_analysis(
+    responses: Sequence[Mapping[str, Any]], fills: Sequence[Any]
+) -> dict[str, float | int | None]:
+    """Estimated against realized trading cost, in currency and bps.
+
+    ``responses`` are stored optimizer responses (JSON); only ``rebalance`` ones count. Their
+    estimates: ``objective.spread_and_fees_currency``, ``impact_currency``, ``tax_currency``
+    and the traded value ``sum(trades[].value)``. ``fills`` carry ``side, quantity, price,
+    arrival_price`` (see ``StoredFill``): the realized cost is the implementation shortfall
+    ``sum(sign * quantity * (price - arrival_price))`` over fills with an arrival price, in
+    bps of their value. Bps are None without traded value.
+    """
+    traded, spread, impact, tax, n = 0.0, 0.0, 0.0, 0.0, 0
+    for r in responses:
+        if r.get("decision") != "rebalance":
+            continue
+        n += 1
+        obj = r["objective"]
+        spread += float(obj["spread_and_fees_currency"])
+        impact += float(obj["impact_currency"])
+        tax += float(obj["tax_currency"])
+        traded += sum(float(t["value"]) for t in r.get("trades", ()))
+    filled, shortfall = 0.0, 0.0
+    for f in fills:
+        if f.arrival_price is None:
+            continue
+        sign = 1.0 if f.side == "buy" else -1.0
+        shortfall += sign * f.quantity * (f.price - f.arrival_price)
+        filled += f.quantity * f.price
+
+    def bps(cost: float, value: float) -> float | None:
+        return cost / value * 1e4 if value > 0 else None
+
+    return {
+        "rebalances": n,
+        "traded_value": traded,
+        "estimated_spread_and_fees_currency": spread,
+        "estimated_impact_currency": impact,
+        "estimated_cost_bps": bps(spread + impact, traded),
+        "estimated_tax_currency": tax,
+        "filled_value": filled,
+        "realized_cost_currency": shortfall,
+        "realized_cost_bps": bps(shortfall, filled),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class BandCount:
+    """Drift snapshots of one band width (see ``PerformanceRepository.band_counts``).
+
+    Attributes
+    ----------
+    width
+        Absolute band width, fraction of NAV.
+    snapshots, accounts
+        Snapshots and accounts in the window.
+    beyond
+        Snapshots whose max instrument ``|w - w*|`` is at or beyond ``width``.
+    accounts_beyond
+        Accounts with at least one such snapshot.
+    entries
+        Snapshots at or beyond ``width`` whose previous snapshot of the account was below it
+        (or that are the account's first in the window).
+    """
+
+    width: float
+    snapshots: int
+    accounts: int
+    beyond: int
+    accounts_beyond: int
+    entries: int
+
+
+def band_sweep(counts: Sequence[BandCount], window_days: float) -> list[dict[str, float | None]]:
+    """Frequency analysis of absolute band widths on the observed drift (module docstring):
+    per width, the share of snapshots at or beyond it, the accounts that reached it and the
+    band entries per account per 30 days (how often a band of that width would fire)."""
+    out: list[dict[str, float | None]] = []
+    for c in counts:
+        per = (
+            c.entries / c.accounts / (window_days / 30.0)
+            if c.accounts and window_days > 0
+            else None
+        )
+        out.append(
+            {
+                "width": c.width,
+                "snapshots_beyond": c.beyond / c.snapshots if c.snapshots else None,
+                "accounts_beyond": float(c.accounts_beyond),
+                "entries": float(c.entries),
+                "entries_per_account_per_30_days": per,
+            }
+        )
+    return out

@@ -143,6 +143,11 @@ def test_success_metrics_route_reads_stored_drift_decisions_and_orders(
     account, _, instruments, _ = seed_account(engine, tenant)
     now = datetime.now(UTC)
     with UnitOfWork(engine, tenant) as uow:
+        # max instrument drift over four days: 4 %, 1.5 %, 2.5 %, then 1 % now (the newest)
+        for days_ago, max_abs in ((3, 0.04), (2, 0.015), (1, 0.025)):
+            uow.rebalancing.add_drift_snapshot(
+                account.id, now - timedelta(days=days_ago), Decimal(30000), 0.05, max_abs, None, {}
+            )
         uow.rebalancing.add_drift_snapshot(account.id, now, Decimal(30000), 0.03, 0.01, None, {})
         uow.commit()
     with UnitOfWork(engine, tenant) as uow:
@@ -184,4 +189,17 @@ def test_success_metrics_route_reads_stored_drift_decisions_and_orders(
     opt = body["optimal_decisions"]
     assert opt["sample"] == 1 and opt["value"] == (1.0 if expected else 0.0)
     assert body["frequency"]["rebalances"] in (0, 1)
+    # frequency analysis: a 2 % band is entered twice (4 % first, 2.5 % after 1.5 %), 1 % once
+    sweep = {row["width"]: row for row in body["band_sweep"]}
+    assert sweep[0.02]["entries"] == 2 and sweep[0.02]["snapshots_beyond"] == 0.5
+    assert sweep[0.02]["entries_per_account_per_30_days"] == pytest.approx(2.0)
+    assert (sweep[0.01]["entries"], sweep[0.01]["snapshots_beyond"]) == (1, 1.0)
+    assert (sweep[0.03]["entries"], sweep[0.05]["entries"], sweep[0.1]["entries"]) == (1, 0, 0)
+    # cost analysis of the stored recommendation (no fills yet: nothing realized)
+    cost = body["cost"]
+    resp_json = AnalyzeResponse.model_validate(row.response)
+    assert cost["rebalances"] == body["frequency"]["rebalances"]
+    if cost["rebalances"]:
+        assert cost["traded_value"] == pytest.approx(sum(t.value for t in resp_json.trades))
+    assert cost["filled_value"] == 0.0 and cost["realized_cost_bps"] is None
     assert bad.status_code == 422

@@ -61,3 +61,34 @@ def test_attribution_and_frequency() -> None:
         accounts=2,
     )
     assert f == {"rebalances": 3, "per_account": 1.5, "mean_days_between": 30.0}
+
+
+def test_cost_analysis_sets_estimates_against_the_realized_shortfall() -> None:
+    obj = {"spread_and_fees_currency": 40.0, "impact_currency": 10.0, "tax_currency": 120.0}
+    resp = {"decision": "rebalance", "objective": obj,
+            "trades": [{"value": 60_000.0}, {"value": 40_000.0}]}  # fmt: skip
+    fills = [Fill("A", "sell", 10, 100.0, 101.0), Fill("B", "buy", 5, 50.0, 49.0),
+             Fill("C", "buy", 1, 10.0, None)]  # fmt: skip
+    out = perf.cost_analysis([resp, {**resp, "decision": "no_trade"}], fills)
+    assert out["rebalances"] == 1 and out["traded_value"] == pytest.approx(100_000.0)
+    # 50 of estimated spread + impact on 100,000 traded: 5 bps
+    assert out["estimated_cost_bps"] == pytest.approx(5.0)
+    assert out["estimated_tax_currency"] == pytest.approx(120.0)
+    # shortfall 10 + 5 on 1000 + 250 filled (the fill without arrival price is left out)
+    assert out["realized_cost_currency"] == pytest.approx(15.0)
+    assert out["filled_value"] == pytest.approx(1250.0)
+    assert out["realized_cost_bps"] == pytest.approx(120.0)
+    empty = perf.cost_analysis([], [])
+    assert empty["estimated_cost_bps"] is None and empty["realized_cost_bps"] is None
+
+
+def test_band_sweep_turns_counts_into_shares_and_rates() -> None:
+    counts = [perf.BandCount(0.02, snapshots=40, accounts=4, beyond=10, accounts_beyond=3,
+                             entries=6),
+              perf.BandCount(0.05, 40, 4, 0, 0, 0)]  # fmt: skip
+    rows = perf.band_sweep(counts, window_days=60)
+    # 6 entries over 4 accounts and two 30-day periods
+    assert rows[0] == {"width": 0.02, "snapshots_beyond": 0.25, "accounts_beyond": 3.0,
+                       "entries": 6.0, "entries_per_account_per_30_days": 0.75}  # fmt: skip
+    assert rows[1]["entries_per_account_per_30_days"] == 0.0
+    assert perf.band_sweep([perf.BandCount(0.01, 0, 0, 0, 0, 0)], 30)[0]["snapshots_beyond"] is None

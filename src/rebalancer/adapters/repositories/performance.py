@@ -5,6 +5,7 @@ Only plain rows come out; the computation lives in :mod:`rebalancer.analytics.pe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rebalancer.adapters import orm
+from rebalancer.analytics.performance import BandCount
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +111,49 @@ class PerformanceRepository:
             for r in self.conn.execute(q)
             if r.fill_price is not None
         ]  # fmt: skip
+
+    def band_counts(self, since: datetime, widths: Sequence[float]) -> list[BandCount]:
+        """Per absolute band width (fraction of NAV): drift snapshots at or after ``since``,
+        those whose ``max_abs_drift`` is at or beyond the width, the accounts reaching it, and
+        the *entries* (at or beyond it after the account's previous snapshot in the window was
+        below it, or the account's first snapshot), counted in one pass with ``lag``."""
+        d = orm.drift_snapshots
+        snaps = (
+            sa.select(
+                d.c.account_id,
+                d.c.max_abs_drift.label("m"),
+                sa.func.lag(d.c.max_abs_drift)
+                .over(partition_by=d.c.account_id, order_by=d.c.ts)
+                .label("p"),
+            )
+            .where(d.c.tenant_id == self.tenant_id, d.c.ts >= since)
+            .subquery()
+        )
+        w = sa.values(sa.column("width", sa.Float), name="widths").data(
+            [(float(x),) for x in widths]
+        )
+        over = snaps.c.m >= w.c.width
+        entered = sa.and_(over, sa.or_(snaps.c.p.is_(None), snaps.c.p < w.c.width))
+        q = (
+            sa.select(
+                w.c.width,
+                sa.func.count().label("snapshots"),
+                sa.func.count(sa.distinct(snaps.c.account_id)).label("accounts"),
+                sa.func.count().filter(over).label("beyond"),
+                sa.func.count(sa.distinct(snaps.c.account_id)).filter(over).label("acc_beyond"),
+                sa.func.count().filter(entered).label("entries"),
+            )
+            .select_from(snaps.join(w, sa.true()))
+            .group_by(w.c.width)
+            .order_by(w.c.width)
+        )
+        rows = {float(r.width): r for r in self.conn.execute(q)}
+        return [
+            BandCount(float(x), *(int(getattr(rows[x], k)) for k in _BAND_COLS))
+            if x in rows
+            else BandCount(float(x), 0, 0, 0, 0, 0)
+            for x in map(float, widths)
+        ]
+
+
+_BAND_COLS = ("snapshots", "accounts", "beyond", "acc_beyond", "entries")

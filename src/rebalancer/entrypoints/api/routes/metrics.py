@@ -33,8 +33,16 @@ class SuccessMetrics(BaseModel):
     optimal_decisions: MetricOut = Field(description="Share within 0.5 %; target > 90 %.")
     successful_executions: MetricOut = Field(description="Filled / terminal; target > 95 %.")
     effectiveness: dict[str, float | int | None]
+    cost: dict[str, float | int | None] = Field(
+        description="Estimated spread + fees, impact and tax of executed recommendations "
+        "against the realized implementation shortfall of their fills (currency and bps)."
+    )
     attribution: dict[str, float | int]
     frequency: dict[str, float | int | None]
+    band_sweep: list[dict[str, float | None]] = Field(
+        description="Per absolute band width: snapshots beyond it and band entries per "
+        "account per 30 days on the observed drift."
+    )
 
 
 def _out(m: perf.Metric) -> MetricOut:
@@ -66,6 +74,7 @@ def success_metrics(
         recs = repo.recommendations(since, limit=1000)
         statuses = repo.order_statuses(since)
         fills = repo.fills(since)
+        bands = repo.band_counts(since, perf.SWEEP_BAND_WIDTHS)
         quotes = uow.market.latest({f.instrument for f in fills}) if fills else {}
     grades: list[bool | None] = []
     for rec in recs[:sample]:
@@ -83,6 +92,8 @@ def success_metrics(
         optimal_decisions=_out(perf.optimal_share(grades)),
         successful_executions=_out(perf.successful_executions(statuses)),
         effectiveness=perf.effectiveness([r.response for r in recs]),
+        cost=perf.cost_analysis([r.response for r in recs], fills),
         attribution=perf.attribution(fills, {k: float(q.price) for k, q in quotes.items()}),
         frequency=perf.frequency(rebalances, len(drifts) or len({a for a, _ in rebalances})),
+        band_sweep=perf.band_sweep(bands, days),
     )
