@@ -207,3 +207,56 @@ def test_no_automatic_follow_up_when_turned_off_or_nothing_traded(
         assert closing.on_status_updated(uow, event, max_rounds=3) is None
     assert {r.id for r in _rebalances(engine, acct)} == {reb.id, rid}
     assert uuid.UUID(str(reb.id)) != rid
+
+
+def test_concurrent_automatic_and_explicit_paths_open_one_follow_up(
+    engine: Any, runtime: Any
+) -> None:
+    import threading
+
+    book = make_book(engine, n_accounts=1, cash="1000")
+    acct = book.accounts[0]
+    rec = make_recommendation(engine, book, acct, [(book.a, "sell", 30)])
+    market = InProcessMarket(engine, book, SimulatedVenue(seed=3, reject_probability=1.0))
+    with UnitOfWork(engine, book.tenant) as uow:
+        trading.approve(uow, rec, "t")
+    market.pump()
+    (original,) = _rebalances(engine, acct)
+    assert original.status == "failed"
+    barrier = threading.Barrier(4)
+    got: list[Any] = []
+    errors: list[BaseException] = []
+
+    def automatic() -> None:
+        event = StatusUpdatedV1(
+            entity=StatusEntity.REBALANCE,
+            entity_id=str(original.id),
+            account_id=acct,
+            status="failed",
+            previous="trading",
+        )
+        try:
+            barrier.wait()
+            with UnitOfWork(engine, book.tenant) as uow:
+                got.append(closing.on_status_updated(uow, event, max_rounds=1))
+                uow.commit()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def explicit() -> None:
+        try:
+            barrier.wait()
+            with UnitOfWork(engine, book.tenant) as uow:
+                got.append(closing.reoptimize_remainder(uow, runtime.optimizer, original.id))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (automatic, automatic, explicit, explicit)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    follow_ups = [r for r in _rebalances(engine, acct) if r.parent_rebalance_id == original.id]
+    assert len(follow_ups) == 1
+    assert {g for g in got if g is not None} == {follow_ups[0].id}
