@@ -62,6 +62,9 @@ REQUIRED_SCOPE: dict[tuple[str, str], Scope] = {
     ("GET", "/v1/households/{household_id}/drift"): Scope.READ,
     ("POST", "/v1/households/{household_id}/rebalance"): Scope.TRADE,
     ("POST", "/v1/analyze/household"): Scope.READ,
+    ("POST", "/v1/analyze/sleeves"): Scope.READ,
+    ("GET", "/v1/accounts/{account_id}/sleeves/drift"): Scope.READ,
+    ("POST", "/v1/accounts/{account_id}/sleeves/analyze"): Scope.READ,
 }
 
 

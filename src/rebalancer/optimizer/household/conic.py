@@ -109,7 +109,9 @@ class Rows:
         return np.concatenate(self.rhs) if self.rhs else np.zeros(0)
 
 
-def z_terms(col: Columns, rows: Idx, slots: Idx, coef: Arr, sign: float = 1.0) -> tuple:
+def z_terms(
+    col: Columns, rows: Idx, slots: Idx, coef: Arr, sign: float = 1.0
+) -> tuple[Idx, Idx, Arr]:
     """Triplets of ``coef * z_slot`` (``z = b - s``, ``s`` the slot's sold weight), or of
     ``coef * traded`` with ``sign = -1`` (``traded = b + s``)."""
     return (

@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.engine import _tightened as tightened
 from rebalancer.optimizer.enums import SolverName, SolveStatus
-from rebalancer.optimizer.household.conic import Columns, ConicData, Rows, z_terms
+from rebalancer.optimizer.household.conic import Columns, ConicData, Idx, Rows, z_terms
 from rebalancer.optimizer.household.data import Arr, HouseholdData
 from rebalancer.optimizer.household.solve import solve_conic
 from rebalancer.optimizer.household.terms import AccountTerms
@@ -355,7 +355,7 @@ class HouseholdProblem:
                 self._cone(soc, dims, cols, td.var_limit / d.z_alpha, shift)
 
     @staticmethod
-    def _cone(soc: Rows, dims: list[int], cols: Arr, cap: float, shift: Arr) -> None:
+    def _cone(soc: Rows, dims: list[int], cols: Idx, cap: float, shift: Arr) -> None:
         """``||x[cols] + shift|| <= cap``."""
         m = len(cols)
         r = soc.new(m + 1, np.concatenate([[cap], shift]))

@@ -22,7 +22,7 @@ Units: shares, currency; drift as fractions of the account NAV.
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +35,14 @@ from rebalancer.optimizer.response_schemas import AnalyzeResponse
 from rebalancer.optimizer.schemas import AnalyzeRequest
 
 _QTY_TOL = 1e-6
+
+
+class SleeveMode(StrEnum):
+    """``unified``: one decision for the whole account over all sleeves, netted;
+    ``strategy``: one sleeve (``sleeve_id``) rebalanced alone, the others frozen."""
+
+    UNIFIED = "unified"
+    STRATEGY = "strategy"
 
 
 class SleeveIn(BaseModel):
@@ -54,7 +62,7 @@ class SleeveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     account: AnalyzeRequest
     sleeves: list[SleeveIn] = Field(min_length=1)
-    mode: Literal["unified", "strategy"] = "unified"
+    mode: SleeveMode = SleeveMode.UNIFIED
     sleeve_id: str | None = Field(default=None, description="The sleeve of strategy mode.")
 
 
@@ -85,7 +93,10 @@ class SleeveResult(BaseModel):
 
 
 class SleeveResponse(BaseModel):
-    mode: str
+    """Body of the ``POST /v1/analyze/sleeves`` answer: the account's net trades
+    (``analysis``), each sleeve's part and the re-attributions that replaced trades."""
+
+    mode: SleeveMode
     decision: Decision
     analysis: AnalyzeResponse
     sleeves: list[SleeveResult]
@@ -116,7 +127,7 @@ def _check(req: SleeveRequest) -> tuple[list[str], np.ndarray, np.ndarray]:
         raise InvalidInput("sleeve holdings must add up to the account's lots", ["sleeves"])
     if abs(sum(s.cash for s in req.sleeves) - acct.portfolio.cash) > 0.01:
         raise InvalidInput("sleeve cash must add up to the account's cash", ["sleeves"])
-    if req.mode == "strategy" and req.sleeve_id not in {s.id for s in req.sleeves}:
+    if req.mode is SleeveMode.STRATEGY and req.sleeve_id not in {s.id for s in req.sleeves}:
         raise InvalidInput("strategy mode needs the sleeve_id of one sleeve", ["sleeve_id"])
     return ids, price, pooled
 
@@ -143,7 +154,7 @@ def analyze_sleeves(req: SleeveRequest, recommender: Recommender | None = None) 
     cash = np.array([s.cash for s in req.sleeves])
     value = h @ price + cash
     nav = float(value.sum())
-    if req.mode == "unified":
+    if req.mode is SleeveMode.UNIFIED:
         tg: dict[str, float] = {}
         for s in req.sleeves:
             for k, w in s.targets.items():
@@ -162,7 +173,7 @@ def analyze_sleeves(req: SleeveRequest, recommender: Recommender | None = None) 
     for t in resp.trades:
         z[ids.index(t.instrument)] += t.quantity if t.side is Side.BUY else -t.quantity
     after = pooled + z
-    if req.mode == "unified":
+    if req.mode is SleeveMode.UNIFIED:
         want = np.array([[s.share * s.targets.get(i, 0.0) for i in ids] for s in req.sleeves])
         tot = want.sum(axis=0)
         base = np.where(pooled > 0, h / np.where(pooled > 0, pooled, 1.0), 1.0 / n_s)

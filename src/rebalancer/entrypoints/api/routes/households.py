@@ -1,4 +1,6 @@
-"""Households: settings, drift, the household rebalance and the stateless household analysis."""
+"""Households: settings, drift, the household rebalance and the stateless household analysis;
+sleeves of one account: the stateless sleeve netting analysis, a stored account's sleeve drift
+and its sleeve analysis (unified or strategy-level)."""
 
 from __future__ import annotations
 
@@ -12,17 +14,25 @@ from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
 from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
 from rebalancer.entrypoints.api.schemas import ID_PATTERN
 from rebalancer.optimizer.household import HouseholdRequest, HouseholdResponse, TransferLink
+from rebalancer.optimizer.household.sleeves import (
+    SleeveMode,
+    SleeveRequest,
+    SleeveResponse,
+    analyze_sleeves,
+)
 from rebalancer.service_layer.handlers.households import (
     household_drift,
     household_optimizer,
     put_household,
     rebalance_household,
 )
+from rebalancer.service_layer.handlers.sleeves import analyze_stored_sleeves, sleeve_drift
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
 
 HouseholdId = Annotated[str, Path(pattern=ID_PATTERN, description="Household id.")]
+AccountId = Annotated[str, Path(pattern=ID_PATTERN, description="Account id.")]
 
 
 class HouseholdIn(BaseModel):
@@ -104,3 +114,53 @@ def analyze_household(body: HouseholdRequest, ctx: ReadCtx) -> HouseholdResponse
     """One problem over every account of the household; nothing is stored."""
     del ctx
     return household_optimizer().analyze(body)
+
+
+class SleeveAnalysisBody(BaseModel):
+    """Body of ``POST /v1/accounts/{id}/sleeves/analyze``: the decision level."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: SleeveMode = Field(
+        default=SleeveMode.UNIFIED,
+        description="unified: one netted decision over every sleeve; strategy: rebalance the "
+        "sleeve sleeve_id alone, the others frozen.",
+    )
+    sleeve_id: str | None = Field(default=None, description="The sleeve of strategy mode.")
+
+
+@router.post(
+    "/analyze/sleeves",
+    response_model=SleeveResponse,
+    tags=["analyze"],
+    summary="Rebalance the sleeves of one account, netted (stateless)",
+)
+def analyze_sleeves_route(body: SleeveRequest, ctx: ReadCtx) -> SleeveResponse:
+    """One account request (the ``POST /v1/analyze`` format; its targets are replaced by the
+    sleeves') plus sleeves with share, model targets and attributed holdings and cash. Trades
+    that would cancel between sleeves become re-attributions; only the net trade trades.
+    Nothing is stored."""
+    del ctx
+    return analyze_sleeves(body)
+
+
+@router.get("/accounts/{account_id}/sleeves/drift", tags=["accounts"])
+def sleeves_drift(account_id: AccountId, ctx: ReadCtx) -> dict[str, Any]:
+    """Drift of every sleeve of the account (holdings attributed pro rata to what each sleeve
+    should hold) and of the account against the blended target."""
+    with ctx.uow() as uow:
+        return sleeve_drift(uow, account_id)
+
+
+@router.post(
+    "/accounts/{account_id}/sleeves/analyze",
+    response_model=SleeveResponse,
+    tags=["accounts"],
+    summary="Sleeve analysis of a stored account (unified or one strategy)",
+)
+def sleeves_analyze(
+    account_id: AccountId, ctx: ReadCtx, body: SleeveAnalysisBody | None = None
+) -> SleeveResponse:
+    """The sleeve optimizer on the stored lots, cash and models; nothing is stored."""
+    body = body or SleeveAnalysisBody()
+    with ctx.uow() as uow:
+        return analyze_stored_sleeves(uow, account_id, body.mode, body.sleeve_id)
