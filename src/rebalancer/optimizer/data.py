@@ -100,6 +100,14 @@ class ProblemData:
     """Wash-sale group of each instrument as an index into ``group_names``, (n,)."""
     group_names: list[str]
     """Wash-sale groups, sorted."""
+    sector_index: NDArray[np.int64]
+    """Sector of each instrument as an index into ``sector_names`` (sorted), (n,)."""
+    sector_names: list[str]
+    asset_index: NDArray[np.int64]
+    """Asset class of each instrument as an index into ``asset_names`` (sorted), (n,)."""
+    asset_names: list[str]
+    budget_mask: NDArray[np.bool_]
+    """Instruments of each budgeted sector, (J, n)."""
     max_adv_fraction: float = 0.0
     min_trade_value: float = 0.0
     min_net_benefit: float = 0.0
@@ -136,19 +144,26 @@ def _risk_factor(req: AnalyzeRequest, order: list[str]) -> tuple[Arr, Arr]:
     return load, spec
 
 
+def _codes(labels: list[str]) -> tuple[list[str], NDArray[np.int64]]:
+    """Sorted distinct labels and each label's index into them."""
+    names = sorted(set(labels))
+    pos = {name: k for k, name in enumerate(names)}
+    return names, np.fromiter(map(pos.__getitem__, labels), np.int64, len(labels))
+
+
 def _lot_arrays(
-    req: AnalyzeRequest, idx: dict[str, int], n: int
+    rows: NDArray[np.int64], n: int
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], int]:
-    """Row (instrument) and column (position among its lots, request order) of each lot."""
-    rows = np.fromiter((idx[lot.instrument] for lot in req.portfolio.lots), np.int64)
+    """Column of each lot (its position among its instrument's lots, in request order), the
+    row-major order of the lots and the number of columns ``K``."""
     if rows.size == 0:
-        return rows, rows.copy(), 1
+        return rows.copy(), rows.copy(), 1
     order = np.argsort(rows, kind="stable")
     counts = np.bincount(rows, minlength=n)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     cols = np.empty_like(rows)
     cols[order] = np.arange(rows.size) - np.repeat(starts, counts)
-    return rows, cols, max(1, int(counts.max()))
+    return cols, order, max(1, int(counts.max()))
 
 
 def build_data(req: AnalyzeRequest) -> ProblemData:
@@ -160,8 +175,14 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     n = len(ids)
     price = np.array([i.price for i in insts])
     lots_in = req.portfolio.lots
-    rows, cols, K = _lot_arrays(req, idx, n)
-    q_in = np.array([lot.quantity for lot in lots_in], dtype=float)
+    lot_rows = [(x.instrument, x.quantity, x.cost_basis, x.acquired, x.lot_id) for x in lots_in]
+    inst_in, q_list, basis_in, acq_in, lot_id_in = (
+        tuple(zip(*lot_rows, strict=True)) if lot_rows else ((), (), (), (), ())
+    )
+    m = len(lot_rows)
+    rows = np.fromiter(map(idx.__getitem__, inst_in), np.int64, m)
+    cols, row_major, K = _lot_arrays(rows, n)
+    q_in = np.array(q_list, dtype=float)
     qty = np.bincount(rows, weights=q_in, minlength=n) if rows.size else np.zeros(n)
     cash = float(req.portfolio.cash)
     nav = cash + float(qty @ price)
@@ -174,18 +195,18 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     as_of = req.as_of
     since = as_of - timedelta(days=pol.wash_sale_days)
     today = as_of.toordinal()
-    acquired = np.array([lot.acquired.toordinal() for lot in lots_in], dtype=np.int64)
+    acquired = np.fromiter(map(date.toordinal, acq_in), np.int64, m)
     recent = {groups[idx[b.instrument]] for b in req.recent_buys if since <= b.date <= as_of}
     fresh = (acquired >= since.toordinal()) & (acquired <= today)
     recent |= {groups[r] for r in np.unique(rows[fresh]).tolist()}
     lot_ids: list[list[str | None]] = [[None] * K for _ in range(n)]
-    for lot, r, c in zip(lots_in, rows.tolist(), cols.tolist(), strict=True):
-        lot_ids[r][c] = lot.lot_id
+    for lot_id, r, c in zip(lot_id_in, rows.tolist(), cols.tolist(), strict=True):
+        lot_ids[r][c] = lot_id
     lot_qty, lot_basis = np.zeros((n, K)), np.zeros((n, K))
     held = np.zeros((n, K), dtype=np.int64)
     present = np.zeros((n, K), dtype=bool)
     lot_qty[rows, cols] = q_in
-    lot_basis[rows, cols] = [lot.cost_basis for lot in lots_in]
+    lot_basis[rows, cols] = basis_in
     held[rows, cols] = today - acquired
     present[rows, cols] = True
     lot_long = present & (held > pol.long_term_days)
@@ -194,7 +215,7 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     lot_loss = present & is_wash_sale_loss(price[:, None], lot_basis, selling_bps[:, None])
     adv_shares = np.array([i.adv_shares for i in insts])
     no_sell = set(pol.no_sell)
-    sellable = np.array([ids[k] not in no_sell and adv_shares[k] > 0 for k in range(n)])
+    sellable = np.array([i not in no_sell for i in ids], dtype=bool) & (adv_shares > 0)
     recent_rows = np.array([g in recent for g in groups], dtype=bool)
     blocked_mask = lot_loss & recent_rows[:, None]
     allowed = present & sellable[:, None] & ~blocked_mask
@@ -227,15 +248,11 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     has_target = np.array([req.targets.get(i, 0.0) > 0 for i in ids])
     adv_value = adv_shares * price
     adv_cap = pol.max_adv_fraction * adv_value / nav
-    buy_ok = np.array(
-        [
-            (has_target[n_] or ids[n_] in substitutes)
-            and ids[n_] not in no_buy
-            and adv_value[n_] > 0
-            and (pol.raise_cash == 0 or pol.raise_cash_allow_buys)
-            for n_ in range(n)
-        ]
-    )
+    named = np.array([i in substitutes and i not in no_buy for i in ids], dtype=bool)
+    not_no_buy = np.array([i not in no_buy for i in ids], dtype=bool)
+    buy_ok = ((has_target & not_no_buy) | named) & (adv_value > 0)
+    if not (pol.raise_cash == 0 or pol.raise_cash_allow_buys):
+        buy_ok[:] = False
     vol = np.array([i.daily_volatility for i in insts])
     impact = np.where(
         adv_value > 0,
@@ -246,6 +263,12 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     sectors = sorted(pol.max_sector_risk_share)
     scen = pol.stress_scenarios
     stress = np.array([[s.returns.get(i, 0.0) for i in ids] for s in scen]).reshape(len(scen), n)
+    sector = [i.sector for i in insts]
+    asset_class = [i.asset_class for i in insts]
+    sector_names, sector_index = _codes(sector)
+    asset_names, asset_index = _codes(asset_class)
+    spos = {name: k for k, name in enumerate(sector_names)}
+    budget_codes = np.array([spos.get(sec, -1) for sec in sectors], dtype=np.int64)
     fields = {
         "cash_floor": ["policy.min_cash_weight"]
         + (["policy.raise_cash"] if pol.raise_cash else []),
@@ -261,8 +284,8 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
         target=target,
         cash_target=float(req.targets.get(CASH, 0.0)),
         lot_size=np.array([float(i.lot_size) for i in req.instruments]),
-        sector=[i.sector for i in req.instruments],
-        asset_class=[i.asset_class for i in req.instruments],
+        sector=sector,
+        asset_class=asset_class,
         groups=groups,
         has_target=has_target,
         lot_ids=lot_ids,
@@ -296,10 +319,15 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
         budget_share=np.array([pol.max_sector_risk_share[s] for s in sectors]),
         recent_groups=recent,
         lot_present=present,
-        lot_names=[str(lot_ids[r][c]) for r, c in zip(*np.nonzero(present), strict=True)],
+        lot_names=[lot_id_in[k] for k in row_major.tolist()],
         lot_loss=lot_loss,
         group_index=group_index,
         group_names=group_names,
+        sector_index=sector_index,
+        sector_names=sector_names,
+        asset_index=asset_index,
+        asset_names=asset_names,
+        budget_mask=budget_codes[:, None] == sector_index[None, :],
         policy_fields=fields,
         max_adv_fraction=pol.max_adv_fraction,
         min_trade_value=pol.min_trade_value,

@@ -186,7 +186,8 @@ class Recommender:
         zero = TradeVec.zero(data.shape)
         zero_checks = prob.checks(data, zero)
         zero_ok = all(c.holds() for c in zero_checks)
-        benefit = (prob.objective(data, zero) - prob.objective(data, final)) * data.nav
+        p0, p1 = prob.parts(data, zero), prob.parts(data, final)
+        benefit = (sum(p0.values()) - sum(p1.values())) * data.nav
         traded = bool((shares.buy > 0).any() or (shares.lot > 0).any())
         decision = Decision.REBALANCE
         if not traded or (zero_ok and benefit <= data.min_net_benefit):
@@ -197,7 +198,7 @@ class Recommender:
                     f"{data.min_net_benefit:,.2f}"
                 )
             shares = Shares(np.zeros_like(shares.buy), np.zeros_like(shares.lot))
-            final_checks = zero_checks
+            final_checks, p1 = zero_checks, p0
         outcome = Outcome(
             decision=decision,
             shares=shares,
@@ -207,6 +208,7 @@ class Recommender:
             total_ms=(time.perf_counter() - prep.start) * 1e3,
             messages=messages,
             checks=final_checks,
+            parts=(p0, p1),
         )
         return build_response(prep.request, data, prob, outcome)
 

@@ -93,6 +93,8 @@ class Explainer:
         self.loss_groups = loss_groups
         self.risk_limited = _risk_limited(data)
         self.floor_active = data.cash_floor > 0 and data.cash / data.nav < data.cash_floor + 1e-9
+        self.cash_reason = self.floor_active or req.policy.raise_cash > 0
+        self.has_target = data.has_target.tolist()
         self._subs_of: dict[str, list[str]] | None = None
 
     def _substituted(self, inst: str) -> list[str]:
@@ -122,10 +124,10 @@ class Explainer:
         if losses < 0:
             reasons.append(Reason.LOSS_HARVESTED)
             parts.append(f"harvests a loss of {-losses:,.2f}, saving about {-loss_tax:,.2f} of tax")
-        if side is Side.SELL and (self.floor_active or self.req.policy.raise_cash > 0):
+        if side is Side.SELL and self.cash_reason:
             reasons.append(Reason.CASH_RAISED)
             parts.append(f"raises cash toward the floor of {d.cash_floor:.2%} of NAV")
-        if side is Side.BUY and not d.has_target[i]:
+        if side is Side.BUY and not self.has_target[i]:
             subs_of = self._substituted(inst)
             group_of = dict(zip(d.ids, d.groups, strict=True))
             sold = [x for x in subs_of if group_of[x] in self.loss_groups]

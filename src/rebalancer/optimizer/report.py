@@ -43,14 +43,16 @@ class Outcome:
     messages: list[str] = field(default_factory=list)
     checks: list[Check] | None = None
     """Every check of the final trade, when the engine already computed them."""
+    parts: tuple[dict[str, float], dict[str, float]] | None = None
+    """Objective terms of the zero and the final trade, when already computed."""
 
 
-def _by_label(labels: list[str], values: Arr) -> dict[str, float]:
-    """Sum of ``values`` per label, labels in order of first appearance."""
-    uniq, first, inv = np.unique(np.asarray(labels), return_index=True, return_inverse=True)
-    sums = np.bincount(inv, weights=values, minlength=uniq.size)
-    order = np.argsort(first, kind="stable")
-    return dict(zip(uniq[order].tolist(), sums[order].tolist(), strict=True))
+def _by_label(codes: np.ndarray, names: list[str], values: Arr) -> dict[str, float]:
+    """Sum of ``values`` per label (``names[codes[i]]``), labels in order of first appearance."""
+    sums = np.bincount(codes, weights=values, minlength=len(names))
+    present, first = np.unique(codes, return_index=True)
+    order = present[np.argsort(first, kind="stable")].tolist()
+    return dict(zip([names[k] for k in order], sums[order].tolist(), strict=True))
 
 
 def drift_report(data: ProblemData, x: Arr, cash_w: float) -> DriftReport:
@@ -58,8 +60,8 @@ def drift_report(data: ProblemData, x: Arr, cash_w: float) -> DriftReport:
     d = x - data.target
     by_inst = dict(zip(data.ids, d.tolist(), strict=True))
     by_inst[CASH] = cash_w - data.cash_target
-    by_sector = _by_label(data.sector, d)
-    by_class = _by_label(data.asset_class, d)
+    by_sector = _by_label(data.sector_index, data.sector_names, d)
+    by_class = _by_label(data.asset_index, data.asset_names, d)
     by_sector[CASH] = by_class[CASH] = by_inst[CASH]
     return DriftReport(
         by_instrument=by_inst,
@@ -85,13 +87,19 @@ def _contributions(data: ProblemData, x: Arr) -> tuple[dict[str, _Fields], dict[
             data.ids, marginal.tolist(), comp.tolist(), share.tolist(), strict=True
         )
     }
-    sectors = np.asarray(data.sector)
+    m = len(data.sector_names)
+    comp_s = np.bincount(data.sector_index, weights=comp, minlength=m)
+    xm_s = np.bincount(data.sector_index, weights=x * marginal, minlength=m)
+    x_s = np.bincount(data.sector_index, weights=x, minlength=m)
     by_sector: dict[str, _Fields] = {}
-    for sec in sorted(set(data.sector)):
-        mask = sectors == sec
-        c = float(comp[mask].sum())
-        m = float(x[mask] @ marginal[mask]) / max(float(x[mask].sum()), 1e-300)
-        by_sector[sec] = {"marginal": m, "component": c, "share": c / vol if vol > 0 else 0.0}
+    for sec, c, xm, xs in zip(
+        data.sector_names, comp_s.tolist(), xm_s.tolist(), x_s.tolist(), strict=True
+    ):
+        by_sector[sec] = {
+            "marginal": xm / max(xs, 1e-300),
+            "component": c,
+            "share": c / vol if vol > 0 else 0.0,
+        }
     return by_inst, by_sector
 
 
@@ -192,6 +200,12 @@ def _trades(
     effects = risk_effects(data, before, idx, np.where(is_sell, -traded, traded))
     loss_groups = {data.groups[i] for i in np.flatnonzero((s.lot * data.lot_loss).sum(axis=1) > 0)}
     why = Explainer(req, data, before, after, loss_groups)
+    gone = ~is_sell
+    loss_k = np.where(is_sell, loss_by[idx], 0.0).tolist()
+    loss_tax_k = np.where(is_sell, loss_tax_by[idx], 0.0).tolist()
+    tax_k = np.where(is_sell, tax_by[idx], 0.0).tolist()
+    sides = [Side.BUY if b else Side.SELL for b in gone.tolist()]
+    ids, bef, aft, tgt = data.ids, before.tolist(), after.tolist(), data.target.tolist()
     out: list[dict[str, Any]] = []
     for k, (i, sell, q, v, bps) in enumerate(
         zip(
@@ -203,30 +217,23 @@ def _trades(
             strict=True,
         )
     ):
-        side = Side.SELL if sell else Side.BUY
-        lots = sales[i] if sell else []
-        reasons, text = why.explain(
-            i,
-            side,
-            float(loss_by[i]) if sell else 0.0,
-            float(loss_tax_by[i]) if sell else 0.0,
-            effects[k],
-        )
+        side = sides[k]
+        reasons, text = why.explain(i, side, loss_k[k], loss_tax_k[k], effects[k])
         out.append(
             {
-                "instrument": data.ids[i],
+                "instrument": ids[i],
                 "side": side,
                 "quantity": q,
                 "value": v,
-                "lots": lots,
+                "lots": sales[i] if sell else [],
                 "reasons": reasons,
                 "explanation": text,
-                "tax_currency": float(tax_by[i]) if sell else 0.0,
+                "tax_currency": tax_k[k],
                 "cost_bps": bps,
                 "risk_effect": effects[k],
-                "weight_before": float(before[i]),
-                "weight_after": float(after[i]),
-                "target": float(data.target[i]),
+                "weight_before": bef[i],
+                "weight_after": aft[i],
+                "target": tgt[i],
             }
         )
     return out, all_sales
@@ -240,7 +247,7 @@ def build_response(
     zero = TradeVec.zero(data.shape)
     after = data.w + final.z
     cash_after_w = data.cash / data.nav - float(final.z.sum())
-    p0, p1 = prob.parts(data, zero), prob.parts(data, final)
+    p0, p1 = o.parts if o.parts is not None else (prob.parts(data, zero), prob.parts(data, final))
     trades, lots = _trades(req, data, o.shares, final)
     st = sum(lot["realized_gain"] for lot in lots if lot["term"] is Term.SHORT)
     lt = sum(lot["realized_gain"] for lot in lots if lot["term"] is Term.LONG)

@@ -40,8 +40,9 @@ def _delta(data: ProblemData, t: TradeVec, sa: Arr, buy: Arr, loss_sell: Arr) ->
     )
     inst += lot_tax_rate * (loss_sell - loss_now)
     inst += data.gamma * (2.0 * dz * sa + data.specific_sd**2 * dz * dz)
-    factor = np.zeros((len(data.group_names), data.factor_load.shape[1]))
-    np.add.at(factor, data.group_index, data.factor_load * dz[:, None])
+    order = np.argsort(data.group_index, kind="stable")
+    starts = np.flatnonzero(np.diff(data.group_index[order], prepend=-1))
+    factor = np.add.reduceat((data.factor_load * dz[:, None])[order], starts, axis=0)
     out: Arr = _by_group(data, inst) + data.gamma * (factor**2).sum(axis=1)
     return out
 

@@ -105,10 +105,8 @@ def sector_shares(data: ProblemData, x: Arr) -> Arr:
     out = np.zeros(len(data.budget_sectors))
     if total <= 0:
         return out
-    for j, sec in enumerate(data.budget_sectors):
-        mask = np.array([s == sec for s in data.sector])
-        out[j] = float(x[mask] @ sx[mask]) / total
-    return out
+    share: Arr = (data.budget_mask * (x * sx)).sum(axis=1) / total
+    return share
 
 
 class SectorRiskShare(ConstraintTerm):
@@ -140,10 +138,7 @@ class SectorRiskShare(ConstraintTerm):
             set_param(self.rhs, np.zeros(J))
             return
         g = sigma_times(data, self.point)
-        coef = np.zeros((J, data.n))
-        for j, sec in enumerate(data.budget_sectors):
-            mask = np.array([s == sec for s in data.sector], dtype=float)
-            coef[j] = (mask - data.budget_share[j]) * g
+        coef = (data.budget_mask.astype(float) - data.budget_share[:, None]) * g[None, :]
         scale = max(float(np.abs(coef).max()), 1e-12)
         set_param(self.coef, coef / scale)
         set_param(self.rhs, -(coef / scale) @ data.w)
