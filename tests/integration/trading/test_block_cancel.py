@@ -11,10 +11,23 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from tradehelpers import InProcessMarket, make_book, make_recommendation, rows, unique
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tradehelpers import (
+    InProcessMarket,
+    make_book,
+    make_recommendation,
+    positions,
+    rows,
+    settled_deltas,
+    unique,
+)
 
 from rebalancer.adapters import orm
 from rebalancer.contracts import decode
+from rebalancer.service_layer.handlers import trading
+from rebalancer.service_layer.handlers.blocks import cancel_block
+from rebalancer.service_layer.unit_of_work import UnitOfWork
 from rebalancer.simulators.venue import SimulatedVenue
 
 pytestmark = pytest.mark.integration
@@ -128,3 +141,60 @@ def test_order_cancel_honours_the_idempotency_key(client: TestClient, engine: An
     other = client.post(f"/v1/orders/{order.id}/cancel", json={"reason": "x"}, headers=key)
     assert other.status_code == 422  # same key, different request
     assert [c["order_id"] for c in _cancels(engine, "tenant-a")].count(str(order.id)) == 1
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(
+    seed=st.integers(0, 10_000),
+    sizes=st.lists(st.integers(2, 40), min_size=2, max_size=3),
+    fill_first=st.booleans(),
+    duplicates=st.sampled_from([0.0, 0.5]),
+)
+def test_block_cancel_invariants(
+    engine: Any, seed: int, sizes: list[int], fill_first: bool, duplicates: float
+) -> None:
+    """Whatever the fills before and after the cancel: the children's fills sum to the
+    block's (and the venue's), nobody is overfilled, everything ends, every fill settles once
+    and positions are initial + settled fills."""
+
+    book = make_book(engine, n_accounts=len(sizes), cash="100000")
+    recs = [
+        make_recommendation(engine, book, a, [(book.a, "sell", n)])
+        for a, n in zip(book.accounts, sizes, strict=True)
+    ]
+    initial = {a: positions(engine, book.tenant, a) for a in book.accounts}
+    venue = SimulatedVenue(
+        seed=seed,
+        partial_fill_probability=1.0,
+        stall_probability=1.0,
+        duplicate_probability=duplicates,
+        reorder_probability=0.5,
+    )
+    market = InProcessMarket(engine, book, venue)
+
+    with UnitOfWork(engine, book.tenant) as uow:
+        trading.approve_many(uow, recs, "t")
+    market.pump(end_of_day=False)
+    (block,) = rows(engine, orm.block_orders, tenant_id=book.tenant)
+    if block.status not in ("filled", "cancelled", "expired", "rejected"):
+        with UnitOfWork(engine, book.tenant) as uow:
+            cancel_block(uow, block.id, "t", "property")
+    if fill_first:
+        market.apply(venue.on_market({book.a: book.prices[book.a]}))
+    market.pump()
+    (block,) = rows(engine, orm.block_orders, id=block.id)
+    kids = rows(engine, orm.orders, block_id=block.id)
+    assert block.status in ("filled", "cancelled", "expired")
+    assert block.filled_quantity == venue.filled_quantity(str(block.id))
+    assert sum(k.filled_quantity for k in kids) == block.filled_quantity
+    for k in kids:
+        assert 0 <= k.filled_quantity <= k.quantity
+        assert k.status in ("filled", "cancelled", "expired"), k
+    assert len(_cancels(engine, book.tenant)) <= 1
+    for acct in book.accounts:
+        shares, cash = positions(engine, book.tenant, acct)
+        delta, cash_delta, stl = settled_deltas(engine, acct)
+        start, start_cash = initial[acct]
+        assert shares.get(book.a, 0) == start[book.a] + delta.get(book.a, 0)
+        assert cash == start_cash + cash_delta
+        assert len({s.report_id for s in stl}) == len(stl)
