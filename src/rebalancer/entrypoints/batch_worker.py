@@ -77,26 +77,31 @@ class BatchSolver(enum.StrEnum):
     """CVXPY + Clarabel first (``DEFAULT_CHAIN``), the reference."""
 
 
-def default_solver() -> BatchSolver:
-    """``REBALANCER_BATCH_SOLVER`` (or the older ``REBALANCER_BATCH_ENGINE``), else
-    :data:`DEFAULT_SOLVER`.
+def parse_solver(raw: str, source: str = "--solver") -> BatchSolver:
+    """The :class:`BatchSolver` named by ``raw`` (case-insensitive).
 
     Raises
     ------
     ValueError
-        When the variable names no :class:`BatchSolver` (the message lists the choices).
+        When ``raw`` names none; the message names ``source`` and lists the choices.
     """
+    try:
+        return BatchSolver(raw.strip().lower())
+    except ValueError:
+        choices = ", ".join(s.value for s in BatchSolver)
+        raise ValueError(f"{source}={raw!r}: choose one of {choices}") from None
+
+
+def default_solver() -> BatchSolver:
+    """``REBALANCER_BATCH_SOLVER`` (or the older ``REBALANCER_BATCH_ENGINE``), else
+    :data:`DEFAULT_SOLVER`."""
     raw = os.environ.get("REBALANCER_BATCH_SOLVER") or os.environ.get("REBALANCER_BATCH_ENGINE")
     if not raw or raw.lower() == "default":
         return DEFAULT_SOLVER
-    try:
-        return BatchSolver(raw.lower())
-    except ValueError:
-        choices = ", ".join(s.value for s in BatchSolver)
-        raise ValueError(f"REBALANCER_BATCH_SOLVER={raw!r}: choose one of {choices}") from None
+    return parse_solver(raw, "REBALANCER_BATCH_SOLVER")
 
 
-DEFAULT_SOLVER = BatchSolver.CLARABEL
+DEFAULT_SOLVER = BatchSolver.FAST
 """The chain a batch worker uses unless told otherwise (see docs/deployment.md, "Solver")."""
 
 

@@ -102,6 +102,9 @@ def serve(
 def worker(
     threads: int = typer.Option(2, help="Consumer threads on the Shared subscription."),
     relay: bool = typer.Option(False, help="Also run the outbox relay."),
+    solver: str = typer.Option(
+        None, help="Batch solver chain: fast (JAX first) or clarabel (default: fast)."
+    ),
 ) -> None:
     """Consume events (market data, reports, settlements, rebalance requests) until stopped."""
     from rebalancer.bootstrap import bootstrap, install_signal_handlers
@@ -109,7 +112,7 @@ def worker(
 
     rt = bootstrap(_settings())
     install_signal_handlers(rt)
-    w = Worker(rt, threads=threads, with_relay=relay)
+    w = Worker(rt, threads=threads, with_relay=relay, solver=solver)
     w.start()
     typer.echo(f"worker consuming with {threads} threads")
     rt.stop_event.wait()

@@ -197,7 +197,7 @@ class Worker:
         batch_threads: int = 1,
         solver: str | None = None,
     ) -> None:
-        from rebalancer.entrypoints.batch_worker import BatchConsumerLoop, BatchSolver
+        from rebalancer.entrypoints.batch_worker import BatchConsumerLoop, parse_solver
 
         self.rt = rt
         self.subscriber = SharedSubscriber(rt.infra.pulsar_url, rt.settings.data_dir)
@@ -207,7 +207,7 @@ class Worker:
                     rt,
                     max_redeliveries=rt.settings.consumer_max_redeliveries,
                     name=f"batch-{i}",
-                    solver=BatchSolver(solver) if solver else None,
+                    solver=parse_solver(solver) if solver else None,
                     subscriber=self.subscriber,
                 )
                 for i in range(batch_threads)
