@@ -14,9 +14,11 @@ pooled holdings (shares per instrument) and of the cash. Two modes, chosen by ``
     One sleeve alone (``sleeve_id``) is rebalanced to its model within its own value; the
     other sleeves' holdings are frozen (they are targets at their current weights).
 
-Sleeve values are conserved by re-attribution (a sleeve pays for what it receives from its
-cash), so a sleeve's cash is the balancing item. Costs and taxes of each account trade are
-attributed to the sleeves that bought or sold it, pro rata.
+In ``unified`` mode the account's cash after trading is attributed like the holdings (pro
+rata to ``share * model cash weight``, by ``share`` when no model holds cash), so the sleeves
+move toward their shares and ``value_transfer`` reports the value moved between them; in
+``strategy`` mode sleeve values are conserved (the sleeve pays from its own cash). Costs and
+taxes of each account trade are attributed to the sleeves that bought or sold it, pro rata.
 Units: shares, currency; drift as fractions of the account NAV.
 """
 
@@ -86,6 +88,10 @@ class SleeveResult(BaseModel):
     holdings_after: dict[str, float]
     cash_before: float
     cash_after: float
+    value_transfer: float = Field(
+        description="Value moved into the sleeve from the other sleeves, at market price "
+        "(currency; unified mode brings sleeves toward their shares; 0 in strategy mode)."
+    )
     traded_value: float = Field(description="Value of account trades attributed (currency).")
     reattributed_value: float = Field(description="Value received plus given (currency).")
     cost_currency: float
@@ -192,7 +198,15 @@ def analyze_sleeves(req: SleeveRequest, recommender: Recommender | None = None) 
                         others > 0, h_after[o] / np.where(others > 0, others, 1), 0
                     )
     move = h_after - h
-    cash_after = value - h_after @ price
+    if req.mode is SleeveMode.UNIFIED:
+        # the unified decision brings the sleeves toward their shares: the account's cash
+        # after trading is attributed like the holdings, pro rata to what each should hold
+        want_cash = np.array([s.share * s.targets.get(CASH, 0.0) for s in req.sleeves])
+        if want_cash.sum() <= 0:
+            want_cash = np.array([s.share for s in req.sleeves])
+        cash_after = resp.cash_after * want_cash / want_cash.sum()
+    else:
+        cash_after = value - h_after @ price
     return _render(req, resp, ids, price, nav, h, h_after, move, cash, cash_after, z)
 
 
@@ -262,6 +276,9 @@ def _render(
                 },
                 cash_before=float(cash[s]),
                 cash_after=float(cash_after[s]),
+                value_transfer=float(
+                    h_after[s] @ price + cash_after[s] - h[s] @ price - cash[s] + cost[s]
+                ),
                 traded_value=float(traded[s] @ price),
                 reattributed_value=float((np.abs(move[s]) - traded[s]) @ price),
                 cost_currency=float(cost[s]),

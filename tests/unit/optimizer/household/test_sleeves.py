@@ -51,6 +51,7 @@ def test_opposite_sleeve_trades_give_no_trade_only_reattribution() -> None:
         assert s.drift_removed_share == pytest.approx(0.5)
         assert s.traded_value == 0.0 and s.cost_currency == 0.0 and s.tax_currency == 0.0
         assert s.cash_after == pytest.approx(0.0, abs=1e-9)  # swaps at market price
+        assert s.value_transfer == pytest.approx(0.0, abs=1e-9)
     assert r.trades_avoided_value == pytest.approx(80_000.0)
 
 
