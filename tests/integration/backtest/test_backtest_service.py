@@ -203,3 +203,60 @@ def test_success_metrics_route_reads_stored_drift_decisions_and_orders(
         assert cost["traded_value"] == pytest.approx(sum(t.value for t in resp_json.trades))
     assert cost["filled_value"] == 0.0 and cost["realized_cost_bps"] is None
     assert bad.status_code == 422
+
+
+def test_a_recent_loss_sale_blocks_the_same_buys_in_the_service_and_the_backtest(
+    runtime: Any,
+) -> None:
+    """A sale at a loss 10 days ago, stored as a settlement with its realized loss, reaches the
+    service's request as a wash-sale block; the backtest's own loss-sale log gives the same
+    request, hence the same decision, and neither buys the blocked instrument back."""
+    import sqlalchemy as sa
+
+    from rebalancer.adapters import orm
+    from rebalancer.analytics.requests import LossSale
+
+    engine = runtime.engine
+    tenant = f"bt-{uuid.uuid4().hex[:8]}"
+    account, model, instruments, h = seed_account(engine, tenant)
+    t = len(h.dates) - 1
+    as_of, sold_on = h.dates[t], h.dates[t - 8]
+    blocked = sorted(i for i in instruments if i.startswith("BB"))[0]
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(orm.settlements).values(
+                id=sid, report_id=sid, order_id=uuid.uuid4(), tenant_id=tenant,
+                account_id=account.id, instrument=blocked, side="sell", quantity=Decimal(10),
+                price=Decimal("90.00"), trade_date=sold_on, settle_date=sold_on,
+                status="settled",
+            )
+        )  # fmt: skip
+        conn.execute(
+            sa.insert(orm.realized_gains).values(
+                settlement_id=sid, account_id=account.id, lot_id=f"old-{sid}",
+                instrument=blocked, quantity=Decimal(10), proceeds=Decimal(900),
+                cost=Decimal(1000), gain=Decimal(-100), term="short", settle_date=sold_on,
+            )
+        )  # fmt: skip
+    with UnitOfWork(engine, tenant) as uow:
+        stored = uow.accounts.get(account.id)
+        live = build_request(uow, stored, as_of)
+    assert blocked in live.policy.no_buy
+
+    replay = AccountReplay(
+        stored, {model.id: model}, instruments, h, parse_policy("optimizer"), Recommender(),
+        {}, frozenset(),
+    )  # fmt: skip
+    _, unblocked = replay.ask(t, default_policy())
+    # without the loss sale the optimizer buys it (underweight by its whole 30 % target)
+    assert [x for x in unblocked.trades if x.instrument == blocked and str(x.side) == "buy"]
+    replay.loss_sales.append(LossSale(blocked, sold_on))
+    backtest, from_backtest = replay.ask(t, default_policy())
+    assert backtest == live
+    from_service = Recommender().analyze(live)
+    assert from_backtest.decision == from_service.decision
+    assert sorted((x.instrument, str(x.side), x.quantity) for x in from_backtest.trades) == sorted(
+        (x.instrument, str(x.side), x.quantity) for x in from_service.trades
+    )
+    assert not [x for x in from_service.trades if x.instrument == blocked and str(x.side) == "buy"]
