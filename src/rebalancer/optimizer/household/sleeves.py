@@ -89,8 +89,9 @@ class SleeveResult(BaseModel):
     cash_before: float
     cash_after: float
     value_transfer: float = Field(
-        description="Value moved into the sleeve from the other sleeves, at market price "
-        "(currency; unified mode brings sleeves toward their shares; 0 in strategy mode)."
+        description="Value moved into the sleeve from the other sleeves at market price, "
+        "trades valued at mid like cash_after (currency; unified mode brings sleeves toward "
+        "their shares; 0 in strategy mode)."
     )
     traded_value: float = Field(description="Value of account trades attributed (currency).")
     reattributed_value: float = Field(description="Value received plus given (currency).")
@@ -276,9 +277,7 @@ def _render(
                 },
                 cash_before=float(cash[s]),
                 cash_after=float(cash_after[s]),
-                value_transfer=float(
-                    h_after[s] @ price + cash_after[s] - h[s] @ price - cash[s] + cost[s]
-                ),
+                value_transfer=float(h_after[s] @ price + cash_after[s] - h[s] @ price - cash[s]),
                 traded_value=float(traded[s] @ price),
                 reattributed_value=float((np.abs(move[s]) - traded[s]) @ price),
                 cost_currency=float(cost[s]),
