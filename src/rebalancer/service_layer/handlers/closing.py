@@ -29,6 +29,8 @@ import uuid
 from datetime import date
 from typing import Any
 
+from prometheus_client import Counter
+
 from rebalancer.adapters.repositories.coordination import CoordinationRepository
 from rebalancer.contracts import (
     EventType,
@@ -46,6 +48,10 @@ REMAINDER_REASON = "remainder_of:{rebalance_id}"
 """Reason of a follow-up rebalance; the link back to the rebalance it completes."""
 
 REOPTIMIZABLE = (str(RebalanceStatus.PARTIALLY_COMPLETE), str(RebalanceStatus.FAILED))
+
+FOLLOW_UPS = Counter(
+    "rebalancer_follow_ups_total", "Follow-up rebalances opened, by path", ["path"]
+)
 
 AUTOMATIC_ACTOR = "system:closing-the-loop"
 """Actor of the audit records of the automatic path."""
@@ -129,6 +135,7 @@ def reoptimize_remainder(
         )
     new_id, created = _open_follow_up(uow, reb)
     if created:  # recommend now (commits); the worker's copy of the trigger is then a no-op
+        FOLLOW_UPS.labels("explicit").inc()
         recommend(uow, optimizer, new_id)
     uow.commit()
     return new_id
@@ -193,6 +200,7 @@ def on_status_updated(
         return None
     new_id, created = _open_follow_up(uow, reb)
     if created:
+        FOLLOW_UPS.labels("automatic").inc()
         uow.audit.record(
             AUTOMATIC_ACTOR,
             "follow_up",

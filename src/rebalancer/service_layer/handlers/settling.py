@@ -8,6 +8,8 @@ from datetime import UTC, date
 from decimal import Decimal
 from typing import Any
 
+from prometheus_client import Counter
+
 from rebalancer.adapters.repositories.coordination import CoordinationRepository
 from rebalancer.adapters.repositories.rebalancing import order_from_row
 from rebalancer.contracts import SettlementConfirmedV1, StatusEntity
@@ -158,6 +160,11 @@ def _check_settle_date(uow: UnitOfWork, event: SettlementConfirmedV1) -> None:
     )
 
 
+OVERDUE = Counter(
+    "rebalancer_settlements_overdue_total", "settlement_overdue alerts raised (one per fill)"
+)
+
+
 def raise_overdue_settlements(
     uow: UnitOfWork, today: date, *, grace_business_days: int = 1, limit: int = 500
 ) -> list[str]:
@@ -202,6 +209,7 @@ def raise_overdue_settlements(
         repo.mark_overdue_alerted(f.report_id)
         alerted.append(f.report_id)
     uow.commit()
+    OVERDUE.inc(len(alerted))
     return alerted
 
 
