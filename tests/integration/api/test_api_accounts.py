@@ -227,3 +227,25 @@ def test_alerts_and_triggers(client: TestClient, engine: Any) -> None:
     assert triggers[0]["kind"] == "threshold" and triggers[0]["fired"] is False
     missing = client.post(f"/v1/accounts/{aid}/alerts/{uuid.uuid4()}/acknowledge", headers=ADMIN)
     assert missing.status_code == 404 and missing.json()["fields"] == ["alert_id"]
+
+
+def test_replacing_an_account_keeps_unsettled_cash(client: TestClient, engine: Any) -> None:
+    """A PUT states settled cash; fills still in flight (unsettled columns) stay as they were."""
+    import sqlalchemy as sa
+
+    from rebalancer.adapters import orm
+
+    aid, mid, insts = make_account(client)
+    t = orm.cash_balances
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(t)
+            .where(t.c.account_id == aid)
+            .values(unsettled_purchases=Decimal("300"), unsettled_proceeds=Decimal("120"))
+        )
+    ok(client.put(f"/v1/accounts/{aid}", json=account_body(mid, insts, cash="1000"), headers=ADMIN))
+    cash = ok(client.get(f"/v1/accounts/{aid}/cash", headers=READ))
+    assert Decimal(cash["settled"]) == 1000
+    assert Decimal(cash["unsettled_purchases"]) == 300
+    assert Decimal(cash["unsettled_proceeds"]) == 120
+    assert Decimal(cash["buying_power"]) == 700

@@ -60,7 +60,9 @@ class AccountRepository:
                 updated_at=sa.func.now(),
             )
         )
-        for table in (orm.sleeves, orm.tax_lots, orm.cash_balances):
+        # cash_balances is upserted, not deleted: its unsettled columns track in-flight fills
+        # and stay true whatever settled cash the caller states
+        for table in (orm.sleeves, orm.tax_lots):
             self.conn.execute(sa.delete(table).where(table.c.account_id == account.id))
         self._write_children(account)
 
