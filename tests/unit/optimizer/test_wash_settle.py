@@ -1,0 +1,71 @@
+"""Wash-sale group settlement (optimizer/wash.py): each conflicting group keeps the side that
+contributes more to the objective; one-sided groups keep their side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from opt_factory import inst, lot, request
+
+from rebalancer.optimizer.data import ProblemData, build_data
+from rebalancer.optimizer.problem import CompiledProblem
+from rebalancer.optimizer.terms.base import TradeVec
+from rebalancer.optimizer.wash import settle_all
+
+
+def _data(target_x: float) -> ProblemData:
+    """X: 0.5 of NAV in one lot at a loss (basis 150, price 100); Z: the rest, a gain lot."""
+    req = request(
+        cash=0,
+        lots=[lot("x1", "X", 100, 150.0), lot("z1", "Z", 100, 50.0)],
+        targets={"X": target_x, "Z": 1.0 - target_x},
+        instruments=[inst("X"), inst("Z")],
+        risk_model={"instruments": ["X", "Z"], "covariance": [[0.04, 0.0], [0.0, 0.04]]},
+        policy={"risk_aversion": 50.0, "short_term_rate": 0.3, "long_term_rate": 0.15},
+    )
+    return build_data(req)
+
+
+def _trade(data: ProblemData, sell_x: float, buy_x: float, buy_z: float = 0.0) -> TradeVec:
+    lot_sell = np.zeros_like(data.lot_w)
+    lot_sell[0, 0] = sell_x
+    return TradeVec(np.array([buy_x, buy_z]), lot_sell)
+
+
+def test_a_net_seller_keeps_its_loss_sales_and_stops_buying() -> None:
+    data = _data(target_x=0.2)
+    assert data.lot_loss.tolist() == [[True], [False]]
+    # harvest: sell all of X at a loss, buy 0.2 back; closing the sales would keep X at 0.5
+    assert settle_all(data, _trade(data, 0.5, 0.2), 1e-7) == ["X"]
+    assert data.buy_ub[0] == 0.0 and data.lot_ub[0, 0] > 0.0
+
+
+def test_a_net_buyer_keeps_its_buys_and_stops_selling_at_a_loss() -> None:
+    data = _data(target_x=0.8)
+    # sells 0.1 at a loss and buys 0.4: closing the buys would keep X at 0.5
+    assert settle_all(data, _trade(data, 0.1, 0.4), 1e-7) == ["X"]
+    assert data.lot_ub[0, 0] == 0.0 and data.buy_ub[0] > 0.0
+
+
+def test_one_sided_groups_keep_their_side() -> None:
+    data = _data(target_x=0.2)
+    assert settle_all(data, _trade(data, 0.3, 0.0, buy_z=0.3), 1e-7) == []
+    assert data.buy_ub[0] == 0.0 and data.lot_ub[0, 0] > 0.0  # X only sells at a loss
+    assert data.buy_ub[1] > 0.0 and data.lot_ub[1, 0] > 0.0  # Z buys; its lot is no loss
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_choice_is_the_way_out_that_raises_the_numpy_objective_less(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    data = _data(target_x=float(rng.uniform(0.1, 0.9)))
+    sold, bought = float(rng.uniform(0.01, 0.5)), float(rng.uniform(0.01, 0.5))
+    t = _trade(data, sold, bought)
+    both = min(sold, bought)
+    prob = CompiledProblem(data.shape)
+    close_sales = prob.objective(data, _trade(data, 0.0, bought - both))
+    close_buys = prob.objective(data, _trade(data, sold - both, 0.0))
+    settle_all(data, t, 1e-7)
+    if close_sales < close_buys - 1e-12:
+        assert data.lot_ub[0, 0] == 0.0 and data.buy_ub[0] > 0.0
+    elif close_buys < close_sales - 1e-12:
+        assert data.buy_ub[0] == 0.0 and data.lot_ub[0, 0] > 0.0
