@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from rebalancer.adapters import orm
 from rebalancer.analytics.performance import BandCount
@@ -54,7 +55,7 @@ class PerformanceRepository:
         d = orm.drift_snapshots
         q = (
             sa.select(d.c.account_id, d.c.total_abs_drift)
-            .distinct(d.c.account_id)
+            .ext(distinct_on(d.c.account_id))
             .where(d.c.tenant_id == self.tenant_id, d.c.ts >= since)
             .order_by(d.c.account_id, d.c.ts.desc())
         )
