@@ -10,9 +10,10 @@ number of accounts and built in milliseconds: index patterns come from the cache
 
 Variables (columns, all fractions of each account's NAV, stacked over accounts): ``b`` buys
 (N), ``l`` lot sells (L lot columns), ``s`` sold per slot (N), ``T`` transfers (fractions of
-household NAV), ``tau``/``sig`` impact epigraph and auxiliary (N each), account exposures
-``u`` (F) and ``v`` (N), household exposures ``hu`` (k_H) and ``hv`` (n_H) of the household
-trade ``y`` (n_H, fractions of household NAV).
+household NAV), ``tau``/``sig`` impact epigraph and auxiliary (N each), account factor
+exposures ``u`` (F), household factor exposures ``hu`` (k_H) of the household trade ``y``
+(n_H, fractions of household NAV). Specific risk is a quadratic straight on ``b - s`` and
+``y``.
 Rows: zero cone (exposure definitions), nonnegative cone (bounds, ADV, turnover, cash,
 transfers, stress), second-order cones (impact ``traded^1.5 <= tau`` as two rotated cones
 ``traded^2 <= tau * sig``, ``sig^2 <= traded``; tracking-error and VaR limits).
@@ -48,9 +49,7 @@ class Columns:
     tau: int = 0
     sig: int = 0
     u: int = 0
-    v: int = 0
     hu: int = 0
-    hv: int = 0
     y: int = 0
     total: int = 0
 
@@ -64,9 +63,7 @@ class Columns:
             ("tau", self.N),
             ("sig", self.N),
             ("u", self.F if self.acct_risk else 0),
-            ("v", self.N if self.acct_risk else 0),
             ("hu", self.k_h),
-            ("hv", self.n_h),
             ("y", self.n_h),
         ):
             setattr(self, name, at)

@@ -209,6 +209,8 @@ class HouseholdProblem:
         self.layout = Layout(hh)
         self.accounts = [AccountTerms(a.data) for a in hh.accounts]
         self.data: ConicData | None = None
+        self.constant = 0.0
+        """Objective constant left out of the conic data (fraction of household NAV)."""
         self.value = 0.0
         """Objective of the last answer (fraction of household NAV, without the constant
         location of current holdings)."""
@@ -244,10 +246,8 @@ class HouseholdProblem:
         # slowly with far-away inactive bounds)
         spend, sellable, link_cap = _implied(hh)
         per_slot = np.repeat(spend, np.diff(lay.off))
-        buy_ub = np.minimum(lay.stack(hh, "buy_ub"), per_slot)
-        adv_cap = np.minimum(
-            lay.stack(hh, "adv_cap"), per_slot + np.repeat(sellable, np.diff(lay.off))
-        )
+        buy_ub = lay.stack(hh, "buy_ub")
+        adv_cap = lay.stack(hh, "adv_cap")
         turnover = np.minimum([a.data.turnover_limit for a in hh.accounts], 2 * spend + sellable)
         nb = N + L + col.links
         r = nonneg.new(nb, 0.0)
@@ -257,17 +257,20 @@ class HouseholdProblem:
             np.concatenate([col.b + slots, col.l + np.arange(L), col.T + np.arange(col.links)]),
             -np.ones(nb),
         )
-        r = nonneg.new(
-            nb,
-            np.concatenate([buy_ub, lay.lots(hh, "lot_ub"), link_cap]),
-        )
+        # upper bounds only where they may bind (the cash floor already bounds the rest)
+        cap = np.concatenate([buy_ub, lay.lots(hh, "lot_ub"), link_cap])
+        keep = np.concatenate([buy_ub < per_slot, np.ones(L + col.links, bool)])
+        r = nonneg.new(int(keep.sum()), cap[keep])
         nonneg.add(
-            r + idx,
-            np.concatenate([col.b + slots, col.l + np.arange(L), col.T + np.arange(col.links)]),
-            np.ones(nb),
+            r + np.arange(int(keep.sum())),
+            np.concatenate([col.b + slots, col.l + np.arange(L), col.T + np.arange(col.links)])[
+                keep
+            ],
+            np.ones(int(keep.sum())),
         )
-        r = nonneg.new(N, adv_cap)
-        nonneg.add(*z_terms(col, r + slots, slots, np.ones(N), sign=-1.0))
+        tight = np.flatnonzero(adv_cap < per_slot + np.repeat(sellable, np.diff(lay.off)))
+        r = nonneg.new(len(tight), adv_cap[tight])
+        nonneg.add(*z_terms(col, r + np.arange(len(tight)), tight, np.ones(len(tight)), sign=-1.0))
         # --- per account: turnover and cash floor (with the net transfer / s_a)
         acct = lay.account_of.astype(np.int64)
         n_acc = len(hh.accounts)
@@ -306,66 +309,112 @@ class HouseholdProblem:
         soc.add(base + 4, col.sig + slots, np.full(N, -2.0))
         soc.add(*z_terms(col, base + 5, slots, -np.ones(N), sign=-1.0))
         soc_dims += [3] * (2 * N)
-        P_diag = np.zeros(col.total)
+        self._P: list[tuple[Idx, Idx, Arr]] = []
+        self._q, self._const = q, 0.0
         if lay.acct_risk:
-            self._account_risk(hh, zero, soc, soc_dims, P_diag)
+            self._account_risk(hh, zero, soc, soc_dims)
         if hh.target is not None:
-            self._household_risk(hh, zero, soc, soc_dims, P_diag)
+            self._household_risk(hh, zero, soc, soc_dims)
         A = sp.vstack(
             [zero.matrix(col.total), nonneg.matrix(col.total), soc.matrix(col.total)], format="csc"
         )
         b = np.concatenate([zero.b(), nonneg.b(), soc.b()])
-        P = sp.diags(SCALE * P_diag, format="csc")
+        pr, pc, pv = (
+            (np.concatenate(x) for x in zip(*self._P, strict=True))
+            if self._P
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        )
+        P = sp.csc_matrix((SCALE * pv, (pr, pc)), shape=(col.total, col.total))
         self.data = ConicData(P, SCALE * q, A, b, zero.count, nonneg.count, soc_dims)
+        self.constant = self._const
 
-    def _account_risk(
-        self, hh: HouseholdData, zero: Rows, soc: Rows, dims: list[int], P: Arr
-    ) -> None:
-        """``u = L'(w + z - w*)``, ``v = s * (w + z - w*)`` per account, their tracking weights
-        and the tracking-error and VaR cones."""
+    def _account_risk(self, hh: HouseholdData, zero: Rows, soc: Rows, dims: list[int]) -> None:
+        """``u = L'(w + z - w*)`` per account (a variable), the weighted tracking terms (the
+        specific part ``|s * (w + z - w*)|^2`` straight on ``b - s``) and the tracking-error
+        and VaR cones."""
         lay, col = self.layout, self.layout.columns
-        N, F = lay.N, int(lay.foff[-1])
+        F = int(lay.foff[-1])
         loads = np.concatenate([a.data.factor_load.ravel() for a in hh.accounts])
         sd = lay.stack(hh, "specific_sd")
-        act = [a.data.w - a.data.target for a in hh.accounts]
+        act = np.concatenate([a.data.w - a.data.target for a in hh.accounts])
         u0 = np.concatenate(
-            [a.data.factor_load.T @ x for a, x in zip(hh.accounts, act, strict=True)]
+            [a.data.factor_load.T @ (a.data.w - a.data.target) for a in hh.accounts]
         )
-        v0 = sd * np.concatenate(act)
         r = zero.new(F, u0)
         zero.add(r + np.arange(F), col.u + np.arange(F), np.ones(F))
         zero.add(*z_terms(col, r + lay.rep_factor, lay.rep_slot, -loads))
-        r = zero.new(N, v0)
-        slots = np.arange(N)
-        zero.add(r + slots, col.v + slots, np.ones(N))
-        zero.add(*z_terms(col, r + slots, slots, -sd))
         c2 = np.array([hh.account_weight * a.data.gamma * a.share for a in hh.accounts])
-        P[col.u : col.u + F] = 2.0 * np.repeat(c2, np.diff(lay.foff))
-        P[col.v : col.v + N] = 2.0 * np.repeat(c2, np.diff(lay.off))
+        self._p_diag(col.u + np.arange(F), 2.0 * np.repeat(c2, np.diff(lay.foff)))
+        self._z_square(np.repeat(c2, np.diff(lay.off)) * sd**2, act)
         for a, part in enumerate(hh.accounts):
             d = part.data
-            fa, fb, va, vb = lay.foff[a], lay.foff[a + 1], lay.off[a], lay.off[a + 1]
-            cols = np.concatenate([col.u + np.arange(fa, fb), col.v + np.arange(va, vb)])
             te, var, _ = _limits(d)
             td = tightened(d)
+            slots = np.arange(lay.off[a], lay.off[a + 1])
+            ucols = col.u + np.arange(lay.foff[a], lay.foff[a + 1])
             if te:
-                self._cone(soc, dims, cols, td.te_limit, np.zeros(len(cols)))
+                self._risk_cone(
+                    soc,
+                    dims,
+                    td.te_limit,
+                    ucols,
+                    np.zeros(len(ucols)),
+                    slots,
+                    sd[slots],
+                    d.w - d.target,
+                )
             if var:
-                shift = np.concatenate([d.factor_load.T @ d.target, d.specific_sd * d.target])
-                self._cone(soc, dims, cols, td.var_limit / d.z_alpha, shift)
+                shift = d.factor_load.T @ d.target
+                self._risk_cone(
+                    soc, dims, td.var_limit / d.z_alpha, ucols, shift, slots, sd[slots], d.w
+                )
 
-    @staticmethod
-    def _cone(soc: Rows, dims: list[int], cols: Idx, cap: float, shift: Arr) -> None:
-        """``||x[cols] + shift|| <= cap``."""
-        m = len(cols)
-        r = soc.new(m + 1, np.concatenate([[cap], shift]))
-        soc.add(r + 1 + np.arange(m), cols, -np.ones(m))
-        dims.append(m + 1)
+    def _p_diag(self, cols: Idx, vals: Arr) -> None:
+        self._P.append((cols, cols, vals))
 
-    def _household_risk(
-        self, hh: HouseholdData, zero: Rows, soc: Rows, dims: list[int], P: Arr
+    def _z_square(self, k: Arr, a0: Arr) -> None:
+        """Add ``sum_i k_i (z_i + a0_i)^2`` (``z = b - s``) to the objective."""
+        col, n = self.layout.columns, self.layout.N
+        slots = np.arange(n)
+        b, s = col.b + slots, col.s + slots
+        self._P.append(
+            (
+                np.concatenate([b, s, b]),
+                np.concatenate([b, s, s]),
+                np.concatenate([2 * k, 2 * k, -2 * k]),
+            )
+        )
+        self._q[b] += 2 * k * a0
+        self._q[s] -= 2 * k * a0
+        self._const += float(k @ a0**2)
+
+    def _risk_cone(
+        self,
+        soc: Rows,
+        dims: list[int],
+        cap: float,
+        ucols: Idx,
+        ushift: Arr,
+        slots: Idx,
+        sd: Arr,
+        a0: Arr,
     ) -> None:
-        """``hu = L_H'(x - x*)``, ``hv = s_H * (x - x*)``, gamma_H weights and the TE cone."""
+        """``||(u + ushift, sd * (z + a0))|| <= cap`` over one account's slots."""
+        col = self.layout.columns
+        k, m = len(ucols), len(slots)
+        r = soc.new(1 + k + m, np.concatenate([[cap], ushift, sd * a0]))
+        soc.add(r + 1 + np.arange(k), ucols, -np.ones(k))
+        rows = r + 1 + k + np.arange(m)
+        soc.add(
+            np.concatenate([rows, rows]),
+            np.concatenate([col.b + slots, col.s + slots]),
+            np.concatenate([-sd, sd]),
+        )
+        dims.append(1 + k + m)
+
+    def _household_risk(self, hh: HouseholdData, zero: Rows, soc: Rows, dims: list[int]) -> None:
+        """``hu = L_H' y + L_H'(x0 - x*)`` with ``y`` the household trade, ``gamma_H`` times
+        ``|hu|^2 + |s_H * (y + x0 - x*)|^2`` and the household tracking-error cone."""
         assert hh.target is not None
         lay, col = self.layout, self.layout.columns
         N, k, n_h = lay.N, col.k_h, col.n_h
@@ -379,14 +428,20 @@ class HouseholdProblem:
         zero.add(r + np.arange(k), col.hu + np.arange(k), np.ones(k))
         mm, ff = np.nonzero(np.ones((n_h, k)))
         zero.add(r + ff, col.y + mm, -hh.load[mm, ff])
-        r = zero.new(n_h, hh.spec * active)
-        zero.add(r + np.arange(n_h), col.hv + np.arange(n_h), np.ones(n_h))
-        zero.add(r + np.arange(n_h), col.y + np.arange(n_h), -hh.spec)
-        P[col.hu : col.hu + k] = 2.0 * hh.gamma
-        P[col.hv : col.hv + n_h] = 2.0 * hh.gamma
+        ycols = col.y + np.arange(n_h)
+        self._p_diag(col.hu + np.arange(k), np.full(k, 2.0 * hh.gamma))
+        k_y = hh.gamma * hh.spec**2
+        self._p_diag(ycols, 2.0 * k_y)
+        self._q[ycols] += 2.0 * k_y * active
+        self._const += float(k_y @ active**2)
         if hh.te_limit is not None:
-            cols = np.concatenate([col.hu + np.arange(k), col.hv + np.arange(n_h)])
-            self._cone(soc, dims, cols, household_te_limit(hh), np.zeros(len(cols)))
+            r = soc.new(
+                1 + k + n_h,
+                np.concatenate([[household_te_limit(hh)], np.zeros(k), hh.spec * active]),
+            )
+            soc.add(r + 1 + np.arange(k), col.hu + np.arange(k), -np.ones(k))
+            soc.add(r + 1 + k + np.arange(n_h), ycols, -hh.spec)
+            dims.append(1 + k + n_h)
 
     # ------------------------------------------------------------------ solving
     def split(self, hh: HouseholdData, x: Arr) -> tuple[list[TradeVec], Arr]:
@@ -416,7 +471,7 @@ class HouseholdProblem:
                 return status, name, None, (time.perf_counter() - t0) * 1e3
             if x is None:
                 continue
-            self.value = value / SCALE
+            self.value = value / SCALE + self.constant
             trades, tr = self.split(self._hh, x)
             return status, name, HouseholdTrade(trades, tr), (time.perf_counter() - t0) * 1e3
         return SolveStatus.FAILED, last, None, (time.perf_counter() - t0) * 1e3
