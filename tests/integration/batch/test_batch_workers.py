@@ -2,6 +2,12 @@
 
 The killed worker's unacknowledged messages are redelivered by the broker to the others and its
 uncommitted chunk left nothing behind, so every account ends with exactly one recommendation.
+
+This used to stall on pulsar-lite about one run in three: the relay published the batch items
+in producer batches, pulsar-lite charged a whole batch entry against the subscription's
+aggregate permits (driving it negative) and kept that negative balance after the killed
+consumer was gone, so it never dispatched again. Publishers now send one message per entry
+(see ``Publisher`` in ``rebalancer.adapters.pulsar_bus``).
 """
 
 from __future__ import annotations
@@ -81,12 +87,6 @@ def workers(settings: Any, tmp_path: Path) -> Iterator[WorkerProcs]:
     w.stop()
 
 
-@pytest.mark.skipif(
-    os.environ.get("REBALANCER_RUN_KILL_BATCH") != "1",
-    reason="unreliable on pulsar-lite 0.2: after SIGKILL the replacement worker stalls on the "
-    "batch subscription (consumer-id collision, see docs/deployment.md); run with "
-    "REBALANCER_RUN_KILL_BATCH=1",
-)
 def test_worker_killed_mid_batch_loses_nothing_and_writes_each_result_once(
     runtime: Any, workers: WorkerProcs
 ) -> None:
@@ -98,7 +98,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_writes_each_result_once(
             batch = start_batch(uow, book.model.id, actor="test")
             uow.commit()
         assert batch.queued == 30
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240  # two workers start and compile on 2 busy cores
         while (p := progress(runtime.engine, TENANT, batch.batch_id))["done"] < 3:
             assert time.monotonic() < deadline, f"workers made no progress: {p}"
             time.sleep(0.05)
@@ -106,7 +106,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_writes_each_result_once(
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         workers.start()
-        done = wait_finished(runtime.engine, TENANT, batch.batch_id, timeout_s=150)
+        done = wait_finished(runtime.engine, TENANT, batch.batch_id, timeout_s=300)
     assert first.returncode == -signal.SIGKILL
     assert done["done"] == 30 and done["counts"].get("requested", 0) == 0
     assert done["counts"].get("failed", 0) == 0, done
