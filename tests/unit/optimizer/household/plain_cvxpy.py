@@ -80,5 +80,5 @@ def plain_optimum(hh: HouseholdData) -> float:
             cons.append(cp.norm(np.linalg.cholesky(sig_h).T @ dev) <= household_te_limit(hh))
     prob = cp.Problem(cp.Minimize(1e4 * cp.sum(cp.hstack(terms))), cons)
     prob.solve(solver=cp.CLARABEL)
-    assert prob.status == cp.OPTIMAL, prob.status
+    assert prob.status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE), prob.status
     return float(prob.value) / 1e4
