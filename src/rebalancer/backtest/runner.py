@@ -271,8 +271,8 @@ def run_job(
 ) -> BacktestResult:
     """Replay every (policy, account) of ``job`` and compute the metrics.
 
-    ``progress(account_id)`` is called as each work item finishes (see :func:`work_items`;
-    ``len(work_items(job))`` calls in all).
+    ``progress(label)`` is called as each work item finishes with ``"<account> optimizer"``
+    or ``"<account> trigger rules"`` (see :func:`work_items`; ``len(work_items(job))`` calls).
     """
     global _JOB
     _JOB = job
@@ -283,7 +283,8 @@ def run_job(
         for name, res in zip(item[1], out, strict=True):
             results[(item[0], name)] = res
         if progress:
-            progress(item[0])
+            heavy = all(job.policies[n].kind == "optimizer" for n in item[1])
+            progress(f"{item[0]} {'optimizer' if heavy else 'trigger rules'}")
 
     if cfg.workers <= 1:
         for item in items:

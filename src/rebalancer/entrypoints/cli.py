@@ -241,18 +241,19 @@ def backtest(
         total = len(work_items(job))
         bar.update(task, total=total, description=f"replaying {len(job.policies)} policies")
 
-        def advance(account: str) -> None:
+        def advance(item: str) -> None:
             bar.advance(task)
             if not console.is_terminal:  # no live bar: one line per finished work item
                 done = int(bar.tasks[0].completed)
-                console.print(f"{done}/{total} work items ({account} done) "
+                console.print(f"{done}/{total} work items ({item} done) "
                               f"{time.perf_counter() - t0:.0f} s", soft_wrap=True)  # fmt: skip
 
         result = run_job(job, cfg, advance)
     report = save_results(result, Path(output))
     show = result.metrics.select(
         "policy", "avg_drift", "cost_bps", "taxes_paid", "after_tax_return",
-        "wash_sale_violations", "share_optimal",
+        "wash_sale_violations", "wash_sale_violations_after_impact", "share_optimal",
+        "failed_decisions",
     )  # fmt: skip
     with pl.Config(tbl_width_chars=160, tbl_hide_column_data_types=True):
         console.print(str(show), soft_wrap=True)

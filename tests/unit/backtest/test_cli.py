@@ -28,7 +28,7 @@ def test_backtest_command_writes_the_report_and_tables(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert f"report: {out / 'report.html'}" in res.output
     # progress: one line per work item without a terminal (one item: no optimizer policy)
-    assert "1/1 work items (acct-001 done)" in res.output
+    assert "1/1 work items (acct-001 trigger rules done)" in res.output
     html = (out / "report.html").read_text(encoding="utf-8")
     assert html.count('class="plotly-graph-div"') == 2
     for name in TABLES:
