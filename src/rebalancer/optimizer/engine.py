@@ -118,7 +118,9 @@ class Recommender:
         """
         return self._finish(self._prepare(request), None)
 
-    def analyze_many(self, requests: Sequence[AnalyzeRequest]) -> list[AnalyzeResponse | Exception]:
+    def analyze_many(
+        self, requests: Sequence[AnalyzeRequest], batched: bool = True
+    ) -> list[AnalyzeResponse | Exception]:
         """Answer many accounts; slot ``j`` holds the answer of ``requests[j]`` or its error.
 
         With :attr:`SolverName.FAST` first in the chain, the first solve of all requests of one
@@ -126,7 +128,9 @@ class Recommender:
         goes on alone (wash-sale and sector rounds, rounding, checks, report), exactly as
         :meth:`analyze` would. A request that fails (``InvalidInput``,
         ``InfeasibleRebalance``, ``ValidationFailed`` or an unexpected exception) yields the
-        exception in its slot; the others are answered.
+        exception in its slot; the others are answered. ``batched=False`` skips the vmapped
+        first solve (same answers; on a 2-core CPU the batch is not faster, see
+        docs/optimizer.md).
         """
         out: list[AnalyzeResponse | Exception | None] = [None] * len(requests)
         preps: dict[int, Prepared] = {}
@@ -136,7 +140,8 @@ class Recommender:
             except Exception as exc:  # isolated per request, returned to the caller
                 out[j] = exc
         firsts: dict[int, First] = {}
-        if self.fast is not None and self.solvers[:1] == (SolverName.FAST,) and len(preps) > 1:
+        fast_first = self.solvers[:1] == (SolverName.FAST,)
+        if batched and self.fast is not None and fast_first and len(preps) > 1:
             firsts = first_solves(self.fast, self.solvers, preps)
         for j, prep in preps.items():
             try:
