@@ -27,8 +27,16 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
+from rebalancer.optimizer.data import BIG, ProblemData
+from rebalancer.optimizer.household.data import HouseholdData
+
 Arr = NDArray[np.float64]
 Idx = NDArray[np.int64]
+
+
+def limits_of(d: ProblemData) -> tuple[bool, bool, int]:
+    """Which risk limits an account has: tracking error, VaR, stress scenarios."""
+    return bool(d.te_limit < BIG), bool(d.var_limit < BIG), int(d.stress_returns.shape[0])
 
 
 @dataclass(slots=True)
@@ -129,3 +137,98 @@ class ConicData:
     zero: int
     nonneg: int
     soc: list[int]
+
+
+class Layout:
+    """Where each account sits in the stack: instrument slots, factor slots, lot columns."""
+
+    def __init__(self, hh: HouseholdData) -> None:
+        sizes = [a.data.n for a in hh.accounts]
+        self.off = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        self.N = int(self.off[-1])
+        # lot columns: every lot of a taxable account (padded to the account's K_a); one
+        # merged column per instrument elsewhere (no tax, no wash-sale loss: lots are alike)
+        self.lot_k = [a.data.lot_w.shape[1] if a.taxable else 1 for a in hh.accounts]
+        counts = [n * k for n, k in zip(sizes, self.lot_k, strict=True)]
+        self.lot_off = np.concatenate([[0], np.cumsum(counts)]).astype(int)
+        self.L = int(self.lot_off[-1])
+        self.lot_slot = np.concatenate(
+            [
+                np.repeat(np.arange(n) + self.off[a], k)
+                for a, (n, k) in enumerate(zip(sizes, self.lot_k, strict=True))
+            ]
+        ).astype(np.int64)
+        ks = [a.data.factor_load.shape[1] for a in hh.accounts]
+        self.foff = np.concatenate([[0], np.cumsum(ks)]).astype(int)
+        self.account_of = np.repeat(np.arange(len(sizes)), sizes)
+        # account factor exposures: one entry per (slot, factor of its account)
+        rows, cols = [], []
+        for a, (n, k) in enumerate(zip(sizes, ks, strict=True)):
+            rows.append(np.repeat(np.arange(n) + self.off[a], k))
+            cols.append(np.tile(np.arange(k), n) + self.foff[a])
+        self.rep_slot = np.concatenate(rows) if rows else np.zeros(0, int)
+        self.rep_factor = np.concatenate(cols) if cols else np.zeros(0, int)
+        self.hh_idx = np.concatenate([a.idx for a in hh.accounts]).astype(np.int64)
+        self.acct_risk = hh.account_weight > 0 or any(
+            any(limits_of(a.data)[:2]) for a in hh.accounts
+        )
+        self.columns = Columns(
+            self.N,
+            self.L,
+            len(hh.links),
+            int(self.foff[-1]),
+            self.acct_risk,
+            hh.load.shape[1] if hh.target is not None else 0,
+            len(hh.ids) if hh.target is not None else 0,
+        )
+
+    def stack(self, hh: HouseholdData, get: str, scaled: bool = False) -> Arr:
+        """Concatenate one per-instrument array of every account (times ``s_a`` if scaled)."""
+        parts = [getattr(a.data, get) * (a.share if scaled else 1.0) for a in hh.accounts]
+        return np.concatenate(parts)
+
+    def lots(self, hh: HouseholdData, get: str, scaled: bool = False) -> Arr:
+        """One value per lot column: the lot's own (taxable accounts) or the sum over the
+        instrument's lots (merged columns: bounds add up; their tax rates are 0, as outside a
+        taxable account the request is solved with rates 0)."""
+        out = []
+        for a, k in zip(hh.accounts, self.lot_k, strict=True):
+            arr = getattr(a.data, get) * (a.share if scaled else 1.0)
+            out.append(arr.ravel() if k == arr.shape[1] and a.taxable else arr.sum(axis=1))
+        return np.concatenate(out)
+
+    def unstack(self, hh: HouseholdData, x_lot: Arr) -> list[Arr]:
+        """Lot columns back to every account's ``(n, K_a)`` lot sells (a merged column is
+        spread over the instrument's lots pro rata to what each may sell)."""
+        out = []
+        for a, part in enumerate(hh.accounts):
+            d = part.data
+            seg = x_lot[self.lot_off[a] : self.lot_off[a + 1]]
+            if self.lot_k[a] == d.lot_w.shape[1] and part.taxable:
+                out.append(seg.reshape(d.n, -1).copy())
+                continue
+            room = d.lot_ub.sum(axis=1)
+            frac = np.divide(
+                d.lot_ub, room[:, None], out=np.zeros_like(d.lot_ub), where=room[:, None] > 0
+            )
+            out.append(frac * seg[:, None])
+        return out
+
+
+def implied_bounds(hh: HouseholdData) -> tuple[Arr, Arr, Arr]:
+    """Bounds implied by the cash floors (valid for every feasible answer): per account the
+    most it can spend (fraction of its NAV: cash above the floor, every sellable lot, every
+    transfer it can receive), what it can sell, and per link the most it can carry
+    (fraction of H)."""
+    share = np.array([a.share for a in hh.accounts])
+    sellable = np.array([float(a.data.lot_ub.sum()) for a in hh.accounts])
+    room = np.array([max(a.data.cash / a.data.nav - a.data.cash_floor, 0.0) for a in hh.accounts])
+    out_cap = share * (room + sellable)
+    link = np.array(
+        [min(float(c), out_cap[src]) for (src, _), c in zip(hh.links, hh.link_cap, strict=True)]
+    )
+    inflow = np.zeros(len(share))
+    for (_, dst), c in zip(hh.links, link, strict=True):
+        inflow[dst] += c
+    spend = room + sellable + inflow / share
+    return spend, sellable, link
