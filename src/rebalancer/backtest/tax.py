@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import timedelta
 
 import polars as pl
 
@@ -189,41 +188,34 @@ def wash_sale_violations(
     of the very lot it created when that lot was sold whole on that date. Returns one row per
     (loss sale lot, offending buy).
     """
-    out: list[dict[str, object]] = []
-    buys = trades.filter(pl.col("side") == "buy")
+    keys = ["policy", "account", "group"]
+    buys = trades.filter(pl.col("side") == "buy").select(
+        *keys, pl.col("date").alias("buy_date"), pl.col("fill_id").alias("buy_fill")
+    )
     is_loss = (
         pl.col("wash_sale_loss")
         if loss is LossDefinition.RULE and "wash_sale_loss" in realized.columns
         else pl.col("gain") < 0
     )
-    losses = realized.filter(is_loss & pl.col("taxable"))
+    losses = realized.filter(is_loss & pl.col("taxable")).select(
+        *keys, pl.col("date").alias("sale_date"), "lot_id"
+    )
     if losses.is_empty() or buys.is_empty():
         return pl.DataFrame(schema=_VIOLATION_SCHEMA)
-    idx: dict[tuple[str, str, str], list[tuple[object, str]]] = {}
-    for b in buys.iter_rows(named=True):
-        idx.setdefault((b["policy"], b["account"], b["group"]), []).append(
-            (b["date"], b["fill_id"])
-        )
-    closed = _closed_lots(trades, realized)
-    for s in losses.iter_rows(named=True):
-        lo, hi = s["date"] - timedelta(days=window_days), s["date"] + timedelta(days=window_days)
-        for day, fid in idx.get((s["policy"], s["account"], s["group"]), []):
-            if not lo <= day <= hi:
-                continue
-            if fid == s["lot_id"] and (s["policy"], s["account"], fid) in closed:
-                continue
-            out.append(
-                {
-                    "policy": s["policy"],
-                    "account": s["account"],
-                    "sale_date": s["date"],
-                    "lot_id": s["lot_id"],
-                    "buy_fill": fid,
-                    "buy_date": day,
-                    "group": s["group"],
-                }
-            )
-    return pl.DataFrame(out, schema=_VIOLATION_SCHEMA)
+    window = pl.duration(days=window_days)
+    near = losses.join(buys, on=keys).filter(
+        (pl.col("buy_date") >= pl.col("sale_date") - window)
+        & (pl.col("buy_date") <= pl.col("sale_date") + window)
+    )
+    own_closed = _closed_lots(trades, realized).select(
+        "policy", "account", pl.col("lot_id"), pl.col("lot_id").alias("buy_fill")
+    )
+    return (
+        near.join(own_closed, on=["policy", "account", "lot_id", "buy_fill"], how="anti")
+        .select(*_VIOLATION_SCHEMA)
+        .cast(_VIOLATION_SCHEMA)  # type: ignore[arg-type]
+        .sort("policy", "account", "sale_date", "lot_id", "buy_date", "buy_fill")
+    )
 
 
 _VIOLATION_SCHEMA = {
@@ -237,14 +229,15 @@ _VIOLATION_SCHEMA = {
 }
 
 
-def _closed_lots(trades: pl.DataFrame, realized: pl.DataFrame) -> set[tuple[str, str, str]]:
-    """Buy lots whose whole quantity was sold (so they cannot be replacement shares)."""
-    bought = {
-        (r["policy"], r["account"], r["fill_id"]): r["quantity"]
-        for r in trades.filter(pl.col("side") == "buy").iter_rows(named=True)
-    }
-    sold: dict[tuple[str, str, str], float] = {}
-    for r in realized.iter_rows(named=True):
-        k = (r["policy"], r["account"], r["lot_id"])
-        sold[k] = sold.get(k, 0.0) + r["quantity"]
-    return {k for k, q in bought.items() if sold.get(k, 0.0) >= q - 1e-9}
+def _closed_lots(trades: pl.DataFrame, realized: pl.DataFrame) -> pl.DataFrame:
+    """Buy lots (``policy, account, lot_id`` = the buy's fill id) whose whole quantity was sold,
+    so they cannot be replacement shares of their own loss."""
+    bought = trades.filter(pl.col("side") == "buy").select(
+        "policy", "account", pl.col("fill_id").alias("lot_id"), pl.col("quantity").alias("bought")
+    )
+    sold = realized.group_by("policy", "account", "lot_id").agg(pl.col("quantity").sum())
+    return (
+        bought.join(sold, on=["policy", "account", "lot_id"])
+        .filter(pl.col("quantity") >= pl.col("bought") - 1e-9)
+        .select("policy", "account", "lot_id")
+    )
