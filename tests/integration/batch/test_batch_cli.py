@@ -27,7 +27,7 @@ def cli_env(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_load_book_then_rebalance_with_progress(runtime: Any, cli_env: None) -> None:
-    from rebalancer.entrypoints.batch_worker import BatchConsumerLoop
+    from rebalancer.entrypoints.batch_worker import BatchConsumerLoop, BatchSolver
 
     prefix = f"C{uuid.uuid4().hex[:6].upper()}"
     runner = CliRunner()
@@ -39,7 +39,9 @@ def test_load_book_then_rebalance_with_progress(runtime: Any, cli_env: None) -> 
     assert loaded.exit_code == 0, loaded.output
     assert "6 accounts" in loaded.output and "COPY" in loaded.output
     stop = threading.Event()
-    loop = BatchConsumerLoop(runtime, chunk_size=3, name="cli-test")
+    # the CLI is under test, not the solver: Clarabel spares a JIT compile (test_batch_api and
+    # test_batch_solver run the fast default)
+    loop = BatchConsumerLoop(runtime, chunk_size=3, name="cli-test", solver=BatchSolver.CLARABEL)
     worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     worker.start()
     try:
