@@ -46,15 +46,15 @@ def settle(hh: HouseholdData, found: dict[str, tuple[float, float]], last: bool)
     """Per conflicting group keep the larger side: forbid its loss sales in every taxable
     account when more is bought than sold at a loss (always on the last round), else forbid
     its buys in every account."""
-    for group, (sold, bought) in found.items():
-        for a in hh.accounts:
-            d = a.data
-            members = np.array([g == group for g in d.groups])
-            if bought >= sold or last:
-                if a.taxable:
-                    d.lot_ub[members[:, None] & d.lot_loss] = 0.0
-            else:
-                d.buy_ub[members] = 0.0
+    no_loss = {g for g, (sold, bought) in found.items() if bought >= sold or last}
+    no_buy = set(found) - no_loss
+    for a in hh.accounts:
+        d = a.data
+        groups = np.asarray(d.groups)
+        if a.taxable and no_loss:
+            d.lot_ub[np.isin(groups, list(no_loss))[:, None] & d.lot_loss] = 0.0
+        if no_buy:
+            d.buy_ub[np.isin(groups, list(no_buy))] = 0.0
 
 
 def fix_directions(hh: HouseholdData, trades: list[TradeVec]) -> None:
