@@ -151,3 +151,38 @@ def test_stateless_household_analysis(client: TestClient) -> None:
     resp = client.post("/v1/analyze/household", json=body, headers=ADMIN)
     assert resp.status_code == 422
     assert resp.json()["fields"] == ["body.accounts[1].request.as_of"]
+
+
+def test_household_risk_limits_through_the_api(client: TestClient) -> None:
+    insts = [
+        {"id": "EQ", "price": 100.0, "half_spread_bps": 1.0, "sector": "s"},
+        {"id": "BND", "price": 50.0, "half_spread_bps": 1.0, "asset_class": "fixed_income"},
+    ]
+    cov = {"instruments": ["BND", "EQ"], "covariance": [[0.01, 0.0], [0.0, 0.04]]}
+
+    def account(aid: str, policy: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": aid,
+            "tax_type": "tax_deferred",
+            "request": {
+                "as_of": "2024-06-28",
+                "portfolio": {"cash": 100_000, "lots": []},
+                "targets": {"EQ": 1.0},
+                "instruments": insts,
+                "risk_model": cov,
+                "policy": policy,
+            },
+        }
+
+    # all-equity target, but a VaR limit of 20 % at 95 % allows at most ~61 % equity
+    body = {"as_of": "2024-06-28", "accounts": [account("R", {"max_var": 0.2})]}
+    got = ok(client.post("/v1/analyze/household", json=body, headers=ADMIN))
+    var = [c for c in got["accounts"][0]["analysis"]["constraints"] if c["name"] == "var"]
+    assert var and var[0]["value"] <= 0.2 and var[0]["value"] > 0.19  # binds, holds
+    body = {
+        "as_of": "2024-06-28",
+        "accounts": [account("R", {"max_sector_risk_share": {"s": 0.5}})],
+    }
+    resp = client.post("/v1/analyze/household", json=body, headers=ADMIN)
+    assert resp.status_code == 422
+    assert resp.json()["fields"] == ["body.accounts[0].request.policy.max_sector_risk_share"]
