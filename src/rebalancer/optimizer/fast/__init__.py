@@ -1,4 +1,5 @@
-"""Fast path of the recommendation engine: a structure-exploiting barrier solver in JAX.
+"""Fast path of the recommendation engine: a structure-exploiting primal-dual interior-point
+solver in JAX.
 
 Use it through the engine, e.g. ``Recommender(solvers=FAST_CHAIN)``; the conic (CVXPY +
 Clarabel) formulation stays the reference and the fallback. See docs/optimizer.md.
@@ -6,8 +7,8 @@ Clarabel) formulation stays the reference and the fallback. See docs/optimizer.m
 
 from __future__ import annotations
 
-from rebalancer.optimizer.fast.barrier import Settings
 from rebalancer.optimizer.fast.inputs import Bucket
-from rebalancer.optimizer.fast.solver import FastOutcome, FastSolver
+from rebalancer.optimizer.fast.pdip import Settings
+from rebalancer.optimizer.fast.solver import FastOutcome, FastSolver, default_cache_dir
 
-__all__ = ["Bucket", "FastOutcome", "FastSolver", "Settings"]
+__all__ = ["Bucket", "FastOutcome", "FastSolver", "Settings", "default_cache_dir"]

@@ -87,75 +87,123 @@ def _value(param: Any) -> Arr:
 
 
 def assemble(prob: CompiledProblem, data: ProblemData) -> tuple[dict[str, Arr], Bucket]:
-    """Padded arrays of the problem ``prob`` holds after ``prob.update(data)``."""
+    """Padded arrays of the problem ``prob`` holds after ``prob.update(data)``.
+
+    Per-lot arrays are lots-major ``(K1, n)`` (row 0 buys). The coupling rows
+    ``b - Az z - At tt >= 0`` are, in order: cash, turnover, stress scenarios, sectors; ``on``
+    switches padded rows off. The risk cones are ``te2`` and ``var2`` (``BIG`` squared when off).
+    """
     b = Bucket.of(data.shape)
     n, K = data.lot_w.shape
     K1 = b.lots + 1
-    ub = np.zeros((n, K + 1))
-    ub[:, 0] = _value(_term(prob, BuyBounds).ub)
-    ub[:, 1:] = _value(_term(prob, LotBounds).ub)
-    adv = _value(_term(prob, AdvCap).cap)
-    ub[adv <= 0] = 0.0
-    ub = _pad(ub, (b.n, K1))
+    ub = np.zeros((K1, b.n))
+    ub[0, :n] = _value(_term(prob, BuyBounds).ub)
+    ub[1 : K + 1, :n] = _value(_term(prob, LotBounds).ub).T
+    adv = _pad(_value(_term(prob, AdvCap).cap), (b.n,))
+    ub[:, adv <= 0] = 0.0
     mask = (ub > 0).astype(float)
-    sign = np.r_[1.0, -np.ones(b.lots)]
-    lin = np.zeros((n, K + 1))
-    lin[:, 1:] = data.lot_tax
+    sign = np.r_[1.0, -np.ones(b.lots)][:, None]
+    lin = np.zeros((K1, b.n))
+    lin[1 : K + 1, :n] = data.lot_tax.T
+    S, J = b.scenarios, b.sectors
+    rows = 2 + S + J
+    Az, At = np.zeros((rows, b.n)), np.zeros((rows, b.n))
+    rhs, on = np.ones(rows), np.zeros(rows)
+    Az[0, :n], rhs[0], on[0] = 1.0, float(_value(_term(prob, CashFloor).room)), 1.0
+    At[1, :n], rhs[1], on[1] = 1.0, float(_value(_term(prob, Turnover).cap)), 1.0
+    stress = _term(prob, StressLimit)
+    if stress is not None and data.shape.scenarios:
+        m = data.shape.scenarios
+        Az[2 : 2 + m, :n], rhs[2 : 2 + m] = -_value(stress.returns), _value(stress.rhs)
+        on[2 : 2 + m] = 1.0
+    sector = _term(prob, SectorRiskShare)
+    if sector is not None and data.shape.budget_sectors:
+        nj = data.shape.budget_sectors
+        coef = _value(sector.coef)
+        Az[2 + S : 2 + S + nj, :n], rhs[2 + S : 2 + S + nj] = coef, _value(sector.rhs)
+        on[2 + S : 2 + S + nj] = (np.abs(coef).max(axis=1) > 0).astype(float)
+    te = float(_value(_term(prob, TrackingErrorLimit).cap))
+    var = float(_value(_term(prob, VarLimit).cap))
+    te_on = float(te < BIG * (1 - 1e-12))
+    var_on = float(var * data.z_alpha < BIG * (1 - 1e-12))
     p: dict[str, Arr] = {
         "ub": ub,
         "mask": mask,
         "e": mask * sign,
-        "any": (mask.sum(axis=1) > 0).astype(float),
-        "lin": _pad(lin, (b.n, K1)),
+        "any": (mask.sum(axis=0) > 0).astype(float),
+        "lin": lin,
         "cost": _pad(data.cost, (b.n,)),
         "impact": _pad(data.impact, (b.n,)),
-        "adv": _pad(adv, (b.n,)),
+        "adv": adv,
         "wa": _pad(data.w - data.target, (b.n,)),
         "wx": _pad(data.w, (b.n,)),
         "L": _pad(data.factor_load, (b.n, b.factors)),
         "d": _pad(data.specific_sd, (b.n,)),
         "gamma": np.asarray(data.gamma),
-        "room": _value(_term(prob, CashFloor).room),
-        "turn": _value(_term(prob, Turnover).cap),
+        "Az": Az,
+        "At": At,
+        "b": rhs,
+        "on": np.r_[on, te_on, var_on],
+        "te2": np.asarray(max(te, 1e-12) ** 2),
+        "var2": np.asarray(max(var, 1e-12) ** 2),
     }
-    te = float(_value(_term(prob, TrackingErrorLimit).cap))
-    var = float(_value(_term(prob, VarLimit).cap))
-    p["te_on"] = np.asarray(float(te < BIG * (1 - 1e-12)))
-    p["te2"] = np.asarray(te**2)
-    p["var_on"] = np.asarray(float(var * data.z_alpha < BIG * (1 - 1e-12)))
-    p["var2"] = np.asarray(var**2)
-    stress = _term(prob, StressLimit)
-    R, Rrhs = np.zeros((b.scenarios, b.n)), np.ones(b.scenarios)
-    Ron = np.zeros(b.scenarios)
-    if stress is not None and data.shape.scenarios:
-        m = data.shape.scenarios
-        R[:m, :n], Rrhs[:m], Ron[:m] = _value(stress.returns), _value(stress.rhs), 1.0
-    sector = _term(prob, SectorRiskShare)
-    C, Crhs = np.zeros((b.sectors, b.n)), np.ones(b.sectors)
-    Con = np.zeros(b.sectors)
-    if sector is not None and data.shape.budget_sectors:
-        J = data.shape.budget_sectors
-        coef = _value(sector.coef)
-        C[:J, :n], Crhs[:J] = coef, _value(sector.rhs)
-        Con[:J] = (np.abs(coef).max(axis=1) > 0).astype(float)
-    p.update(R=R, Rrhs=Rrhs, Ron=Ron, C=C, Crhs=Crhs, Con=Con)
-    nbar = 2 * mask.sum() + p["any"].sum() + 2 + Ron.sum() + Con.sum() + p["te_on"] + p["var_on"]
-    p["nbar"] = np.asarray(float(nbar))
     return p, b
 
 
 def trade_from(x: Arr, data: ProblemData) -> TradeVec:
-    """The unpadded trade of a padded solution row block (clipped to the bounds)."""
+    """The unpadded trade of a padded ``(K1, n)`` solution (clipped to the bounds)."""
     n, K = data.lot_w.shape
-    buy = np.clip(x[:n, 0], 0.0, data.buy_ub)
-    lot = np.clip(x[:n, 1 : K + 1], 0.0, data.lot_ub)
+    buy = np.clip(x[0, :n], 0.0, data.buy_ub)
+    lot = np.clip(x[1 : K + 1, :n].T, 0.0, data.lot_ub)
     return TradeVec(np.ascontiguousarray(buy), np.ascontiguousarray(lot))
 
 
 def warm_from(t: TradeVec, b: Bucket) -> Arr:
     """Padded warm-start array of a previous trade."""
     n, K = t.lot_sell.shape
-    x = np.zeros((b.n, b.lots + 1))
-    x[:n, 0] = t.buy
-    x[:n, 1 : K + 1] = t.lot_sell
+    x = np.zeros((b.lots + 1, b.n))
+    x[0, :n] = t.buy
+    x[1 : K + 1, :n] = t.lot_sell.T
     return x
+
+
+def has_cones(p: dict[str, Arr]) -> bool:
+    """Whether a tracking-error or VaR limit is active (those rows go to the barrier path)."""
+    return bool(np.asarray(p["on"])[-2:].any())
+
+
+def barrier_inputs(p: dict[str, Arr], b: Bucket) -> dict[str, Arr]:
+    """The same problem in the barrier path's layout (rows per instrument, named rows)."""
+    S = b.scenarios
+    on = np.asarray(p["on"])
+    mask = p["mask"].T
+    out = {
+        "ub": p["ub"].T.copy(),
+        "mask": mask.copy(),
+        "e": p["e"].T.copy(),
+        "lin": p["lin"].T.copy(),
+        "any": p["any"],
+        "cost": p["cost"],
+        "impact": p["impact"],
+        "adv": p["adv"],
+        "wa": p["wa"],
+        "wx": p["wx"],
+        "L": p["L"],
+        "d": p["d"],
+        "gamma": p["gamma"],
+        "room": np.asarray(p["b"][0]),
+        "turn": np.asarray(p["b"][1]),
+        "R": -p["Az"][2 : 2 + S],
+        "Rrhs": p["b"][2 : 2 + S].copy(),
+        "Ron": on[2 : 2 + S].copy(),
+        "C": p["Az"][2 + S :].copy(),
+        "Crhs": p["b"][2 + S :].copy(),
+        "Con": on[2 + S : -2].copy(),
+        "te_on": np.asarray(on[-2]),
+        "te2": p["te2"],
+        "var_on": np.asarray(on[-1]),
+        "var2": p["var2"],
+    }
+    nbar = 2 * mask.sum() + p["any"].sum() + 2 + out["Ron"].sum() + out["Con"].sum() + on[-2:].sum()
+    out["nbar"] = np.asarray(float(nbar))
+    return out

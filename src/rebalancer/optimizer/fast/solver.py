@@ -1,35 +1,84 @@
-"""The fast path's entry point: compiled barrier solves cached per size bucket.
+"""The fast path's entry point: compiled interior-point solves cached per size bucket.
 
 :class:`FastSolver` compiles one function per :class:`~.inputs.Bucket` (and one per batch size
-for :meth:`FastSolver.solve_batch`), records each compile time separately from solve times,
+for :meth:`FastSolver.solve_batch`), records each compile time separately from solve times
+(JAX's persistent compilation cache, see :func:`enable_compile_cache`, makes a restarted
+process load them from disk instead of compiling),
 and turns a solution into the engine's :class:`SolveResult` after checking it with the same
-NumPy terms that re-check every answer. Anything short of a converged, strictly feasible
-answer whose objective matches the NumPy recomputation is reported as a failure with the
-reason, so the engine falls back to the conic solver.
+NumPy terms that re-check every answer. Anything short of a converged answer (proven within
+``Settings.accept`` bps of the optimum) that passes the checks and whose objective matches the
+NumPy recomputation is reported as a failure with the reason, so the engine falls back to the
+conic solver.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
 from rebalancer.optimizer.data import ProblemData
-from rebalancer.optimizer.fast.barrier import Settings
-from rebalancer.optimizer.fast.inputs import Bucket, assemble, trade_from, warm_from
-from rebalancer.optimizer.fast.start import Solution, solve_padded
+from rebalancer.optimizer.fast import barrier, start
+from rebalancer.optimizer.fast.inputs import (
+    Bucket,
+    assemble,
+    barrier_inputs,
+    has_cones,
+    trade_from,
+    warm_from,
+)
+from rebalancer.optimizer.fast.pdip import Settings, Solution, solve_padded
 from rebalancer.optimizer.terms.base import Arr, Check, TradeVec
 from rebalancer.optimizer.terms.constraints import WashSale
 from rebalancer.optimizer.terms.risk import SectorRiskShare
 
 _OBJ_RTOL, _OBJ_ATOL = 1e-6, 1e-9
 _WARM_T_FACTOR = 1e-3
+CACHE_ENV = "REBALANCER_JAX_CACHE_DIR"
+"""Environment variable naming the persistent compilation cache directory (``off`` disables)."""
+
+
+def default_cache_dir() -> Path | None:
+    """``$REBALANCER_JAX_CACHE_DIR`` (``off``/empty: none), else ``$REBALANCER_DATA_DIR/jax-cache``
+    when a data dir is configured, else ``~/.cache/rebalancer/jax``."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
+    data = os.environ.get("REBALANCER_DATA_DIR")
+    if data:
+        return Path(data) / "jax-cache"
+    return Path.home() / ".cache" / "rebalancer" / "jax"
+
+
+_cache_lock = threading.Lock()
+_cache_dir: Path | None = None
+
+
+def enable_compile_cache(path: Path | None) -> Path | None:
+    """Point JAX's persistent compilation cache at ``path`` (once per process; later calls
+    keep the first directory). Compiled buckets are then written there and loaded by the next
+    process instead of being compiled again. Returns the directory in use."""
+    global _cache_dir
+    with _cache_lock:
+        if _cache_dir is not None or path is None:
+            return _cache_dir
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        jax.config.update("jax_compilation_cache_dir", str(path))  # type: ignore[no-untyped-call]
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # type: ignore[no-untyped-call]
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)  # type: ignore[no-untyped-call]
+        _cache_dir = path
+        return path
 
 
 @dataclass(slots=True)
@@ -43,34 +92,75 @@ class FastOutcome:
     compile_ms: float
     value: float | None
     t_final: float
+    """Proven optimality bound of the answer (bps of NAV); passed back with a warm start."""
     warm_used: bool
 
 
-def _spec(b: Bucket, batch: int | None) -> tuple[dict[str, Any], Any, Any, Any]:
+def _spec(b: Bucket, batch: int | None) -> tuple[dict[str, Any], Any, Any]:
     f = jax.numpy.float64
 
     def s(*shape: int) -> jax.ShapeDtypeStruct:
         return jax.ShapeDtypeStruct(((batch,) if batch else ()) + shape, f)  # type: ignore[no-untyped-call]
 
     K1 = b.lots + 1
+    rows = 2 + b.scenarios + b.sectors
     p = {
-        "ub": s(b.n, K1),
-        "mask": s(b.n, K1),
-        "e": s(b.n, K1),
-        "lin": s(b.n, K1),
+        "ub": s(K1, b.n),
+        "mask": s(K1, b.n),
+        "e": s(K1, b.n),
+        "lin": s(K1, b.n),
         "L": s(b.n, b.factors),
-        "R": s(b.scenarios, b.n),
-        "Rrhs": s(b.scenarios),
-        "Ron": s(b.scenarios),
-        "C": s(b.sectors, b.n),
-        "Crhs": s(b.sectors),
-        "Con": s(b.sectors),
+        "Az": s(rows, b.n),
+        "At": s(rows, b.n),
+        "b": s(rows),
+        "on": s(rows + 2),
     }
+    for key in ("any", "cost", "impact", "adv", "wa", "wx", "d"):
+        p[key] = s(b.n)
+    for key in ("gamma", "te2", "var2"):
+        p[key] = s()
+    return p, s(K1, b.n), s()
+
+
+def _barrier_spec(b: Bucket, batch: int | None) -> tuple[dict[str, Any], Any, Any, Any]:
+    f = jax.numpy.float64
+
+    def s(*shape: int) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(((batch,) if batch else ()) + shape, f)  # type: ignore[no-untyped-call]
+
+    K1 = b.lots + 1
+    p = {key: s(b.n, K1) for key in ("ub", "mask", "e", "lin")}
+    p["L"] = s(b.n, b.factors)
+    p.update(R=s(b.scenarios, b.n), Rrhs=s(b.scenarios), Ron=s(b.scenarios))
+    p.update(C=s(b.sectors, b.n), Crhs=s(b.sectors), Con=s(b.sectors))
     for key in ("any", "cost", "impact", "adv", "wa", "wx", "d"):
         p[key] = s(b.n)
     for key in ("gamma", "room", "turn", "te_on", "te2", "var_on", "var2", "nbar"):
         p[key] = s()
     return p, s(b.n, K1), s(), s()
+
+
+def _from_barrier(sol: start.Solution) -> tuple[Solution, str]:
+    """A barrier-path answer in the interior-point path's layout, and why it failed ("" when
+    it converged). ``bound`` carries the barrier parameter ``t`` reached (the warm start's)."""
+    reason = ""
+    if not bool(sol.start_ok):
+        reason = "no strictly feasible starting point found (barrier path, risk cones)"
+    elif not bool(sol.converged):
+        reason = (
+            f"barrier path not converged after {int(sol.iterations)} iterations "
+            f"(min relative slack {float(sol.slack):.3g}, stalls {int(sol.stalls)})"
+        )
+    out = Solution(
+        x=np.swapaxes(np.asarray(sol.x), -1, -2),
+        objective=sol.objective,
+        iterations=sol.newton,
+        converged=sol.converged,
+        bound=sol.t,
+        perr=np.zeros_like(np.asarray(sol.t)),
+        warm_used=sol.warm_used,
+    )
+    return out, reason
 
 
 def _convex_checks(prob: Any, data: ProblemData, trade: TradeVec) -> list[Check]:
@@ -85,47 +175,75 @@ def _convex_checks(prob: Any, data: ProblemData, trade: TradeVec) -> list[Check]
 
 
 class FastSolver:
-    """Compiled barrier solves, one compiled function per size bucket (thread-safe cache).
+    """Compiled interior-point solves, one compiled function per size bucket (thread-safe).
 
     Parameters
     ----------
     settings
-        Barrier schedule and tolerances.
+        Stopping rules of the interior-point method.
     cache_size
-        Most compiled functions kept (least recently used dropped).
+        Most compiled functions kept in memory (least recently used dropped).
+    compile_cache
+        Directory of JAX's persistent compilation cache (default :func:`default_cache_dir`;
+        ``None`` leaves JAX's configuration alone). Shared by the whole process.
     """
 
-    def __init__(self, settings: Settings = Settings(), cache_size: int = 16) -> None:
+    def __init__(
+        self,
+        settings: Settings = Settings(),
+        cache_size: int = 16,
+        compile_cache: Path | bool | None = True,
+    ) -> None:
         self.settings = settings
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[Bucket, int], Callable[..., Solution]] = OrderedDict()
+        target = default_cache_dir() if compile_cache is True else compile_cache or None
+        self.compile_cache: Path | None = enable_compile_cache(target)
+        """The persistent compilation cache directory in use (``None``: memory only)."""
+        self.barrier_settings = barrier.Settings()
+        """Settings of the barrier path (problems with tracking-error or VaR limits)."""
+        self._cache: OrderedDict[tuple[Bucket, int], Callable[..., Any]] = OrderedDict()
+        self._barrier: OrderedDict[tuple[Bucket, int], Callable[..., Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.compile_ms: dict[tuple[Bucket, int], float] = {}
         """Compile time (ms) of each bucket and batch size (0: single problem)."""
+        self.barrier_compile_ms: dict[tuple[Bucket, int], float] = {}
+        """The same for the barrier path."""
 
-    def compiled(self, bucket: Bucket, batch: int = 0) -> tuple[Callable[..., Solution], float]:
-        """The compiled solve of ``bucket`` (batched when ``batch`` > 0) and the compile time
-        in ms spent now (0.0 on a cache hit)."""
+    def compiled(
+        self, bucket: Bucket, batch: int = 0, cones: bool = False
+    ) -> tuple[Callable[..., Any], float]:
+        """The compiled solve of ``bucket`` (batched when ``batch`` > 0; the barrier path when
+        ``cones``) and the compile time in ms spent now (0.0 on an in-memory hit; a load from
+        the persistent cache is counted and is much shorter than a compile)."""
         key = (bucket, batch)
+        cache, times = (
+            (self._barrier, self.barrier_compile_ms) if cones else (self._cache, self.compile_ms)
+        )
         with self._lock:
-            fn = self._cache.get(key)
+            fn = cache.get(key)
             if fn is not None:
-                self._cache.move_to_end(key)
+                cache.move_to_end(key)
                 return fn, 0.0
-        cfg = self.settings
+        cfg, bcfg = self.settings, self.barrier_settings
 
-        def one(p: Any, warm: Any, use: Any, tw: Any) -> Solution:
-            return solve_padded(p, warm, use, tw, cfg)
+        def one(p: Any, warm: Any, use: Any) -> Solution:
+            return solve_padded(p, warm, use, cfg)
 
-        target = jax.vmap(one) if batch else one
+        def one_barrier(p: Any, warm: Any, use: Any, tw: Any) -> start.Solution:
+            return start.solve_padded(p, warm, use, tw, bcfg)
+
+        target: Callable[..., Any] = one_barrier if cones else one
+        if batch:
+            target = jax.vmap(target)
+        spec = _barrier_spec(bucket, batch or None) if cones else _spec(bucket, batch or None)
         t0 = time.perf_counter()
-        fn = jax.jit(target).lower(*_spec(bucket, batch or None)).compile()
+        fn = jax.jit(target).lower(*spec).compile()
         ms = (time.perf_counter() - t0) * 1e3
         with self._lock:
-            self._cache[key] = fn
-            self.compile_ms[key] = ms
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            cache[key] = fn
+            times[key] = ms
+            while len(cache) > self.cache_size:
+                cache.popitem(last=False)
         return fn, ms
 
     def solve(
@@ -136,19 +254,26 @@ class FastSolver:
     ) -> FastOutcome:
         """Solve the problem ``prob`` holds for ``data`` (after ``prob.update(data)``).
 
-        ``warm`` is a previous answer of the same account and the barrier parameter it ended
-        at; it is used when it is (nearly) feasible for this problem.
+        ``warm`` is a previous answer of the same account and its ``t_final``; the method
+        starts from it, moved strictly inside this problem's bounds.
         """
         p, bucket = assemble(prob, data)
-        fn, compile_ms = self.compiled(bucket)
-        use, tw = 0.0, 1.0
-        xw = np.zeros((bucket.n, bucket.lots + 1))
+        cones = has_cones(p)
+        fn, compile_ms = self.compiled(bucket, 0, cones)
+        use = 0.0
+        xw = np.zeros((bucket.lots + 1, bucket.n))
         if warm is not None:
-            xw, use, tw = warm_from(warm[0], bucket), 1.0, max(1.0, warm[1] * _WARM_T_FACTOR)
+            xw, use = warm_from(warm[0], bucket), 1.0
         t0 = time.perf_counter()
-        sol = jax.device_get(fn(p, xw, np.asarray(use), np.asarray(tw)))
+        reason = ""
+        if cones:
+            tw = max(1.0, warm[1] * _WARM_T_FACTOR) if warm is not None else 1.0
+            raw = fn(barrier_inputs(p, bucket), xw.T, np.asarray(use), np.asarray(tw))
+            sol, reason = _from_barrier(jax.device_get(raw))
+        else:
+            sol = jax.device_get(fn(p, xw, np.asarray(use)))
         ms = (time.perf_counter() - t0) * 1e3
-        return self._outcome(prob, data, sol, ms, compile_ms)
+        return self._outcome(prob, data, sol, ms, compile_ms, reason)
 
     def solve_batch(
         self, probs: Sequence[Any], datas: Sequence[ProblemData]
@@ -157,7 +282,8 @@ class FastSolver:
 
         Each ``probs[j]`` is updated with ``datas[j]`` before its values are read, so one
         compiled problem may serve the whole batch. Returns the outcomes, the batch solve time
-        and the compile time spent now (ms).
+        and the compile time spent now (ms). A batch with any tracking-error or VaR limit runs
+        the barrier path for all of its problems.
         """
         assembled = []
         for pr, d in zip(probs, datas, strict=True):
@@ -167,35 +293,53 @@ class FastSolver:
         if any(b != bucket for _, b in assembled):
             raise ValueError("solve_batch needs problems of one bucket")
         size = len(assembled)
-        fn, compile_ms = self.compiled(bucket, size)
-        stacked = {k: np.stack([a[k] for a, _ in assembled]) for k in assembled[0][0]}
-        xw = np.zeros((size, bucket.n, bucket.lots + 1))
+        cones = any(has_cones(a) for a, _ in assembled)
+        fn, compile_ms = self.compiled(bucket, size, cones)
         t0 = time.perf_counter()
-        sol = jax.device_get(fn(stacked, xw, np.zeros(size), np.ones(size)))
+        if cones:
+            parts = [barrier_inputs(a, bucket) for a, _ in assembled]
+            stacked = {k: np.stack([a[k] for a in parts]) for k in parts[0]}
+            xw = np.zeros((size, bucket.n, bucket.lots + 1))
+            raw = jax.device_get(fn(stacked, xw, np.zeros(size), np.ones(size)))
+            sols = [
+                _from_barrier(start.Solution(*(np.asarray(v)[j] for v in raw))) for j in range(size)
+            ]
+        else:
+            stacked = {k: np.stack([a[k] for a, _ in assembled]) for k in assembled[0][0]}
+            xw = np.zeros((size, bucket.lots + 1, bucket.n))
+            raw = jax.device_get(fn(stacked, xw, np.zeros(size)))
+            sols = [(Solution(*(np.asarray(v)[j] for v in raw)), "") for j in range(size)]
         ms = (time.perf_counter() - t0) * 1e3
-        outs = []
-        for j, (pr, d) in enumerate(zip(probs, datas, strict=True)):
-            pr.update(d)
-            one = Solution(*(np.asarray(v)[j] for v in sol))
-            outs.append(self._outcome(pr, d, one, ms / size, 0.0))
+        outs = [
+            self._outcome(pr, d, sol, ms / size, 0.0, reason)
+            for pr, d, (sol, reason) in zip(probs, datas, sols, strict=True)
+        ]
         return outs, ms, compile_ms
 
     @staticmethod
     def _outcome(
-        prob: Any, data: ProblemData, sol: Solution, ms: float, compile_ms: float
+        prob: Any, data: ProblemData, sol: Solution, ms: float, compile_ms: float, reason: str
     ) -> FastOutcome:
         x: Arr = np.asarray(sol.x)
         value = float(sol.objective)
         out = FastOutcome(
-            None, "", int(sol.newton), ms, compile_ms, value, float(sol.t), bool(sol.warm_used)
+            None,
+            "",
+            int(sol.iterations),
+            ms,
+            compile_ms,
+            value,
+            float(sol.bound),
+            bool(sol.warm_used),
         )
-        if not bool(sol.start_ok):
-            out.reason = "no strictly feasible starting point found"
+        if reason:
+            out.reason = reason
             return out
         if not bool(sol.converged):
             out.reason = (
                 f"not converged after {int(sol.iterations)} iterations "
-                f"(min relative slack {float(sol.slack):.3g}, stalls {int(sol.stalls)})"
+                f"(optimality bound {float(sol.bound):.3g} bps of NAV, "
+                f"row violation {float(sol.perr):.3g})"
             )
             return out
         trade = trade_from(x, data)

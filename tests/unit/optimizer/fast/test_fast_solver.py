@@ -50,10 +50,10 @@ def test_risk_limits_hold_and_match_the_reference(
     mine = fast.solve(prob, data).value
     ref = prob.solve(data, (SolverName.CLARABEL,)).value
     assert mine is not None and ref is not None
-    assert abs(mine - ref) <= 1e-6 * abs(ref)
+    assert abs(mine - ref) <= 1e-6 * abs(ref) + 5e-5
     assert improvement(b) >= 0.98 * improvement(a)
-    # a VaR limit the current portfolio breaks: the fast path finds no strictly feasible start
-    # for the first round (the conic solver answers it), later rounds may start from there
+    # a VaR limit the current portfolio breaks: the barrier path (risk cones) finds no strictly
+    # feasible start for the first round (the conic solver answers it), later rounds may
     cut = hard_request(5, 50, max_turnover=0.3, max_var=0.8 * before.var_before)
     out = fast_rec.analyze(cut)
     assert out.risk.var_after <= 0.8 * before.var_before + 1e-12
@@ -69,8 +69,9 @@ def test_sector_risk_budget_is_settled_like_the_reference(
     assert_clean(req, b)
     if b.solver.name is SolverName.FAST:
         assert improvement(b) >= 0.999 * improvement(a)
-    else:  # the current portfolio breaks the budget: no strictly feasible start, said so
-        assert "starting point" in b.solver.fallbacks[0].reason
+    else:  # the current portfolio breaks the linearized budget: the fast path said why
+        assert b.solver.fallbacks[0].solver is SolverName.FAST
+        assert "not converged" in b.solver.fallbacks[0].reason
 
 
 def test_infeasible_request_falls_back_then_names_the_limits(fast_rec: Recommender) -> None:
@@ -84,7 +85,7 @@ def test_fallback_reason_is_recorded_when_the_fast_path_cannot_converge() -> Non
     from rebalancer.optimizer import FAST_CHAIN
     from rebalancer.optimizer.fast import FastSolver, Settings
 
-    starved = FastSolver(Settings(max_iter=3))
+    starved = FastSolver(Settings(max_iter=3), compile_cache=False)
     out = Recommender(solvers=FAST_CHAIN, fast=starved).analyze(hard_request(0, 20))
     assert out.solver.name is SolverName.CLARABEL
     assert out.solver.fallbacks[0].solver is SolverName.FAST
@@ -132,4 +133,7 @@ def test_warm_start_from_the_previous_answer_is_used(fast_rec: Recommender) -> N
     assert cold.trade is not None
     warm = fast.solve(prob, data, (cold.trade, cold.t_final))
     assert warm.warm_used and warm.trade is not None
-    assert abs(warm.value - cold.value) <= 1e-9 + 1e-7 * abs(cold.value)
+    assert warm.value is not None and cold.value is not None
+    # both answers are proven within Settings.accept bps of the optimum
+    assert abs(warm.value - cold.value) <= 1e-4 * 0.5 + 1e-12
+    assert warm.t_final <= fast.settings.accept and cold.t_final <= fast.settings.accept

@@ -1,0 +1,366 @@
+"""JAX core of the fast path: an infeasible-start primal-dual interior-point method
+(Mehrotra predictor-corrector) for exactly the recommendation problem.
+
+Variables per instrument ``i`` are one column ``x[:, i] = (buy_i, sell_i1, ..., sell_iK)``
+(fractions of NAV, lots-major layout, see :mod:`.kkt`). With ``z = e'x`` (net trade) and
+``tt = m'x`` (gross traded), the objective in basis points of NAV is::
+
+    F(x) = 1e4 * (gamma a'Sigma a + cost'tt + impact'tt^1.5 + sum(lin * x)),  a = w - w* + z
+
+``Sigma = L L' + diag(d^2)``. Constraints: the box ``0 <= x <= ub`` (kept strictly inside,
+dual ``zl``/``zu``) and ``G(x) >= 0`` with a slack ``s`` and dual ``lam`` per row: the ADV row of
+each instrument (``adv - tt``), the coupling rows ``b - Az z - At tt`` (cash, turnover, stress
+scenarios, sector linearization) and the two risk cones in squared, normalized form
+(``1 - a'Sigma a / te^2`` and ``1 - x'Sigma x / (VaR/z)^2``). Lots are columns of one block, so
+the tax of selling an amount is the sorted piecewise-linear function the columns span; the
+method picks the cheapest lots itself and there is no per-lot coupling.
+
+Each iteration solves the condensed Newton system twice with one factorization (predictor and
+Mehrotra corrector) and takes the same step in primal and dual variables (fraction to the
+boundary 0.995). It stops when the primal rows hold to ``feas`` (fraction of NAV), the dual
+residual is below ``dual`` (relative) and the complementarity gap is below ``gap`` bps of NAV.
+No feasible start is needed; an infeasible problem simply does not converge.
+
+All functions are pure, take a dict of padded arrays ``p`` and are jit/vmap friendly; the solve
+is one ``while_loop``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rebalancer.optimizer.fast.kkt import factor
+
+jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+
+SCALE = 1e4
+"""Objective scale (fraction of NAV -> bps), the same as the reference formulation."""
+
+Params = dict[str, Any]
+Array = Any
+_TAU = 0.995
+
+
+class Settings(NamedTuple):
+    """Stopping rules of the interior-point method."""
+
+    gap: float = 1e-5
+    """Optimality bound (bps of NAV) that ends the iteration early."""
+    accept: float = 0.5
+    """Optimality bound (bps of NAV) an answer must have: its objective is provably at most
+    this above the optimum (0.5 bps = 5e-5 of NAV; measured errors are ~1e-8 of NAV)."""
+    feas: float = 1e-11
+    """Largest violation of a constraint row (fraction of NAV, cones relative to their cap)."""
+    max_iter: int = 80
+    mu0: float = 1.0
+    """Starting complementarity (bps of NAV per unit of weight) of a cold start."""
+    warm_mu: float = 1e-2
+    """Starting complementarity of a warm start."""
+
+
+class State(NamedTuple):
+    x: Array
+    zl: Array
+    zu: Array
+    s_a: Array
+    l_a: Array
+    s_g: Array
+    l_g: Array
+    it: Array
+    done: Array
+    err: Array
+    best: Array
+    best_x: Array
+
+
+class Point(NamedTuple):
+    """Quantities of one primal point shared by the residuals and the Newton matrix."""
+
+    z: Array
+    tt: Array
+    sa: Array
+    sx: Array
+    g_a: Array
+    g_g: Array
+    jz: Array
+    gf: Array
+
+
+def point(p: Params, x: Array) -> Point:
+    """Trades, risk products, every constraint row value and the objective gradient at ``x``."""
+    e, m = p["e"], p["mask"]
+    z = jnp.sum(e * x, axis=0)
+    tt = jnp.sum(m * x, axis=0)
+    a = p["wa"] + z
+    xw = p["wx"] + z
+    both = jnp.stack([a, xw], axis=1)
+    s2 = p["L"] @ (p["L"].T @ both) + (p["d"] ** 2)[:, None] * both
+    sa, sx = s2[:, 0], s2[:, 1]
+    cones = jnp.stack([1.0 - (a @ sa) / p["te2"], 1.0 - (xw @ sx) / p["var2"]])
+    g_g = jnp.concatenate([p["b"] - p["Az"] @ z - p["At"] @ tt, cones])
+    jz = jnp.concatenate(
+        [-p["Az"], (-2.0 / p["te2"]) * sa[None, :], (-2.0 / p["var2"]) * sx[None, :]], axis=0
+    )
+    ts = jnp.where(p["any"] > 0, jnp.maximum(tt, 0.0), 1.0)
+    gz = 2.0 * SCALE * p["gamma"] * sa
+    gt = SCALE * (p["cost"] + 1.5 * p["impact"] * jnp.sqrt(ts)) * p["any"]
+    gf = e * gz + m * (gt + SCALE * p["lin"])
+    return Point(z, tt, sa, sx, p["adv"] - tt, g_g, jz, gf)
+
+
+def objective_bps(p: Params, x: Array) -> Array:
+    """``F(x)`` in bps of NAV."""
+    z = jnp.sum(p["e"] * x, axis=0)
+    tt = jnp.maximum(jnp.sum(p["mask"] * x, axis=0), 0.0)
+    a = p["wa"] + z
+    la = p["L"].T @ a
+    risk = la @ la + jnp.sum((p["d"] * a) ** 2)
+    return SCALE * (
+        p["gamma"] * risk
+        + p["cost"] @ tt
+        + p["impact"] @ (tt * jnp.sqrt(tt))
+        + jnp.sum(p["lin"] * x)
+    )
+
+
+def _max_step(v: Array, dv: Array) -> Array:
+    return jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf))
+
+
+def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
+    """One Mehrotra predictor-corrector iteration (or the convergence test that ends)."""
+    e, m, ub = p["e"], p["mask"], p["ub"]
+    on_a, on_g = p["any"], p["on"]
+    x, zl, zu = st.x, st.zl, st.zu
+    # slack reset: a row that holds at x gets its true value as slack (no primal residual
+    # left to drift against a vanishing slack); violated rows keep their slack variable
+    st = st._replace(
+        s_a=jnp.where((on_a > 0) & (pt.g_a > 0), pt.g_a, st.s_a),
+        s_g=jnp.where((on_g > 0) & (pt.g_g > 0), pt.g_g, st.s_g),
+    )
+    ux = jnp.where(m > 0, ub - x, 1.0)
+    xs = jnp.where(m > 0, x, 1.0)
+    # residuals: dual (x-space), primal rows, complementarity
+    jtz = pt.jz.T @ st.l_g  # -(J_z' lam) of the coupling rows is -jtz
+    jtt = -(p["At"].T @ st.l_g[: p["At"].shape[0]])
+    rd = (pt.gf - e * jtz - m * (jtt - st.l_a) - zl + zu) * m
+    rp_a = (pt.g_a - st.s_a) * on_a
+    rp_g = (pt.g_g - st.s_g) * on_g
+    npairs = 2.0 * jnp.sum(m) + jnp.sum(on_a) + jnp.sum(on_g)
+    gap = jnp.sum(m * (x * zl + ux * zu)) + st.s_a @ (st.l_a * on_a) + st.s_g @ (st.l_g * on_g)
+    mu = gap / npairs
+    scale_g = jnp.concatenate([jnp.maximum(1.0, jnp.abs(p["b"])), jnp.ones(2)])
+    perr = jnp.maximum(jnp.max(jnp.abs(rp_a)), jnp.max(jnp.abs(rp_g) / scale_g))
+    # room to the bound, with the implied bound x <= adv (a redundant constraint may carry
+    # the dual residual as well)
+    room = jnp.maximum(jnp.minimum(ub, p["adv"][None, :]) - x, 0.0)
+    # A dual-feasible bound: moving the dual residual into the bound duals (zl + rd+, zu + rd-)
+    # makes the Lagrangian's gradient zero, so for this convex problem F(x) - F* is at most
+    # ``bound`` (plus the rows' residuals). It needs no dual accuracy where x sits at a bound
+    # (the impact term t^1.5 is not twice differentiable at 0, so rd converges slowly there).
+    bound = (
+        jnp.sum(m * (x * jnp.maximum(rd, 0.0) + room * jnp.maximum(-rd, 0.0)))
+        + gap
+        + jnp.abs(st.l_a * on_a) @ jnp.abs(rp_a)
+        + jnp.abs(st.l_g * on_g) @ jnp.abs(rp_g)
+    )
+    conv = (perr <= cfg.feas) & (bound <= cfg.gap)
+    # Newton matrix: bound terms, per-instrument curvature, low-rank coupling
+    delta = jnp.where(m > 0, zl / xs + zu / ux, 1.0)
+    kappa = SCALE * p["gamma"] + st.l_g[-2] / p["te2"] + st.l_g[-1] / p["var2"]
+    ts = jnp.where(on_a > 0, jnp.maximum(pt.tt, 1e-300), 1.0)
+    sa_safe = jnp.where(on_a > 0, st.s_a, 1.0)
+    beta_imp = on_a * SCALE * 0.75 * p["impact"] / jnp.sqrt(ts)
+    beta = beta_imp + on_a * st.l_a / sa_safe
+    alpha = 2.0 * kappa * p["d"] ** 2
+    sg_safe = jnp.where(on_g > 0, st.s_g, 1.0)
+    live = (on_g > 0) & (st.l_g > 0)
+    cinv_g = jnp.where(live, jnp.minimum(sg_safe / jnp.where(live, st.l_g, 1.0), 1e100), 1.0)
+    wg = live.astype(float)
+    at_full = jnp.concatenate([p["At"], jnp.zeros((2, p["At"].shape[1]))], axis=0)
+    vz = jnp.concatenate([p["L"], (pt.jz * wg[:, None]).T], axis=1)
+    vt = jnp.concatenate([jnp.zeros_like(p["L"]), (-at_full * wg[:, None]).T], axis=1)
+    cinv = jnp.concatenate([jnp.full(p["L"].shape[1], 0.5) / kappa, cinv_g])
+    solve = factor(e, m, delta, alpha, beta, vz, vt, cinv)
+
+    nf = p["L"].shape[1]
+    ratio_a = on_a * st.l_a / jnp.maximum(sa_safe * beta_imp + st.l_a, 1e-300)
+
+    def direction(rs_a: Array, rs_g: Array, rl: Array, ru: Array) -> tuple[Array, ...]:
+        w_a = on_a * (rs_a + st.l_a * rp_a) / sa_safe
+        w_g = on_g * (rs_g + st.l_g * rp_g) / sg_safe
+        rhs = -rd - e * (pt.jz.T @ w_g) + m * (at_full.T @ w_g + w_a) - (rl / xs - ru / ux) * m
+        dx, c, bdt = solve(rhs)
+        dx = dx * m
+        dz = jnp.sum(e * dx, axis=0)
+        dt = jnp.sum(m * dx, axis=0)
+        # row duals from the multipliers (no huge lam / s factor formed as s -> 0)
+        dl_a = on_a * (ratio_a * bdt - w_a)
+        dl_g = on_g * (-w_g - c[nf:] * wg)
+        ds_a = on_a * (rp_a - dt)
+        ds_g = on_g * (rp_g + pt.jz @ dz - at_full @ dt)
+        dzl = -m * (rl + zl * dx) / xs
+        dzu = m * (zu * dx - ru) / ux
+        ap = jnp.min(
+            jnp.stack(
+                [
+                    _max_step(xs, dx),
+                    _max_step(ux, -dx),
+                    _max_step(sa_safe, ds_a),
+                    _max_step(sg_safe, ds_g),
+                    jnp.ones(()),
+                ]
+            )
+        )
+        ad = jnp.min(
+            jnp.stack(
+                [
+                    _max_step(zl, dzl),
+                    _max_step(zu, dzu),
+                    _max_step(st.l_a, dl_a),
+                    _max_step(st.l_g, dl_g),
+                    jnp.ones(()),
+                ]
+            )
+        )
+        amax = jnp.stack([ap, ad])
+        return dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, amax
+
+    # predictor (affine scaling)
+    cx, cu = m * x * zl, m * ux * zu
+    ca, cg = on_a * st.s_a * st.l_a, on_g * st.s_g * st.l_g
+    dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, aff = direction(ca, cg, cx, cu)
+    pa, da = aff[0], aff[1]
+    gap_aff = (
+        jnp.sum(m * ((x + pa * dx) * (zl + da * dzl) + (ux - pa * dx) * (zu + da * dzu)))
+        + (st.s_a + pa * ds_a) @ (on_a * (st.l_a + da * dl_a))
+        + (st.s_g + pa * ds_g) @ (on_g * (st.l_g + da * dl_g))
+    )
+    sigma = jnp.clip(gap_aff / jnp.maximum(gap, 1e-300), 0.0, 1.0) ** 3
+    # never aim below a tenth of the gap tolerance: slacks of active rows would only degenerate
+    smu = jnp.maximum(sigma * mu, 0.1 * cfg.gap / npairs)
+    # corrector: centering plus the second-order term of the predictor
+    dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, amax = direction(
+        ca + on_a * (ds_a * dl_a - smu),
+        cg + on_g * (ds_g * dl_g - smu),
+        cx + m * (dx * dzl - smu),
+        cu - m * (dx * dzu + smu),
+    )
+    steps = jnp.where(conv, 0.0, jnp.minimum(1.0, _TAU * amax))
+    ok = jnp.all(jnp.isfinite(steps)) & jnp.all(jnp.isfinite(dx))
+    steps = jnp.where(ok, steps, 0.0)
+    a, b = steps[0], steps[1]
+    err = jnp.stack([perr, bound, gap, a])
+    score = jnp.where(perr <= cfg.feas, bound, jnp.inf)
+    better = score < st.best
+    # once an acceptable answer is in hand, a blocked step ends the solve (the endgame of an
+    # active row whose slack vanishes makes little progress)
+    ok_best = jnp.minimum(score, st.best) <= cfg.accept
+    return State(
+        x=x + a * dx,
+        zl=zl + b * dzl,
+        zu=zu + b * dzu,
+        s_a=st.s_a + a * ds_a,
+        l_a=st.l_a + b * dl_a,
+        s_g=st.s_g + a * ds_g,
+        l_g=st.l_g + b * dl_g,
+        it=st.it + jnp.where(conv, 0, 1),
+        done=conv | ~ok | (jnp.maximum(a, b) < 1e-12) | (ok_best & (jnp.minimum(a, b) < 0.1)),
+        err=err,
+        best=jnp.where(better, score, st.best),
+        best_x=jnp.where(better, x, st.best_x),
+    )
+
+
+def initial_state(p: Params, x0: Array, mu0: Array) -> State:
+    """Primal-dual start at ``x0`` (strictly inside the box): slacks are the row values kept
+    away from zero, duals are ``mu0`` over their slack."""
+    m = p["mask"]
+    pt = point(p, x0)
+    ux = jnp.where(m > 0, p["ub"] - x0, 1.0)
+    xs = jnp.where(m > 0, x0, 1.0)
+    floor_a = 0.1 * jnp.abs(p["adv"]) + 1e-8
+    s_a = jnp.where(p["any"] > 0, jnp.maximum(pt.g_a, floor_a), 1.0)
+    scale_g = jnp.concatenate([jnp.maximum(jnp.abs(p["b"]), 1e-3), jnp.ones(2)])
+    s_g = jnp.where(p["on"] > 0, jnp.maximum(pt.g_g, 0.1 * scale_g), 1.0)
+    zero = jnp.zeros((), int)
+    return State(
+        x=x0,
+        zl=m * mu0 / xs,
+        zu=m * mu0 / ux,
+        s_a=s_a,
+        l_a=p["any"] * mu0 / s_a,
+        s_g=s_g,
+        l_g=p["on"] * mu0 / s_g,
+        it=zero,
+        done=jnp.zeros((), bool),
+        err=jnp.full((4,), jnp.inf),
+        best=jnp.asarray(jnp.inf),
+        best_x=x0,
+    )
+
+
+def cold_start(p: Params) -> Array:
+    """A point well inside the box: a small part of every lot and a small buy."""
+    m, ub = p["mask"], p["ub"]
+    cap = jnp.where(p["any"] > 0, p["adv"], 0.0)
+    k1 = m.shape[0]
+    per = jnp.minimum(cap / (2.0 * k1), 1e-3)
+    return m * jnp.minimum(0.1 * ub, per[None, :])
+
+
+def warm_point(p: Params, warm: Array) -> Array:
+    """A previous answer moved strictly inside this problem's box (bounds may have closed)."""
+    m, ub = p["mask"], p["ub"]
+    x0 = cold_start(p)
+    lo = 1e-3 * x0
+    xw = jnp.clip(warm, lo, ub - jnp.maximum(1e-3 * ub, lo))
+    return m * (0.9 * xw + 0.1 * x0)
+
+
+def run(p: Params, st: State, cfg: Settings) -> State:
+    """Iterate until converged, stopped or ``max_iter``."""
+
+    def cond(s: State) -> Array:
+        return (~s.done) & (s.it < cfg.max_iter)
+
+    def body(s: State) -> State:
+        return _step(s, p, point(p, s.x), cfg)
+
+    return jax.lax.while_loop(cond, body, st)
+
+
+class Solution(NamedTuple):
+    """Output of one fast solve (arrays; batched under ``vmap``)."""
+
+    x: Array
+    objective: Array
+    """F(x) as a fraction of NAV."""
+    iterations: Array
+    converged: Array
+    bound: Array
+    """Proven bound (bps of NAV) on how far the objective is above the optimum."""
+    perr: Array
+    """Largest row violation at the answer (fraction of NAV)."""
+    warm_used: Array
+
+
+def solve_padded(p: Params, warm: Array, use_warm: Array, cfg: Settings) -> Solution:
+    """Start (cold, or from ``warm`` when ``use_warm`` > 0), iterate, report (pure)."""
+    use = use_warm > 0
+    x0 = jnp.where(use, warm_point(p, warm), cold_start(p))
+    mu0 = jnp.where(use, cfg.warm_mu, cfg.mu0)
+    st = run(p, initial_state(p, x0, mu0), cfg)
+    x = st.best_x
+    return Solution(
+        x=x,
+        objective=objective_bps(p, x) / SCALE,
+        iterations=st.it,
+        converged=st.best <= cfg.accept,
+        bound=st.best,
+        perr=st.err[0],
+        warm_used=use,
+    )
