@@ -148,7 +148,7 @@ def main() -> None:
     body = markdown_table(
         [
             "accounts x instruments",
-            "first call (compile + solve)",
+            "first call",
             "total P50 ms",
             "total P99 ms",
             "CPU P50 ms",
