@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from operator import attrgetter
 from statistics import NormalDist
 
 import numpy as np
@@ -175,11 +176,11 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     n = len(ids)
     price = np.array([i.price for i in insts])
     lots_in = req.portfolio.lots
-    lot_rows = [(x.instrument, x.quantity, x.cost_basis, x.acquired, x.lot_id) for x in lots_in]
     inst_in, q_list, basis_in, acq_in, lot_id_in = (
-        tuple(zip(*lot_rows, strict=True)) if lot_rows else ((), (), (), (), ())
+        list(map(attrgetter(name), lots_in))
+        for name in ("instrument", "quantity", "cost_basis", "acquired", "lot_id")
     )
-    m = len(lot_rows)
+    m = len(lots_in)
     rows = np.fromiter(map(idx.__getitem__, inst_in), np.int64, m)
     cols, row_major, K = _lot_arrays(rows, n)
     q_in = np.array(q_list, dtype=float)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from itertools import chain
+from operator import attrgetter
+
 import numpy as np
 
 from rebalancer.domain.errors import InvalidInput
@@ -38,8 +41,10 @@ def check_request(req: AnalyzeRequest) -> None:
             raise InvalidInput(
                 f"target {key} is not in instruments; add its market data", [f"targets.{key}"]
             )
-    market = np.array([[i.price, i.adv_shares, i.daily_volatility] for i in req.instruments])
-    market = market.reshape(-1, 3)
+    fields = attrgetter("price", "adv_shares", "daily_volatility")
+    n_inst = len(req.instruments)
+    market = np.fromiter(chain.from_iterable(map(fields, req.instruments)), float, 3 * n_inst)
+    market = market.reshape(n_inst, 3)
     bad = np.flatnonzero(~np.isfinite(market).all(axis=1))
     first_bad = int(bad[0]) if bad.size else -1
     by_id = {i.id: i for i in req.instruments}
@@ -60,8 +65,8 @@ def check_request(req: AnalyzeRequest) -> None:
                     [f"instruments[{n}].substitutes"],
                 )
     lots = req.portfolio.lots
-    held = {lot.instrument for lot in lots}
-    unique_ids = {lot.lot_id for lot in lots}
+    held = set(map(attrgetter("instrument"), lots))
+    unique_ids = set(map(attrgetter("lot_id"), lots))
     if not held <= known or len(unique_ids) != len(lots):
         _first_bad_lot(req, known)
     for n, buy in enumerate(req.recent_buys):
