@@ -29,10 +29,12 @@ def client(runtime: Any) -> Iterator[TestClient]:
 
 @pytest.fixture
 def batch_consumer(runtime: Any) -> Iterator[None]:
-    from rebalancer.entrypoints.batch_worker import BatchConsumerLoop
+    from rebalancer.entrypoints.batch_worker import BatchConsumerLoop, BatchSolver
 
     stop = threading.Event()
-    loop = BatchConsumerLoop(runtime, chunk_size=5, name="test-batch")
+    # the API is under test, not the solver (test_batch_solver covers the fast default): a JAX
+    # compile on two busy cores could outlast the wait for the batch
+    loop = BatchConsumerLoop(runtime, chunk_size=5, name="test-batch", solver=BatchSolver.CLARABEL)
     t = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     t.start()
     yield

@@ -39,8 +39,8 @@ def test_load_book_then_rebalance_with_progress(runtime: Any, cli_env: None) -> 
     assert loaded.exit_code == 0, loaded.output
     assert "6 accounts" in loaded.output and "COPY" in loaded.output
     stop = threading.Event()
-    # the CLI is under test, not the solver: Clarabel spares a JIT compile (test_batch_api and
-    # test_batch_solver run the fast default)
+    # the CLI is under test, not the solver: Clarabel spares a JIT compile (test_batch_solver
+    # covers the fast default)
     loop = BatchConsumerLoop(runtime, chunk_size=3, name="cli-test", solver=BatchSolver.CLARABEL)
     worker = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     worker.start()
