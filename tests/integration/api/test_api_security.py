@@ -65,6 +65,7 @@ REQUIRED_SCOPE: dict[tuple[str, str], Scope] = {
     ("POST", "/v1/analyze/sleeves"): Scope.READ,
     ("GET", "/v1/accounts/{account_id}/sleeves/drift"): Scope.READ,
     ("POST", "/v1/accounts/{account_id}/sleeves/analyze"): Scope.READ,
+    ("PUT", "/v1/accounts/{account_id}/sleeves/holdings"): Scope.ADMIN,
 }
 
 

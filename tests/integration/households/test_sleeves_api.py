@@ -122,8 +122,9 @@ def test_stored_sleeve_drift(client: TestClient, two_sleeves: dict[str, str]) ->
     assert got["attribution"] == "pro_rata_to_targets"
     by_id = {s["id"]: s for s in got["sleeves"]}
     eq_sleeve, bnd_sleeve = by_id[two_sleeves["eq_sleeve"]], by_id[two_sleeves["bnd_sleeve"]]
-    assert eq_sleeve["share_drift"]["absolute"] == pytest.approx(-0.1)  # 40 % held vs 50 %
-    assert bnd_sleeve["share_drift"]["absolute"] == pytest.approx(0.1)
+    assert eq_sleeve["share_drift"] == pytest.approx(-0.1)  # 40 % held vs 50 %
+    assert bnd_sleeve["share_drift"] == pytest.approx(0.1)
+    assert eq_sleeve["drift"] == pytest.approx(0.05)  # cash 0 of 50 %: half of |0.4 - 0.5|
     assert got["account"]["sum_abs"] == pytest.approx(0.2)
     plain = ok(client.post("/v1/accounts", json={"id": _id("acct"), "cash": "10"},
                            headers=ADMIN), 201)  # fmt: skip
@@ -154,3 +155,51 @@ def test_stored_sleeves_unified_or_strategy(
         assert alone["decision"] == "no_trade" and alone["analysis"]["trades"] == []
     resp = client.post(url, json={"mode": "strategy"}, headers=ADMIN)
     assert resp.status_code == 422 and any("sleeve_id" in f for f in resp.json()["fields"])
+
+
+def test_stored_attribution_opposite_sleeves_net_to_no_trade(
+    client: TestClient, engine: Any
+) -> None:
+    x, y = _id("X").upper(), _id("Y").upper()
+    for inst in (x, y):
+        ok(client.post("/v1/instruments", json={"id": inst}, headers=ADMIN), 201)
+    _prices(engine, {x: 100.0, y: 100.0})
+    mx, my = _id("m"), _id("m")
+    for mid, inst in ((mx, x), (my, y)):
+        model = {"id": mid, "targets": {inst: 1.0}, "cash_target": 0.0}
+        ok(client.post("/v1/models", json=model, headers=ADMIN), 201)
+    aid, sa, sb = _id("acct"), _id("sl"), _id("sl")
+    lots = [
+        {"lot_id": _id("lot"), "instrument": i, "quantity": "500", "cost_basis": "90",
+         "acquired": "2023-01-03"}
+        for i in (x, y)
+    ]  # fmt: skip
+    sleeves = [{"id": sa, "model_id": mx, "share": 0.5}, {"id": sb, "model_id": my, "share": 0.5}]
+    ok(client.post("/v1/accounts", json={"id": aid, "cash": "0", "lots": lots,
+                                          "sleeves": sleeves}, headers=ADMIN), 201)  # fmt: skip
+    url = f"/v1/accounts/{aid}/sleeves"
+    assert ok(client.get(f"{url}/drift", headers=ADMIN))["attribution"] == "pro_rata_to_targets"
+    # sleeve A (100 % X) owns 300 X + 200 Y, sleeve B (100 % Y) 200 X + 300 Y
+    body = {
+        "sleeves": [
+            {"id": sa, "holdings": {x: 300, y: 200}},
+            {"id": sb, "holdings": {x: 200, y: 300}},
+        ]
+    }
+    drift = ok(client.put(f"{url}/holdings", json=body, headers=ADMIN))
+    assert drift["attribution"] == "stored"
+    assert [s["drift"] for s in drift["sleeves"]] == pytest.approx([0.2, 0.2])
+    got = ok(client.post(f"{url}/analyze", json={"mode": "unified"}, headers=ADMIN))
+    assert got["attribution"] == "stored"
+    assert got["decision"] == "no_trade" and got["analysis"]["trades"] == []
+    moved = {(m["instrument"], m["from_sleeve"], m["to_sleeve"]): m["quantity"]
+             for m in got["reattributions"]}  # fmt: skip
+    assert moved == pytest.approx({(x, sb, sa): 200.0, (y, sa, sb): 200.0})
+    # booking the re-attribution: both sleeves on their models, no drift left
+    after = {"sleeves": [{"id": s["id"], "holdings": s["holdings_after"], "cash": s["cash_after"]}
+                         for s in got["sleeves"]]}  # fmt: skip
+    drift = ok(client.put(f"{url}/holdings", json=after, headers=ADMIN))
+    assert [s["drift"] for s in drift["sleeves"]] == pytest.approx([0.0, 0.0], abs=1e-9)
+    bad = {"sleeves": [{"id": sa, "holdings": {x: 301}}, {"id": sb, "holdings": {y: 500}}]}
+    resp = client.put(f"{url}/holdings", json=bad, headers=ADMIN)
+    assert resp.status_code == 422 and resp.json()["fields"] == ["body.sleeves"]

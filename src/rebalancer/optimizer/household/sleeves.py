@@ -111,6 +111,11 @@ class SleeveResponse(BaseModel):
     trades_avoided_value: float = Field(
         description="Value each sleeve alone would trade minus what the account trades."
     )
+    attribution: str | None = Field(
+        default=None,
+        description="Stored accounts: where the sleeves' holdings came from (stored, or "
+        "pro_rata_to_targets when none is stored or it no longer adds up).",
+    )
 
 
 def _check(req: SleeveRequest) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -137,6 +142,28 @@ def _check(req: SleeveRequest) -> tuple[list[str], np.ndarray, np.ndarray]:
     if req.mode is SleeveMode.STRATEGY and req.sleeve_id not in {s.id for s in req.sleeves}:
         raise InvalidInput("strategy mode needs the sleeve_id of one sleeve", ["sleeve_id"])
     return ids, price, pooled
+
+
+def check_sleeves(req: SleeveRequest) -> None:
+    """The sleeves' shares, targets, holdings and cash must add up to the account.
+
+    Raises
+    ------
+    InvalidInput
+        ``fields`` name the sleeves (or ``sleeve_id``).
+    """
+    _check(req)
+
+
+def sleeve_drifts(req: SleeveRequest) -> dict[str, float]:
+    """Sleeve id -> drift: half sum of |weight - share * model| over its holdings and cash
+    (fractions of the account NAV; the attribution must add up, see :func:`check_sleeves`)."""
+    ids, price, _ = _check(req)
+    h = np.array([[s.holdings.get(i, 0.0) for i in ids] for s in req.sleeves])
+    nav = float((h @ price).sum() + sum(s.cash for s in req.sleeves))
+    if nav <= 0:
+        raise InvalidInput("the account's NAV is zero", ["account.portfolio"])
+    return {s.id: _drift(h[n], s.cash, s, ids, price, nav) for n, s in enumerate(req.sleeves)}
 
 
 def _drift(

@@ -26,7 +26,11 @@ from rebalancer.service_layer.handlers.households import (
     put_household,
     rebalance_household,
 )
-from rebalancer.service_layer.handlers.sleeves import analyze_stored_sleeves, sleeve_drift
+from rebalancer.service_layer.handlers.sleeves import (
+    analyze_stored_sleeves,
+    put_sleeve_holdings,
+    sleeve_drift,
+)
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -143,10 +147,50 @@ def analyze_sleeves_route(body: SleeveRequest, ctx: ReadCtx) -> SleeveResponse:
     return analyze_sleeves(body)
 
 
+class SleeveHoldingsIn(BaseModel):
+    """One sleeve's attribution of the account's pooled lots and cash."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, description="Sleeve id (a sleeve of the account).")
+    holdings: dict[str, float] = Field(
+        default_factory=dict, description="Instrument -> shares this sleeve owns."
+    )
+    cash: float = Field(default=0.0, ge=0, description="Cash this sleeve owns (currency).")
+
+
+class SleeveAttributionIn(BaseModel):
+    """Body of ``PUT /v1/accounts/{id}/sleeves/holdings``: every sleeve's part; the parts must
+    add up to the account's lots (per instrument) and cash."""
+
+    model_config = ConfigDict(extra="forbid")
+    sleeves: list[SleeveHoldingsIn] = Field(min_length=1)
+
+
+@router.put("/accounts/{account_id}/sleeves/holdings", tags=["accounts"])
+def put_sleeves_holdings(
+    account_id: AccountId, body: SleeveAttributionIn, ctx: AdminCtx
+) -> dict[str, Any]:
+    """Store which sleeve owns how much of each instrument and of the cash (e.g. the
+    ``holdings_after`` / ``cash_after`` of a sleeve analysis once its trades are done). Used
+    by the sleeve drift and analysis while it adds up to the account's lots and cash; answers
+    the sleeve drift."""
+    with ctx.uow() as uow:
+        out = put_sleeve_holdings(
+            uow,
+            account_id,
+            {s.id: dict(s.holdings) for s in body.sleeves},
+            {s.id: s.cash for s in body.sleeves},
+        )
+        uow.audit.record(ctx.actor, "put", "sleeve_holdings", account_id, body.model_dump())
+        uow.commit()
+    return out
+
+
 @router.get("/accounts/{account_id}/sleeves/drift", tags=["accounts"])
 def sleeves_drift(account_id: AccountId, ctx: ReadCtx) -> dict[str, Any]:
-    """Drift of every sleeve of the account (holdings attributed pro rata to what each sleeve
-    should hold) and of the account against the blended target."""
+    """Drift of every sleeve of the account (stored attribution while it adds up, else pooled
+    holdings attributed pro rata to what each sleeve should hold) and of the account against
+    the blended target."""
     with ctx.uow() as uow:
         return sleeve_drift(uow, account_id)
 
