@@ -117,6 +117,10 @@ def first_solves(
             for j, out in zip(chunk, outs, strict=False):
                 prep = preps[j]
                 prep.prob.fast_warm = None
-                res = _result(prep, out, chain, fast)
+                try:
+                    res = _result(prep, out, chain, fast)
+                except Exception as exc:  # this account is solved alone; its error is its own
+                    log.warning("analyze_many.first_solve_failed", error=repr(exc))
+                    continue
                 done[j] = (res, prep.prob.fast_warm)
     return done
