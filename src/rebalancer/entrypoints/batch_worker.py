@@ -44,6 +44,11 @@ log = structlog.get_logger(__name__)
 
 ITEMS = Counter("rebalancer_batch_items_total", "Batch items handled", ["result"])
 
+VMAP = os.environ.get("REBALANCER_BATCH_VMAP", "").lower() in {"1", "true", "yes"}
+"""Solve a chunk's first fast solves as one vmapped batch (env ``REBALANCER_BATCH_VMAP=1``).
+Off by default: not faster on a 2-core CPU, and each batch size compiles once (see
+docs/optimizer.md, "Many accounts")."""
+
 DEFAULT_CHUNK = int(os.environ.get("REBALANCER_BATCH_CHUNK_SIZE", "16"))
 """Items per chunk (env ``REBALANCER_BATCH_CHUNK_SIZE``): large enough to amortize the
 set-based reads, small enough that the Shared subscription spreads a batch evenly and a crash
@@ -213,7 +218,7 @@ class BatchConsumerLoop:
 
         def attempt() -> None:
             with UnitOfWork(self.rt.engine, tenant_id) as uow:
-                res = recommend_chunk(uow, self.optimizer, items)
+                res = recommend_chunk(uow, self.optimizer, items, vmap=VMAP)
             ITEMS.labels("computed").inc(len(res.computed))
             ITEMS.labels("failed").inc(len(res.failed))
             ITEMS.labels("duplicate").inc(res.already_done)

@@ -19,6 +19,7 @@ other workers.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import Sequence
@@ -219,19 +220,21 @@ def _cached_closes(uow: UnitOfWork, ids: list[str], as_of: date) -> dict[str, li
 
 
 def _solve_all(
-    optimizer: Optimizer, requests: Sequence[AnalyzeRequest]
+    optimizer: Optimizer, requests: Sequence[AnalyzeRequest], *, vmap: bool = False
 ) -> list[AnalyzeResponse | RebalancerError]:
     """Solve every request with one ``analyze_many`` call (a plain loop over ``analyze`` for an
     engine without it); the error of one account stays in its slot and fails only that account.
 
-    An unexpected exception in a slot (a crash inside the solver) becomes
+    ``vmap`` asks the engine to run the chunk's first fast solves as one vmapped batch (its
+    ``batched`` flag). An unexpected exception in a slot (a crash inside the solver) becomes
     :class:`AnalysisCrashedError`: analysis is pure computation, a retry would fail again.
     """
     if not requests:
         return []
     many = getattr(optimizer, "analyze_many", None)
     if callable(many):
-        out = list(many(list(requests)))
+        takes_flag = "batched" in inspect.signature(many).parameters
+        out = list(many(list(requests), batched=vmap) if takes_flag else many(list(requests)))
         if len(out) != len(requests):
             raise RuntimeError(f"analyze_many answered {len(out)} of {len(requests)} requests")
     else:
@@ -263,6 +266,8 @@ def recommend_chunk(
     uow: UnitOfWork,
     optimizer: Optimizer,
     items: Sequence[tuple[uuid.UUID, RebalanceTriggeredV1]],
+    *,
+    vmap: bool = False,
 ) -> ChunkResult:
     """Compute and store the recommendations of a chunk of batch items, then commit.
 
@@ -280,6 +285,11 @@ def recommend_chunk(
     items
         ``(event_id, payload)`` of ``rebalance_triggered`` events; redelivered ones and
         rebalances already computed are skipped, so the call is idempotent.
+    vmap
+        Solve the chunk's first fast solves as one vmapped batch. Off by default: on a 2-core
+        CPU it is not faster and every new batch size compiles for about 100 s
+        (docs/optimizer.md, "Many accounts"); turn it on for wide vector units or an
+        accelerator.
     """
     result = ChunkResult()
     clock = _Clock(result.seconds)
@@ -314,7 +324,7 @@ def recommend_chunk(
         except RebalancerError as exc:
             outcomes[c.rebalance_id] = exc
     clock.lap("build")
-    solved = _solve_all(optimizer, [q for _, q in built])
+    solved = _solve_all(optimizer, [q for _, q in built], vmap=vmap)
     clock.lap("solve")
     for (c, _), out in zip(built, solved, strict=True):
         outcomes[c.rebalance_id] = out
