@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from rebalancer.analytics.requests import LossSale, make_request
+from rebalancer.backtest.logs import AccountResult, Row, decision_row
 from rebalancer.backtest.market import MarketHistory
 from rebalancer.backtest.policies import DayState, RebalancePolicy, Trigger
 from rebalancer.domain.errors import RebalancerError
@@ -50,27 +50,6 @@ from rebalancer.service_layer.handlers.recommending import default_policy
 
 FEE_QUANTUM = Decimal("0.000001")
 PRICE_QUANTUM = Decimal("0.0001")
-Row = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class CashFlow:
-    """A deposit (amount > 0) or withdrawal (amount < 0) in currency on ``day``."""
-
-    day: date
-    amount: float
-
-
-@dataclass
-class AccountResult:
-    """Row lists of one (policy, account) replay; every row carries ``policy`` and ``account``."""
-
-    daily: list[Row] = field(default_factory=list)
-    trades: list[Row] = field(default_factory=list)
-    realized: list[Row] = field(default_factory=list)
-    decisions: list[Row] = field(default_factory=list)
-    start_lots: list[Row] = field(default_factory=list)
-    final_lots: list[Row] = field(default_factory=list)
 
 
 def _dec(x: float, q: Decimal) -> Decimal:
@@ -318,25 +297,8 @@ class AccountReplay:
         error: str | None = None,
         ms: float = 0.0,
     ) -> None:
-        row: Row = {
-            **self._tags,
-            "date": self.h.dates[t],
-            "reason": reason,
-            "graded": bool(trig and trig.grade),
-            "decision": str(resp.decision) if resp is not None else "failed",
-            "error": error,
-            "nav": resp.nav if resp is not None else None,
-            "objective_before": resp.objective_before.total if resp is not None else None,
-            "objective": resp.objective.total if resp is not None else None,
-            "best_objective": best,
-            "net_benefit": resp.net_benefit if resp is not None else None,
-            "min_net_benefit": trig.policy.min_net_benefit if trig is not None else None,
-            "drift_before": resp.drift_before.account if resp is not None else None,
-            "drift_after": resp.drift_after.account if resp is not None else None,
-            "trades": len(resp.trades) if resp is not None else 0,
-            "solve_ms": ms,
-        }
-        self.out.decisions.append(row)
+        row = decision_row(self.h.dates[t], reason, trig, resp, best, error=error, ms=ms)
+        self.out.decisions.append({**self._tags, **row})
 
     def step(self, t: int, previous: date | None) -> None:
         """Flows, trigger, execution and snapshot of trading day ``t``."""

@@ -18,7 +18,8 @@ from typing import Any
 
 import polars as pl
 
-from rebalancer.backtest.engine import AccountResult, replay_account
+from rebalancer.backtest.engine import replay_account
+from rebalancer.backtest.logs import AccountResult
 from rebalancer.backtest.market import MarketHistory, history_from_feed
 from rebalancer.backtest.metrics import policy_metrics
 from rebalancer.backtest.policies import DEFAULT_POLICIES, RebalancePolicy, parse_policy
