@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import os
 import threading
 import uuid
@@ -261,6 +262,10 @@ class BatchConsumerLoop:
             return
         for msg, _, _ in group:
             self.consumer.acknowledge(msg)
+        if self.handled == 0:
+            # warmed up (compiled problems, JAX functions): keep the cyclic GC from walking
+            # these long-lived objects on every full collection (docs/optimizer.md)
+            gc.freeze()
         self.handled += len(group)
 
     def run(self, stop: threading.Event) -> None:
