@@ -64,7 +64,7 @@ class BacktestConfig:
     """
 
     start: date = date(2020, 1, 2)
-    end: date = date(2021, 12, 31)
+    end: date = date(2020, 12, 31)
     accounts: int = 4
     policies: tuple[str, ...] = DEFAULT_POLICIES
     frontier_bands: tuple[float, ...] = FRONTIER_BANDS

@@ -187,7 +187,7 @@ def execution_quality_report(
 @app.command()
 def backtest(
     start: str = typer.Option("2020-01-02", help="First date (YYYY-MM-DD), 1991 to 2022."),
-    end: str = typer.Option("2021-12-31", help="Last date (YYYY-MM-DD), at most 2022-12-28."),
+    end: str = typer.Option("2020-12-31", help="Last date (YYYY-MM-DD), at most 2022-12-28."),
     accounts: int = typer.Option(
         4, min=1, help="Accounts of the sample book (4: the default run, under a minute)."
     ),
