@@ -137,3 +137,26 @@ def test_warm_start_from_the_previous_answer_is_used(fast_rec: Recommender) -> N
     # both answers are proven within Settings.accept bps of the optimum
     assert abs(warm.value - cold.value) <= 1e-4 * 0.5 + 1e-12
     assert warm.t_final <= fast.settings.accept and cold.t_final <= fast.settings.accept
+
+
+def test_warm_start_after_a_bound_closes_matches_a_cold_solve(fast_rec: Recommender) -> None:
+    """A wash-sale round closes bounds the previous answer used; the warm start is moved
+    inside the new bounds and reaches the same optimum as a cold start."""
+    fast = fast_rec.fast
+    assert fast is not None
+    data = _tightened(build_data(hard_request(4, 60)))
+    prob = fast_rec.problem_for(data.shape)[0]
+    prob.update(data)
+    first = fast.solve(prob, data)
+    assert first.trade is not None
+    sold = np.argwhere(first.trade.lot_sell > 1e-6)[:3]
+    assert len(sold)
+    closed = (sold[:, 0], sold[:, 1])
+    data.lot_ub[closed] = 0.0
+    prob.update(data)
+    cold = fast.solve(prob, data)
+    warm = fast.solve(prob, data, (first.trade, first.t_final))
+    assert cold.trade is not None and warm.trade is not None and warm.warm_used
+    assert np.all(warm.trade.lot_sell[closed] == 0.0)
+    assert cold.value is not None and warm.value is not None
+    assert abs(warm.value - cold.value) <= 1e-4 * fast.settings.accept

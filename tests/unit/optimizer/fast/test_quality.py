@@ -16,7 +16,7 @@ from rebalancer.optimizer import Recommender, SolverName
 from rebalancer.optimizer.schemas import AnalyzeRequest, AnalyzeResponse
 
 SWEEP = int(os.environ.get("REBALANCER_FAST_SWEEP", "0"))
-CASES = [(50, s) for s in range(4)] + [(200, 100), (200, 101)]
+CASES = [(50, s) for s in range(4)] + [(200, 100), (200, 101), (500, 200)]
 if SWEEP:
     CASES += [(n, 1000 + s) for n in (50, 100, 200, 500) for s in range(SWEEP)]
 

@@ -1,0 +1,65 @@
+"""The structured Newton solve and the compile-cache configuration of the fast path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rebalancer.optimizer.fast import default_cache_dir
+from rebalancer.optimizer.fast.kkt import factor
+from rebalancer.optimizer.fast.solver import CACHE_ENV
+
+
+def _dense(e, m, delta, alpha, beta, vz, vt, weights):  # type: ignore[no-untyped-def]
+    K1, n = m.shape
+    size = K1 * n
+    H = np.zeros((size, size))
+    for i in range(n):
+        idx = np.arange(K1) * n + i
+        H[np.ix_(idx, idx)] += (
+            np.diag(delta[:, i])
+            + alpha[i] * np.outer(e[:, i], e[:, i])
+            + beta[i] * np.outer(m[:, i], m[:, i])
+        )
+    U = np.stack([(e * vz[:, j] + m * vt[:, j]).reshape(-1) for j in range(vz.shape[1])], 1)
+    return H + U @ np.diag(weights) @ U.T, U
+
+
+@pytest.mark.parametrize(("seed", "spread"), [(0, 3.0), (1, 3.0), (2, 9.0), (3, 9.0)])
+def test_structured_solve_matches_the_dense_newton_matrix(seed: int, spread: float) -> None:
+    """``spread`` = decades of the bound and row weights (9: the end of a solve, where active
+    rows have lam / s ~ 1e9 and variables at a bound have huge bound terms)."""
+    rng = np.random.default_rng(seed)
+    K1, n, r = 5, 9, 4
+    m = (rng.random((K1, n)) > 0.3).astype(float)
+    e = m * np.r_[1.0, -np.ones(K1 - 1)][:, None]
+    delta = np.where(m > 0, 10.0 ** rng.uniform(-2, spread - 2, (K1, n)), 1.0)
+    alpha, beta = rng.random(n) * 10, 10.0 ** rng.uniform(-2, spread - 1, n)
+    vz, vt = rng.normal(size=(n, r)), rng.normal(size=(n, r))
+    weights = 10.0 ** rng.uniform(-2, spread, r)
+    H, U = _dense(e, m, delta, alpha, beta, vz, vt, weights)
+    v = rng.normal(size=(K1, n))
+    dx, c, bdt = factor(e, m, delta, alpha, beta, vz, vt, 1.0 / weights)(v)
+    dx = np.asarray(dx)
+    want = np.linalg.solve(H, v.reshape(-1)).reshape(K1, n)
+    tol = 1e-9 if spread < 5 else 1e-6
+    assert np.abs(dx - want).max() <= tol * np.abs(want).max()
+    if spread < 5:  # the multipliers are the weighted row products of the direction
+        assert np.allclose(np.asarray(c), weights * (U.T @ want.reshape(-1)), rtol=1e-8)
+        assert np.allclose(np.asarray(bdt), beta * (m * want).sum(axis=0), rtol=1e-8)
+
+
+def test_compile_cache_directory_is_configurable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "jax"))
+    assert default_cache_dir() == tmp_path / "jax"
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert default_cache_dir() is None
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("REBALANCER_DATA_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "jax-cache"
+    monkeypatch.delenv("REBALANCER_DATA_DIR")
+    assert default_cache_dir() == Path.home() / ".cache" / "rebalancer" / "jax"
