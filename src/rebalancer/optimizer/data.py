@@ -248,7 +248,9 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     no_buy = set(pol.no_buy)
     has_target = np.array([req.targets.get(i, 0.0) > 0 for i in ids])
     adv_value = adv_shares * price
-    adv_cap = pol.max_adv_fraction * adv_value / nav
+    # a trade never exceeds the NAV: an open cap is BIG, not 1e9 (which the conic solver
+    # cannot scale: it answered optimal_inaccurate on a 2-instrument case)
+    adv_cap = np.minimum(pol.max_adv_fraction * adv_value / nav, BIG)
     named = np.array([i in substitutes and i not in no_buy for i in ids], dtype=bool)
     not_no_buy = np.array([i not in no_buy for i in ids], dtype=bool)
     buy_ok = ((has_target & not_no_buy) | named) & (adv_value > 0)

@@ -17,7 +17,7 @@ from rebalancer.optimizer.data import BIG, ProblemData, Shape, build_data
 from rebalancer.optimizer.diagnose import infeasible_error
 from rebalancer.optimizer.enums import Decision, SolverName, SolveStatus
 from rebalancer.optimizer.heuristic import heuristic_trade
-from rebalancer.optimizer.problem import CompiledProblem, SolveResult
+from rebalancer.optimizer.problem import CompiledProblem, SolveResult, objective_agrees
 from rebalancer.optimizer.report import Outcome, build_response
 from rebalancer.optimizer.rounding import Shares, repair, round_shares
 from rebalancer.optimizer.schemas import AnalyzeRequest, AnalyzeResponse
@@ -40,7 +40,6 @@ FAST_CHAIN = (SolverName.FAST, *DEFAULT_CHAIN)
 _WASH_TOL = 1e-7
 _MAX_ROUNDS = 5
 _RISK_TERMS = (TrackingErrorLimit, VarLimit, StressLimit, SectorRiskShare)
-_OBJ_RTOL, _OBJ_ATOL = 1e-3, 1e-7
 
 
 def _tightened(data: ProblemData) -> ProblemData:
@@ -298,7 +297,7 @@ class Recommender:
         if theirs is None:
             return
         mine = prob.objective(data, t)
-        if abs(mine - theirs) > _OBJ_ATOL + _OBJ_RTOL * abs(theirs):
+        if not objective_agrees(mine, theirs):
             raise ValidationFailed(
                 f"the solver's objective {theirs:.8g} disagrees with the NumPy recomputation "
                 f"{mine:.8g}",

@@ -60,6 +60,15 @@ _STATUS = {
 }
 
 
+OBJ_RTOL, OBJ_ATOL = 1e-3, 1e-7
+"""How closely a solver's objective must match the NumPy recomputation (fraction of NAV)."""
+
+
+def objective_agrees(mine: float, theirs: float) -> bool:
+    """Whether a solver's objective ``theirs`` matches the NumPy value ``mine`` of its answer."""
+    return abs(mine - theirs) <= OBJ_ATOL + OBJ_RTOL * abs(theirs)
+
+
 @dataclass(slots=True)
 class SolveResult:
     """Outcome of one pass down the solver chain."""
@@ -200,5 +209,13 @@ class CompiledProblem:
             buy = np.clip(np.asarray(self.vars.buy.value, dtype=float), 0.0, data.buy_ub)
             lot = np.clip(np.asarray(self.vars.lot_sell.value, dtype=float), 0.0, data.lot_ub)
             value = float(self.problem.value) / SCALE
-            return SolveResult(status, name, TradeVec(buy, lot), iters, elapsed, value, fallbacks)
+            trade = TradeVec(buy, lot)
+            if status is SolveStatus.OPTIMAL_INACCURATE and not objective_agrees(
+                self.objective(data, trade), value
+            ):
+                fallbacks.append(
+                    (name, f"status {self.problem.status}: objective disagrees with NumPy")
+                )
+                continue
+            return SolveResult(status, name, trade, iters, elapsed, value, fallbacks)
         return SolveResult(SolveStatus.FAILED, SolverName.HEURISTIC, None, 0, 0.0, None, fallbacks)

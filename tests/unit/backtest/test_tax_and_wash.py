@@ -22,7 +22,6 @@ from rebalancer.backtest.tax import (
     tax_alpha,
     wash_sale_violations,
 )
-from rebalancer.domain.errors import ValidationFailed
 from rebalancer.domain.model import TaxType
 from rebalancer.optimizer import Recommender
 
@@ -209,13 +208,6 @@ def test_the_engine_flags_rule_losses_with_the_domain_definition() -> None:
         assert all((r["gain"] < 0) == expected for r in sold_a)
 
 
-@pytest.mark.xfail(
-    raises=ValidationFailed,
-    strict=True,
-    reason="optimizer regression since 6b6aece: Recommender.analyze raises ValidationFailed "
-    "(solver objective vs NumPy recomputation, relative 1.6e-3) on this two-asset taxable "
-    "request; remove the mark when it is fixed",
-)
 def test_a_loss_sale_blocks_buying_its_group_in_the_next_requests() -> None:
     """As the service does: after A is sold at a loss (withdrawal), the engine's next request
     forbids buying A (``policy.no_buy``) for the wash-sale window."""
