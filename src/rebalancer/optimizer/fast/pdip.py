@@ -55,7 +55,7 @@ class Settings(NamedTuple):
     feas: float = 1e-11
     """Largest violation of a constraint row (fraction of NAV, cones relative to their cap)."""
     max_iter: int = 80
-    mu0: float = 1.0
+    mu0: float = 0.1
     """Starting complementarity (bps of NAV per unit of weight) of a cold start."""
     warm_mu: float = 1e-2
     """Starting complementarity of a warm start."""
