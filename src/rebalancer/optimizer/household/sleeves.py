@@ -35,6 +35,7 @@ from rebalancer.optimizer.engine import Recommender
 from rebalancer.optimizer.enums import Decision, Side
 from rebalancer.optimizer.response_schemas import AnalyzeResponse
 from rebalancer.optimizer.schemas import AnalyzeRequest
+from rebalancer.optimizer.validation import check_request
 
 _QTY_TOL = 1e-6
 
@@ -120,6 +121,10 @@ class SleeveResponse(BaseModel):
 
 def _check(req: SleeveRequest) -> tuple[list[str], np.ndarray, np.ndarray]:
     acct = req.account
+    try:
+        check_request(acct)  # lots, targets and risk model of the account itself
+    except InvalidInput as exc:
+        raise InvalidInput(str(exc), [f"account.{f}" for f in exc.fields] or ["account"]) from exc
     ids = [i.id for i in acct.instruments]
     price = np.array([i.price for i in acct.instruments])
     pooled = np.zeros(len(ids))

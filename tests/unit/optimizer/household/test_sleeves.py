@@ -73,3 +73,14 @@ def test_holdings_must_add_up() -> None:
     with pytest.raises(InvalidInput) as err:
         analyze_sleeves(SleeveRequest.model_validate(bad))
     assert err.value.fields == ["sleeves"]
+
+
+def test_a_lot_of_an_unknown_instrument_is_refused_naming_the_account_field() -> None:
+    """The account part is checked like a single-account request (found by the API fuzzer:
+    a lot of an instrument missing from ``instruments`` was a 500)."""
+    bad = _request().model_dump()
+    bad["account"]["portfolio"]["lots"].append(lot("v1", "V", 10, 50.0))
+    with pytest.raises(InvalidInput) as err:
+        analyze_sleeves(SleeveRequest.model_validate(bad))
+    assert err.value.fields and all(f.startswith("account.") for f in err.value.fields)
+    assert "V" in err.value.detail
