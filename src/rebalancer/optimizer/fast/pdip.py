@@ -16,10 +16,13 @@ the tax of selling an amount is the sorted piecewise-linear function the columns
 method picks the cheapest lots itself and there is no per-lot coupling.
 
 Each iteration solves the condensed Newton system twice with one factorization (predictor and
-Mehrotra corrector) and takes the same step in primal and dual variables (fraction to the
-boundary 0.995). It stops when the primal rows hold to ``feas`` (fraction of NAV), the dual
-residual is below ``dual`` (relative) and the complementarity gap is below ``gap`` bps of NAV.
-No feasible start is needed; an infeasible problem simply does not converge.
+Mehrotra corrector) and takes separate primal and dual steps (fraction to the boundary 0.995);
+a row that holds at ``x`` gets its true value as slack. The stop is a proof: with the dual
+residual moved into the bound duals the Lagrangian is stationary, so ``F(x) - F*`` is at most
+the bound computed in :func:`_step` (bps of NAV). The solve ends when that bound is below
+``Settings.gap``, or once an acceptable iterate (bound below ``Settings.accept``, every row
+within ``feas``) stops improving; it returns the best acceptable iterate. No feasible start is
+needed; an infeasible problem simply does not converge.
 
 All functions are pure, take a dict of padded arrays ``p`` and are jit/vmap friendly; the solve
 is one ``while_loop``.
