@@ -40,7 +40,8 @@ class Reason(enum.StrEnum):
 class SolverName(enum.StrEnum):
     """Steps of the solver fallback chain, in order.
 
-    ``FAST`` is the structure-exploiting JAX interior-point solver (:mod:`rebalancer.optimizer.fast`);
+    ``FAST`` is the structure-exploiting JAX interior-point solver
+    (:mod:`rebalancer.optimizer.fast`);
     the conic solvers after it are the reference and the fallback.
     """
 
