@@ -6,17 +6,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.orders import report_state, row_order_fields
 from rebalancer.adapters.repositories.reference import dumps
 from rebalancer.domain.errors import NotFound
 from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
-from rebalancer.domain.orders import Order, OrderStatus, Side, TimeInForce
+from rebalancer.domain.orders import Order, OrderStatus
 
 Row = sa.Row[Any]
 
@@ -175,26 +175,12 @@ class ExecutionRepository:
 # ---------------------------------------------------------------------- block <-> domain
 def block_from_row(row: Row) -> Order:
     """The block as a domain :class:`Order` (state machine and report bookkeeping reused)."""
-    state = row.state or {}
     return Order(
         order_id=str(row.id),
         recommendation_id=str(row.id),
         account_id=BLOCK_ACCOUNT_ID,
-        instrument=row.instrument,
-        side=Side(row.side),
-        quantity=Decimal(row.quantity),
-        filled_quantity=Decimal(row.filled_quantity),
-        avg_fill_price=row.avg_fill_price,
-        status=OrderStatus(row.status),
-        limit_price=row.limit_price,
-        arrival_price=row.arrival_price,
-        tif=TimeInForce(row.time_in_force),
-        applied_report_ids=list(state.get("applied_report_ids", [])),
-        applied_sequences=[int(x) for x in state.get("applied_sequences", [])],
-        filled_notional=Decimal(str(state.get("filled_notional", "0"))),
-        priced_quantity=Decimal(str(state.get("priced_quantity", "0"))),
-        late_filled_quantity=Decimal(str(state.get("late_filled_quantity", "0"))),
         block_id=str(row.id),
+        **row_order_fields(row),
     )
 
 
@@ -204,13 +190,7 @@ def block_values(block: Order) -> dict[str, Any]:
         "filled_quantity": block.filled_quantity,
         "avg_fill_price": block.avg_fill_price,
         "status": str(block.status),
-        "state": {
-            "applied_report_ids": block.applied_report_ids,
-            "applied_sequences": block.applied_sequences,
-            "filled_notional": str(block.filled_notional),
-            "priced_quantity": str(block.priced_quantity),
-            "late_filled_quantity": str(block.late_filled_quantity),
-        },
+        "state": report_state(block),
     }
 
 

@@ -147,29 +147,48 @@ class OrdersMixin:
 
 
 # ---------------------------------------------------------------------- order <-> row mapping
+def row_order_fields(row: Row) -> dict[str, Any]:
+    """:class:`Order` fields an order row and a block row share: the trade, its progress and the
+    report bookkeeping kept in the ``state`` column (see :func:`report_state`)."""
+    state = row.state or {}
+    return {
+        "instrument": row.instrument,
+        "side": Side(row.side),
+        "quantity": Decimal(row.quantity),
+        "filled_quantity": Decimal(row.filled_quantity),
+        "avg_fill_price": row.avg_fill_price,
+        "status": OrderStatus(row.status),
+        "limit_price": row.limit_price,
+        "arrival_price": row.arrival_price,
+        "tif": TimeInForce(row.time_in_force),
+        "applied_report_ids": list(state.get("applied_report_ids", [])),
+        "applied_sequences": [int(x) for x in state.get("applied_sequences", [])],
+        "filled_notional": Decimal(str(state.get("filled_notional", "0"))),
+        "priced_quantity": Decimal(str(state.get("priced_quantity", "0"))),
+        "late_filled_quantity": Decimal(str(state.get("late_filled_quantity", "0"))),
+    }
+
+
+def report_state(order: Order) -> dict[str, Any]:
+    """The ``state`` column: which reports an order (or block) applied, and its fill notional."""
+    return {
+        "applied_report_ids": order.applied_report_ids,
+        "applied_sequences": order.applied_sequences,
+        "filled_notional": str(order.filled_notional),
+        "priced_quantity": str(order.priced_quantity),
+        "late_filled_quantity": str(order.late_filled_quantity),
+    }
+
+
 def order_from_row(row: Row) -> Order:
     """Rebuild the domain :class:`Order` (with its report bookkeeping) from a stored row."""
-    state = row.state or {}
     return Order(
         order_id=str(row.id),
         recommendation_id=str(row.recommendation_id),
         account_id=row.account_id,
-        instrument=row.instrument,
-        side=Side(row.side),
-        quantity=Decimal(row.quantity),
-        filled_quantity=Decimal(row.filled_quantity),
-        avg_fill_price=row.avg_fill_price,
-        status=OrderStatus(row.status),
         lots=tuple((str(lot["lot_id"]), Decimal(str(lot["quantity"]))) for lot in row.lots),
-        limit_price=row.limit_price,
-        arrival_price=row.arrival_price,
-        tif=TimeInForce(row.time_in_force),
-        applied_report_ids=list(state.get("applied_report_ids", [])),
-        applied_sequences=[int(x) for x in state.get("applied_sequences", [])],
-        filled_notional=Decimal(str(state.get("filled_notional", "0"))),
-        priced_quantity=Decimal(str(state.get("priced_quantity", "0"))),
-        late_filled_quantity=Decimal(str(state.get("late_filled_quantity", "0"))),
         wave=row.wave,
+        **row_order_fields(row),
     )
 
 
@@ -191,11 +210,5 @@ def order_values(order: Order) -> dict[str, Any]:
         "arrival_price": order.arrival_price,
         "lots": [{"lot_id": lot_id, "quantity": str(q)} for lot_id, q in order.lots],
         "wave": order.wave,
-        "state": {
-            "applied_report_ids": order.applied_report_ids,
-            "applied_sequences": order.applied_sequences,
-            "filled_notional": str(order.filled_notional),
-            "priced_quantity": str(order.priced_quantity),
-            "late_filled_quantity": str(order.late_filled_quantity),
-        },
+        "state": report_state(order),
     }
