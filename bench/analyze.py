@@ -22,7 +22,7 @@ import numpy as np
 from bench._report import markdown_table, write_section
 from rebalancer.optimizer import FAST_CHAIN, Recommender
 from rebalancer.optimizer.data import ProblemData, build_data
-from rebalancer.optimizer.engine import _tightened
+from rebalancer.optimizer.engine import tightened
 from rebalancer.optimizer.enums import SolverName
 from rebalancer.optimizer.fast import Bucket, FastSolver
 from rebalancer.optimizer.fast.solver import CACHE_ENV
@@ -149,7 +149,7 @@ def run(n: int, reps: int, naive_reps: int) -> list[list[object]]:
         paths.append(fout.solver.name.value)
         f0 = out.objective_before.total
         gaps.append((f0 - fout.objective.total) / max(f0 - out.objective.total, 1e-300))
-        data = _tightened(build_data(req))
+        data = tightened(build_data(req))
         prob, _ = rec.problem_for(data.shape)
         t = time.perf_counter()
         prob.update(data)
@@ -241,7 +241,7 @@ def batch(accounts: int, n: int, chunk: int, e2e: int) -> list[list[object]]:
     fast = Recommender(solvers=FAST_CHAIN)
     assert fast.fast is not None
     reqs = [make_request(10_000 + s, n) for s in range(accounts)]
-    datas = [_tightened(build_data(r)) for r in reqs]
+    datas = [tightened(build_data(r)) for r in reqs]
     prob, _ = fast.problem_for(datas[0].shape)
     t0 = time.perf_counter()
     fast.fast.compiled(Bucket.of(datas[0].shape), chunk)

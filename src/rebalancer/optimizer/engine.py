@@ -42,7 +42,7 @@ _MAX_ROUNDS = 5
 _RISK_TERMS = (TrackingErrorLimit, VarLimit, StressLimit, SectorRiskShare)
 
 
-def _tightened(data: ProblemData) -> ProblemData:
+def tightened(data: ProblemData) -> ProblemData:
     """Risk limits tightened by the most rounding can move them (so rounding keeps them)."""
     eps = data.lot_size * data.price / (2.0 * data.nav)
     sd_i = np.sqrt((data.factor_load**2).sum(axis=1) + data.specific_sd**2)
@@ -155,7 +155,7 @@ class Recommender:
         check_request(request)
         data = build_data(request)
         prob, hit = self.problem_for(data.shape)
-        return Prepared(request, data, _tightened(data), prob, hit, start)
+        return Prepared(request, data, tightened(data), prob, hit, start)
 
     def _finish(self, prep: Prepared, first: First | None) -> AnalyzeResponse:
         """Solve (``first``: the first solve's result and warm start when it ran already),

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from rebalancer.optimizer.engine import _tightened as tightened
+from rebalancer.optimizer.engine import tightened
 from rebalancer.optimizer.enums import SolverName, SolveStatus
 from rebalancer.optimizer.household.conic import (
     ConicData,

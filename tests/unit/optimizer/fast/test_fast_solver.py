@@ -10,7 +10,7 @@ from test_quality import assert_clean, improvement
 from rebalancer.domain.errors import InfeasibleRebalance
 from rebalancer.optimizer import Recommender, SolverName
 from rebalancer.optimizer.data import build_data
-from rebalancer.optimizer.engine import _tightened
+from rebalancer.optimizer.engine import tightened
 from rebalancer.optimizer.fast import Bucket
 
 
@@ -41,7 +41,7 @@ def test_risk_limits_hold_and_match_the_reference(
     assert te < before.tracking_error_after
     # one convex solve (tightened limits, first round) agrees with Clarabel; the final answers
     # may differ by which wash-sale groups the rounds settle (a non-convex choice)
-    data = _tightened(build_data(req))
+    data = tightened(build_data(req))
     prob = fast_rec.problem_for(data.shape)[0]
     prob.set_relaxed(set())
     prob.update(data)
@@ -97,7 +97,7 @@ def test_one_compiled_function_per_bucket_and_batch_matches_single(
 ) -> None:
     fast = fast_rec.fast
     assert fast is not None
-    datas = [_tightened(build_data(hard_request(s, n))) for s, n in ((20, 50), (21, 60), (22, 64))]
+    datas = [tightened(build_data(hard_request(s, n))) for s, n in ((20, 50), (21, 60), (22, 64))]
     assert len({Bucket.of(d.shape) for d in datas}) == 1
     probs = [fast_rec.problem_for(d.shape)[0] for d in datas]
     singles = []
@@ -126,7 +126,7 @@ def test_one_compiled_function_per_bucket_and_batch_matches_single(
 def test_warm_start_from_the_previous_answer_is_used(fast_rec: Recommender) -> None:
     fast = fast_rec.fast
     assert fast is not None
-    data = _tightened(build_data(hard_request(3, 50)))
+    data = tightened(build_data(hard_request(3, 50)))
     prob = fast_rec.problem_for(data.shape)[0]
     prob.update(data)
     cold = fast.solve(prob, data)
@@ -144,7 +144,7 @@ def test_warm_start_after_a_bound_closes_matches_a_cold_solve(fast_rec: Recommen
     inside the new bounds and reaches the same optimum as a cold start."""
     fast = fast_rec.fast
     assert fast is not None
-    data = _tightened(build_data(hard_request(4, 60)))
+    data = tightened(build_data(hard_request(4, 60)))
     prob = fast_rec.problem_for(data.shape)[0]
     prob.update(data)
     first = fast.solve(prob, data)

@@ -13,7 +13,7 @@ import cvxpy as cp
 import numpy as np
 
 from rebalancer.optimizer.data import BIG
-from rebalancer.optimizer.engine import _tightened as tightened
+from rebalancer.optimizer.engine import tightened
 from rebalancer.optimizer.household.data import HouseholdData
 from rebalancer.optimizer.household.problem import household_te_limit
 

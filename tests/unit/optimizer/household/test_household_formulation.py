@@ -11,7 +11,7 @@ import pytest
 from hh_factory import random_household
 from plain_cvxpy import plain_optimum
 
-from rebalancer.optimizer.engine import _tightened as tightened
+from rebalancer.optimizer.engine import tightened
 from rebalancer.optimizer.household import HouseholdRecommender, HouseholdRequest
 from rebalancer.optimizer.household.data import HouseholdData, build_household, check_household
 from rebalancer.optimizer.household.problem import HouseholdTrade, household_te_limit
