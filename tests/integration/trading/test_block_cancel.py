@@ -66,8 +66,9 @@ def test_cancel_a_block_once_children_follow_and_early_fills_are_allocated(
     block_a, block_b = blocks[book.a], blocks[book.b]
     assert block_a.status == block_b.status == "partially_filled"
 
-    # a child alone cannot be cancelled: the 409 names the block endpoint
-    child = next(o for o in rows(engine, orm.orders, block_id=block_a.id))
+    # a child alone cannot be cancelled: the 409 names the block endpoint (a child whose
+    # allocation is already complete answers "already filled" instead, so pick an open one)
+    child = next(o for o in rows(engine, orm.orders, block_id=block_a.id) if o.status != "filled")
     r = client.post(f"/v1/orders/{child.id}/cancel", headers=ADMIN)
     assert r.status_code == 409, r.text
     assert f"POST /v1/blocks/{block_a.id}/cancel" in r.json()["detail"]
