@@ -278,7 +278,22 @@ recommendations = sa.Table(
     sa.Column("created_at", TS, nullable=False, server_default=_now()),
     sa.Column("approved_at", TS),
     sa.Column("approved_by", sa.Text),
+    # Migration 0004: set by the batch path; ``request`` then holds no "risk_model" key, the full
+    # request is ``request || {"risk_model": risk_models.content}``.
+    sa.Column("risk_model_id", pg.UUID(as_uuid=True), sa.ForeignKey("risk_models.id")),
 )
+
+risk_models = sa.Table(
+    "risk_models",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tenant_id", sa.Text, nullable=False, index=True),
+    sa.Column("as_of", sa.Date, nullable=False),
+    sa.Column("content", pg.JSONB, nullable=False),
+    sa.Column("created_at", TS, nullable=False, server_default=_now()),
+)
+"""A covariance risk model (``CovarianceRiskModel`` JSON) shared by the recommendations of a
+batch; the id is derived from its content (migration 0004)."""
 
 orders = sa.Table(
     "orders",

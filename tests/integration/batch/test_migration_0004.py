@@ -1,0 +1,84 @@
+"""Migration 0004 on a database of its own: ``risk_models`` and ``recommendations.risk_model_id``
+appear; downgrade puts the shared covariance back into every referencing request."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from rebalancer.adapters import migrate
+from rebalancer.adapters.db import make_engine
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def scratch(engine: Any) -> Iterator[sa.Engine]:
+    name = f"mig4_{uuid.uuid4().hex[:8]}"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    eng = make_engine(engine.url.set(database=name).render_as_string(hide_password=False))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _alembic(eng: sa.Engine, fn: Any, revision: str) -> None:
+    cfg = migrate.alembic_config(eng.url.render_as_string(hide_password=False))
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        fn(cfg, revision)
+
+
+def test_migration_0004_up_and_down_restores_the_full_requests(scratch: sa.Engine) -> None:
+    _alembic(scratch, command.upgrade, "0004")
+    assert "risk_models" in sa.inspect(scratch).get_table_names()
+    cols = {c["name"] for c in sa.inspect(scratch).get_columns("recommendations")}
+    assert "risk_model_id" in cols
+    risk_model = {"instruments": ["A", "B"], "covariance": [[0.04, 0.01], [0.01, 0.09]]}
+    shared = {"as_of": "2024-06-28", "instruments": [{"id": "A"}, {"id": "B"}]}
+    live = {**shared, "risk_model": {"instruments": ["A"], "covariance": [[0.01]]}}
+    rm = uuid.uuid4()
+    with scratch.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO tenants (id) VALUES ('t');"
+                "INSERT INTO accounts (id, tenant_id) VALUES ('a', 't');"
+                "INSERT INTO rebalances (id, tenant_id, account_id, status) "
+                "VALUES ('00000000-0000-0000-0000-000000000001', 't', 'a', 'no_trade');"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO risk_models (id, tenant_id, as_of, content) "
+                "VALUES (:id, 't', '2024-06-28', CAST(:c AS jsonb))"
+            ),
+            {"id": rm, "c": json.dumps(risk_model)},
+        )
+        for rec, request, ref in ((1, shared, rm), (2, live, None)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO recommendations (id, rebalance_id, tenant_id, account_id, "
+                    "decision, status, request, response, risk_model_id) VALUES "
+                    "(:id, '00000000-0000-0000-0000-000000000001', 't', 'a', 'no_trade', "
+                    "'no_trade', CAST(:req AS jsonb), '{}', :ref)"
+                ),
+                {"id": uuid.UUID(int=rec), "req": json.dumps(request), "ref": ref},
+            )
+    _alembic(scratch, command.downgrade, "0003")
+    assert "risk_models" not in sa.inspect(scratch).get_table_names()
+    with scratch.connect() as conn:
+        requests = dict(
+            conn.execute(sa.text("SELECT id, request FROM recommendations ORDER BY id")).all()
+        )
+    assert requests[uuid.UUID(int=1)] == {**shared, "risk_model": risk_model}
+    assert requests[uuid.UUID(int=2)] == live
