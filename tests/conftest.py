@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The service's default chain is the JAX fast path, warmed up at API and worker start-up by a
+# background compile of 13-16 s per size bucket. The suite runs the Clarabel chain (set here so
+# that API and worker subprocesses inherit it): no compile competes with the tests on CI's two
+# cores. The tests of the fast chain and its warm-up build it explicitly.
+os.environ.setdefault("REBALANCER_SOLVER_CHAIN", "clarabel")
 
 
 def unique(prefix: str) -> str:

@@ -9,6 +9,7 @@ never logged or rendered in ``repr``.
 from __future__ import annotations
 
 import enum
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +24,20 @@ class Scope(enum.StrEnum):
     TRADE = "trade"
     APPROVE = "approve"
     ADMIN = "admin"
+
+
+class SolverChain(enum.StrEnum):
+    """Solver chain of the service's recommendations (``REBALANCER_SOLVER_CHAIN``)."""
+
+    FAST = "fast"
+    """The JAX fast path first, then Clarabel, SCS and the heuristic. A request whose size
+    bucket is not compiled yet never waits: Clarabel answers it at once (``solver.fallbacks``
+    says "fast path compiling bucket ...") and the bucket compiles in the background."""
+    CLARABEL = "clarabel"
+    """CVXPY + Clarabel first (the reference), no JAX in the process."""
+
+
+_BUCKET = re.compile(r"^\d+x\d+x\d+(x\d+x\d+)?(\+cones)?$")
 
 
 class ApiKeySpec(BaseModel):
@@ -51,6 +66,17 @@ class Settings(BaseSettings):
     jwt_secret
         HMAC secret for JWT bearer tokens (claims ``sub``, ``tenant``, ``scopes``); ``None``
         disables JWT.
+    solver_chain
+        Solver chain of the API's analyses and the stored rebalances (see
+        :class:`SolverChain`).
+    warm_buckets
+        Fast-path size buckets compiled in a background thread at API and worker start-up,
+        comma-separated ``instruments x lots per instrument x factors`` (rounded up to
+        buckets; ``x scenarios x sectors`` and ``+cones`` optional; empty: none), see
+        docs/optimizer.md.
+    warm_recent
+        Also warm up to this many buckets that requests had to compile in earlier runs
+        (remembered in the JAX cache directory; 0: off).
     """
 
     model_config = SettingsConfigDict(
@@ -78,6 +104,25 @@ class Settings(BaseSettings):
     """Automatic follow-ups per original rebalance when it ends partly done (0: off)."""
     settlement_overdue_grace_business_days: int = Field(default=1, ge=0)
     """Business days after a fill's expected settlement date before ``settlement_overdue``."""
+    solver_chain: SolverChain = SolverChain.FAST
+    warm_buckets: str = "64x4x12,512x4x12"
+    warm_recent: int = Field(default=4, ge=0)
+
+    @field_validator("solver_chain", mode="before")
+    @classmethod
+    def _chain(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("warm_buckets")
+    @classmethod
+    def _buckets(cls, v: str) -> str:
+        items = [x.strip().lower().replace(" ", "") for x in v.split(",") if x.strip()]
+        for item in items:
+            if not _BUCKET.match(item):
+                raise ValueError(
+                    f"warm bucket {item!r}: write instruments x lots x factors, e.g. 512x4x12"
+                )
+        return ",".join(items)
 
     @field_validator("data_dir")
     @classmethod

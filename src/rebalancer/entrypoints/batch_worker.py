@@ -115,7 +115,11 @@ def make_engine(solver: BatchSolver) -> Any:
     """A :class:`~rebalancer.optimizer.Recommender` with the chain of ``solver``."""
     from rebalancer.optimizer.engine import DEFAULT_CHAIN, FAST_CHAIN, Recommender
 
-    return Recommender(solvers=FAST_CHAIN if solver is BatchSolver.FAST else DEFAULT_CHAIN)
+    if solver is BatchSolver.FAST:  # the process's fast solver: shares the warmed-up buckets
+        from rebalancer.optimizer.fast.solver import shared_fast_solver
+
+        return Recommender(solvers=FAST_CHAIN, fast=shared_fast_solver())
+    return Recommender(solvers=DEFAULT_CHAIN)
 
 
 class BatchConsumerLoop:
@@ -162,6 +166,7 @@ class BatchConsumerLoop:
         self._optimizer: Any = None
         self._stop = threading.Event()
         single_threaded_blas()
+        rt.start_warmup()  # worker start-up: the fast path's buckets compile in the background
         self._own_subscriber = subscriber is None
         self.subscriber = subscriber or SharedSubscriber(rt.infra.pulsar_url, rt.settings.data_dir)
         self.consumer = self.subscriber.subscribe(

@@ -74,6 +74,12 @@ class Recommender:
     fast
         The fast-path solver used when ``solvers`` contains :attr:`SolverName.FAST` (one is
         created when omitted; share one to share its compiled functions).
+    wait_for_compile
+        Whether a request may wait for the fast path to compile its size bucket (13-16 s
+        cold). ``False`` (the service): a bucket not compiled yet is queued for a background
+        compile and the rest of the chain answers at once, with the reason in
+        ``solver.fallbacks``; ``analyze_many`` then solves one account at a time (each batch
+        size would compile too).
     """
 
     def __init__(
@@ -81,9 +87,11 @@ class Recommender:
         solvers: tuple[SolverName, ...] = DEFAULT_CHAIN,
         cache_size: int = 32,
         fast: FastSolver | None = None,
+        wait_for_compile: bool = True,
     ) -> None:
         self.solvers = tuple(solvers)
         self.cache_size = cache_size
+        self.wait_for_compile = wait_for_compile
         self._cache: OrderedDict[Shape, CompiledProblem] = OrderedDict()
         if fast is None and SolverName.FAST in self.solvers:
             from rebalancer.optimizer.fast.solver import FastSolver
@@ -140,7 +148,8 @@ class Recommender:
                 out[j] = exc
         firsts: dict[int, First] = {}
         fast_first = self.solvers[:1] == (SolverName.FAST,)
-        if batched and self.fast is not None and fast_first and len(preps) > 1:
+        batchable = batched and self.wait_for_compile and len(preps) > 1
+        if batchable and self.fast is not None and fast_first:
             firsts = first_solves(self.fast, self.solvers, preps)
         for j, prep in preps.items():
             try:
@@ -264,7 +273,8 @@ class Recommender:
         """Solve (or take ``first``, the first solve already run on ``data``), then re-solve
         to settle wash-sale conflicts and sector risk budgets."""
         prob.update(data)
-        res = first if first is not None else prob.solve(data, self.solvers, self.fast)
+        wait = self.wait_for_compile
+        res = first if first is not None else prob.solve(data, self.solvers, self.fast, wait)
         solves = 1
         for _ in range(_MAX_ROUNDS):
             if res.trade is None:
@@ -281,12 +291,12 @@ class Recommender:
             if not changed:
                 break
             prob.update(data)
-            res = prob.solve(data, self.solvers, self.fast)
+            res = prob.solve(data, self.solvers, self.fast, wait)
             solves += 1
         if res.trade is not None and prob.wash.conflicts(data, res.trade, _WASH_TOL):
             wash.fix_directions(data, res.trade, _WASH_TOL)
             prob.update(data)
-            res = prob.solve(data, self.solvers, self.fast)
+            res = prob.solve(data, self.solvers, self.fast, wait)
             solves += 1
         return res, solves
 

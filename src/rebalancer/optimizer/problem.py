@@ -160,11 +160,14 @@ class CompiledProblem:
         data: ProblemData,
         chain: tuple[SolverName, ...],
         fast: FastSolver | None = None,
+        wait: bool = True,
     ) -> SolveResult:
         """Solve with the first solver of ``chain`` that answers; record every fallback.
 
         :attr:`SolverName.FAST` runs ``fast`` on the same parameter values; it answers only
-        with a converged answer that passes the NumPy checks, else the chain goes on.
+        with a converged answer that passes the NumPy checks, else the chain goes on. With
+        ``wait=False`` it never waits for a compile: a bucket not compiled yet falls back
+        ("fast path compiling bucket ...") and is compiled in the background.
         """
         fallbacks: list[tuple[SolverName, str]] = []
         for name in chain:
@@ -174,7 +177,7 @@ class CompiledProblem:
                 if fast is None:
                     fallbacks.append((name, "no fast solver configured"))
                     continue
-                out = fast.solve(self, data, self.fast_warm)
+                out = fast.solve(self, data, self.fast_warm, wait=wait)
                 if out.trade is None:
                     fallbacks.append((name, out.reason))
                     continue

@@ -13,6 +13,9 @@ OpenAPI is served at ``/openapi.json`` with interactive docs at ``/docs``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from rebalancer.bootstrap import Runtime
@@ -79,12 +82,21 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None) -> FastAPI
     """
     import rebalancer
 
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # the fast path's buckets compile on a background thread (requests of a bucket not
+        # compiled yet are answered by Clarabel meanwhile); then the GC freezes long-lived
+        # objects (docs/optimizer.md, "Warm-up")
+        runtime.start_warmup()
+        yield
+
     s = settings or runtime.settings
     app = FastAPI(
         title="rebalancer",
         version=getattr(rebalancer, "__version__", "0"),
         description=DESCRIPTION,
         openapi_tags=OPENAPI_TAGS,
+        lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.authenticator = Authenticator(s, runtime.engine)

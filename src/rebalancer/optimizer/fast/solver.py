@@ -9,11 +9,20 @@ NumPy terms that re-check every answer. Anything short of a converged answer (pr
 ``Settings.accept`` bps of the optimum) that passes the checks and whose objective matches the
 NumPy recomputation is reported as a failure with the reason, so the engine falls back to the
 conic solver.
+
+A service must never make a request wait for a compile (13-16 s cold per bucket, about 1 s
+from the persistent cache): :meth:`FastSolver.ready` tells whether a bucket is compiled in
+memory, :meth:`FastSolver.compile_later` queues a compile on the solver's background thread,
+and ``solve(..., wait=False)`` answers "fast path compiling bucket ..." (so the engine falls back
+to the conic chain at once) and queues the bucket. :mod:`rebalancer.optimizer.warmup` compiles
+the configured buckets at start-up the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +33,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import structlog
 
 from rebalancer.optimizer.data import ProblemData
 from rebalancer.optimizer.fast import barrier, start
@@ -39,6 +49,8 @@ from rebalancer.optimizer.fast.pdip import Settings, Solution, solve_padded
 from rebalancer.optimizer.terms.base import Arr, Check, TradeVec
 from rebalancer.optimizer.terms.constraints import WashSale
 from rebalancer.optimizer.terms.risk import SectorRiskShare
+
+log = structlog.get_logger(__name__)
 
 _OBJ_RTOL, _OBJ_ATOL = 1e-6, 1e-9
 _WARM_T_FACTOR = 1e-3
@@ -79,6 +91,21 @@ def enable_compile_cache(path: Path | None) -> Path | None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)  # type: ignore[no-untyped-call]
         _cache_dir = path
         return path
+
+
+def bucket_label(bucket: Bucket, cones: bool = False) -> str:
+    """``NxLxF`` (instruments x lots per instrument x factors, padded), then ``xSxJ`` when
+    there is more than one stress-scenario or sector row, then ``+cones`` for the barrier path
+    (tracking-error or VaR limits); :func:`rebalancer.optimizer.warmup.parse_bucket` reads it
+    back."""
+    out = f"{bucket.n}x{bucket.lots}x{bucket.factors}"
+    if bucket.scenarios > 1 or bucket.sectors > 1:
+        out += f"x{bucket.scenarios}x{bucket.sectors}"
+    return out + ("+cones" if cones else "")
+
+
+Key = tuple[Bucket, bool]
+"""A compiled single-problem function: its bucket and whether it is the barrier path."""
 
 
 @dataclass(slots=True)
@@ -138,6 +165,28 @@ def _barrier_spec(b: Bucket, batch: int | None) -> tuple[dict[str, Any], Any, An
     for key in ("gamma", "room", "turn", "te_on", "te2", "var_on", "var2", "nbar"):
         p[key] = s()
     return p, s(b.n, K1), s(), s()
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at a lower CPU priority (Linux: per-thread nice 10), so a
+    background compile yields the cores to requests; a no-op where not allowed."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+_shared: FastSolver | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_fast_solver(compile_cache: Path | bool | None = True) -> FastSolver:
+    """The process-wide :class:`FastSolver` with default settings (created on first use with
+    ``compile_cache``), so the service's recommenders, the batch worker and the warm-up share
+    one set of compiled buckets."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = FastSolver(compile_cache=compile_cache)
+        return _shared
 
 
 def _from_barrier(sol: start.Solution) -> tuple[Solution, str]:
@@ -208,22 +257,124 @@ class FastSolver:
         """Compile time (ms) of each bucket and batch size (0: single problem)."""
         self.barrier_compile_ms: dict[tuple[Bucket, int], float] = {}
         """The same for the barrier path."""
+        self._inflight: dict[tuple[Bucket, int, bool], threading.Event] = {}
+        self._queue: queue.Queue[Key] = queue.Queue()
+        self._queued: dict[Key, None] = {}
+        self._worker: threading.Thread | None = None
+        self.on_miss: Callable[[Bucket, bool], None] | None = None
+        """Called (in the request's thread) when ``solve(..., wait=False)`` finds its bucket
+        not compiled and queues it."""
+        self.on_idle: Callable[[], None] | None = None
+        """Called in the background compile thread each time its queue runs empty after a
+        compile (the warm-up freezes the garbage collector's long-lived objects there)."""
+
+    def ready(self, bucket: Bucket, cones: bool = False, batch: int = 0) -> bool:
+        """Whether the solve of ``bucket`` (the barrier path when ``cones``; batched when
+        ``batch`` > 0) is compiled in memory, so a solve starts at once. Never compiles."""
+        with self._lock:
+            return (bucket, batch) in (self._barrier if cones else self._cache)
+
+    def compiling(self) -> list[str]:
+        """Labels (:func:`bucket_label`) of the buckets queued or being compiled in the
+        background, in queue order."""
+        with self._lock:
+            return [bucket_label(b, c) for b, c in self._queued]
+
+    def compile_later(self, bucket: Bucket, cones: bool = False) -> bool:
+        """Queue the single-problem solve of ``bucket`` for compiling on this solver's
+        background thread (one thread per solver, started on first use, at a lower CPU
+        priority where the OS allows). Returns whether it was queued now (False: compiled or
+        queued already)."""
+        key = (bucket, cones)
+        with self._lock:
+            if key in self._queued or (bucket, 0) in (self._barrier if cones else self._cache):
+                return False
+            self._queued[key] = None
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._compile_loop, name="fast-compile", daemon=True
+                )
+                self._worker.start()
+        self._queue.put(key)
+        return True
+
+    def wait_ready(self, bucket: Bucket, cones: bool = False, timeout: float | None = None) -> bool:
+        """Wait until ``bucket`` is compiled (queued or compiling elsewhere); returns
+        :meth:`ready`. Does not queue it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.ready(bucket, cones):
+            with self._lock:
+                event = self._inflight.get((bucket, 0, cones))
+                queued = (bucket, cones) in self._queued
+            if event is None and not queued:
+                return False
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            if event is not None:
+                event.wait(left)
+            else:
+                time.sleep(0.05 if left is None else min(0.05, left))
+        return True
+
+    def _compile_loop(self) -> None:
+        _lower_priority()
+        while True:
+            key = self._queue.get()
+            try:
+                _, ms = self.compiled(key[0], 0, key[1])
+                log.info("fast.compiled", bucket=bucket_label(*key), ms=round(ms))
+            except Exception:  # logged; a request of this bucket queues it again
+                log.exception("fast.compile_failed", bucket=bucket_label(*key))
+            finally:
+                with self._lock:
+                    self._queued.pop(key, None)
+                    idle = not self._queued
+            if idle and self.on_idle is not None:
+                try:
+                    self.on_idle()
+                except Exception:
+                    log.exception("fast.on_idle_failed")
 
     def compiled(
         self, bucket: Bucket, batch: int = 0, cones: bool = False
     ) -> tuple[Callable[..., Any], float]:
         """The compiled solve of ``bucket`` (batched when ``batch`` > 0; the barrier path when
         ``cones``) and the compile time in ms spent now (0.0 on an in-memory hit; a load from
-        the persistent cache is counted and is much shorter than a compile)."""
+        the persistent cache is counted and is much shorter than a compile; waiting for the
+        same compile running in another thread counts as well). One compile per bucket even
+        when several threads ask at once."""
         key = (bucket, batch)
         cache, times = (
             (self._barrier, self.barrier_compile_ms) if cones else (self._cache, self.compile_ms)
         )
-        with self._lock:
-            fn = cache.get(key)
-            if fn is not None:
-                cache.move_to_end(key)
-                return fn, 0.0
+        t0 = time.perf_counter()
+        while True:
+            with self._lock:
+                fn = cache.get(key)
+                if fn is not None:
+                    cache.move_to_end(key)
+                    waited = (time.perf_counter() - t0) * 1e3
+                    return fn, waited if waited > 1.0 else 0.0
+                event = self._inflight.get((bucket, batch, cones))
+                if event is None:
+                    event = self._inflight[(bucket, batch, cones)] = threading.Event()
+                    break
+            event.wait()
+        try:
+            fn, ms = self._compile(bucket, batch, cones)
+            with self._lock:
+                cache[key] = fn
+                times[key] = ms
+                while len(cache) > self.cache_size:
+                    cache.popitem(last=False)
+        finally:
+            with self._lock:
+                del self._inflight[(bucket, batch, cones)]
+            event.set()
+        return fn, ms
+
+    def _compile(self, bucket: Bucket, batch: int, cones: bool) -> tuple[Callable[..., Any], float]:
         cfg, bcfg = self.settings, self.barrier_settings
 
         def one(p: Any, warm: Any, use: Any) -> Solution:
@@ -238,27 +389,30 @@ class FastSolver:
         spec = _barrier_spec(bucket, batch or None) if cones else _spec(bucket, batch or None)
         t0 = time.perf_counter()
         fn = jax.jit(target).lower(*spec).compile()
-        ms = (time.perf_counter() - t0) * 1e3
-        with self._lock:
-            cache[key] = fn
-            times[key] = ms
-            while len(cache) > self.cache_size:
-                cache.popitem(last=False)
-        return fn, ms
+        return fn, (time.perf_counter() - t0) * 1e3
 
     def solve(
         self,
         prob: Any,
         data: ProblemData,
         warm: tuple[TradeVec, float] | None = None,
+        wait: bool = True,
     ) -> FastOutcome:
         """Solve the problem ``prob`` holds for ``data`` (after ``prob.update(data)``).
 
         ``warm`` is a previous answer of the same account and its ``t_final``; the method
-        starts from it, moved strictly inside this problem's bounds.
+        starts from it, moved strictly inside this problem's bounds. With ``wait=False`` a
+        bucket that is not compiled yet is not compiled here: it is queued
+        (:meth:`compile_later`) and the outcome fails at once with the reason
+        ``fast path compiling bucket <label>``, so the caller's fallback answers.
         """
         p, bucket = assemble(prob, data)
         cones = has_cones(p)
+        if not wait and not self.ready(bucket, cones):
+            if self.compile_later(bucket, cones) and self.on_miss is not None:
+                self.on_miss(bucket, cones)
+            reason = f"fast path compiling bucket {bucket_label(bucket, cones)}"
+            return FastOutcome(None, reason, 0, 0.0, 0.0, None, 0.0, False)
         fn, compile_ms = self.compiled(bucket, 0, cones)
         use = 0.0
         xw = np.zeros((bucket.lots + 1, bucket.n))
