@@ -112,6 +112,61 @@ def _blocked_buys(
     return [i for i in ids if instruments[i].group in groups]
 
 
+@dataclass(frozen=True, slots=True)
+class MarketInputs:
+    """The part of a request that depends only on the instruments and the market data.
+
+    Every account holding or targeting the same instruments at the same ``as_of`` gets the same
+    instrument entries and risk model, so a batch builds them once per instrument set instead of
+    once per account (the covariance estimate and its 2,500 floats for 50 instruments were most
+    of the per-account build time).
+    """
+
+    ids: tuple[str, ...]
+    """Sorted instrument ids, the risk model's row/column order."""
+    instruments: tuple[InstrumentIn, ...]
+    """One entry per id (prices currency per share, ADV shares per day)."""
+    risk_model: CovarianceRiskModel
+    """Covariance of annual returns (fraction^2 per year) of ``ids``."""
+
+
+def market_inputs(
+    ids: Sequence[str],
+    instruments: Mapping[str, Instrument],
+    quotes: Mapping[str, Quote],
+    closes: Mapping[str, Sequence[float]],
+    *,
+    risk_model: CovarianceRiskModel | None = None,
+) -> MarketInputs:
+    """The instrument entries and the risk model of ``ids`` (sorted, every one priced).
+
+    ``risk_model`` reuses a covariance estimated before for the same ids, closes and daily
+    volatilities (a batch worker keeps them across chunks); it is estimated from ``closes`` when
+    omitted.
+    """
+    id_set = set(ids)
+    if risk_model is None:
+        vols = {i: quotes[i].daily_volatility for i in ids}
+        cov = estimate_covariance(ids, {i: closes.get(i, ()) for i in ids}, vols)
+        risk_model = CovarianceRiskModel(instruments=list(ids), covariance=cov.tolist())
+    entries = tuple(
+        InstrumentIn(
+            id=i,
+            price=float(quotes[i].price),
+            adv_shares=quotes[i].adv_shares or DEFAULT_ADV_SHARES,
+            daily_volatility=quotes[i].daily_volatility or DEFAULT_DAILY_VOL,
+            half_spread_bps=quotes[i].half_spread_bps or DEFAULT_HALF_SPREAD_BPS,
+            sector=instruments[i].sector,
+            asset_class=instruments[i].asset_class,
+            lot_size=instruments[i].lot_size,
+            wash_sale_group=instruments[i].wash_sale_group,
+            substitutes=[s for s in instruments[i].substitutes if s in id_set],
+        )
+        for i in ids
+    )
+    return MarketInputs(tuple(ids), entries, risk_model)
+
+
 def make_request(
     account: Account,
     models: Mapping[str, ModelPortfolio],
@@ -123,6 +178,7 @@ def make_request(
     *,
     recent_buys: Sequence[RecentBuy] = (),
     recent_loss_sales: Sequence[LossSale] = (),
+    market: MarketInputs | None = None,
 ) -> AnalyzeRequest:
     """The optimizer request for ``account`` at ``as_of``.
 
@@ -148,6 +204,10 @@ def make_request(
     recent_loss_sales
         Loss sales of the last ``policy.wash_sale_days``: buys of their wash-sale group are
         forbidden (added to ``policy.no_buy``), so a loss sale is never washed afterwards.
+    market
+        :func:`market_inputs` built before from the same ``instruments``, ``quotes`` and
+        ``closes``; used when its ids are exactly the account's (else built here). The request
+        is the same either way.
 
     Raises
     ------
@@ -160,8 +220,8 @@ def make_request(
         raise InvalidInput(
             f"no price for {', '.join(missing)}; publish market data for it first", ["instruments"]
         )
-    vols = {i: quotes[i].daily_volatility for i in ids}
-    cov = estimate_covariance(ids, {i: closes.get(i, ()) for i in ids}, vols)
+    if market is None or market.ids != tuple(ids):
+        market = market_inputs(ids, instruments, quotes, closes)
     blocked = _blocked_buys(instruments, ids, recent_loss_sales, as_of, policy.wash_sale_days)
     if blocked:
         policy = policy.model_copy(update={"no_buy": sorted({*policy.no_buy, *blocked})})
@@ -185,21 +245,7 @@ def make_request(
         ),
         recent_buys=[b for b in recent_buys if b.instrument in id_set],
         targets={k: float(v) for k, v in targets.items() if v > 0 or k == CASH},
-        instruments=[
-            InstrumentIn(
-                id=i,
-                price=float(quotes[i].price),
-                adv_shares=quotes[i].adv_shares or DEFAULT_ADV_SHARES,
-                daily_volatility=quotes[i].daily_volatility or DEFAULT_DAILY_VOL,
-                half_spread_bps=quotes[i].half_spread_bps or DEFAULT_HALF_SPREAD_BPS,
-                sector=instruments[i].sector,
-                asset_class=instruments[i].asset_class,
-                lot_size=instruments[i].lot_size,
-                wash_sale_group=instruments[i].wash_sale_group,
-                substitutes=[s for s in instruments[i].substitutes if s in id_set],
-            )
-            for i in ids
-        ],
-        risk_model=CovarianceRiskModel(instruments=ids, covariance=cov.tolist()),
+        instruments=list(market.instruments),
+        risk_model=market.risk_model,
         policy=policy,
     )

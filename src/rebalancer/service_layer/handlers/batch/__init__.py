@@ -1,0 +1,51 @@
+"""Batch rebalance: rebalance every account following a model (after a model change).
+
+Fan-out (:func:`start_batch`, one transaction, module ``fanout``): lock the model's followers,
+open one ``requested`` rebalance per account (or join the account's rebalance that is still
+``requested``; accounts whose open rebalance is further along are *skipped* and counted), and
+queue one ``rebalance_triggered`` v1 event per account on the dedicated topic
+:data:`BATCH_TOPIC`, all with multi-row inserts. The outbox relay publishes them to Pulsar.
+
+Work (:func:`recommend_chunk`, module ``chunk``): any number of worker processes consume that
+topic on one Shared subscription and take the messages in chunks. A chunk is handled in one
+transaction: one set-based read (the accounts with their lots, cash and sleeves locked and
+loaded by one statement, then models, instruments and quotes for the whole chunk; closes are
+cached per worker), one build (instrument entries and the covariance once per instrument set,
+module ``inputs``), one ``analyze_many`` call and one bulk write (module ``store``: the
+covariance once per content in ``risk_models``, ``COPY`` of the recommendations referencing it,
+multi-row statements). Each result is written once: the rebalance rows are locked and only
+those still ``requested`` are computed, and event ids are recorded in ``processed_events`` in
+the same transaction. A worker that dies mid-chunk commits nothing; Pulsar redelivers its
+unacknowledged messages to the other workers.
+"""
+
+from rebalancer.service_layer.handlers.batch.chunk import (
+    AnalysisCrashedError,
+    ChunkResult,
+    recommend_chunk,
+    solve_all,
+)
+from rebalancer.service_layer.handlers.batch.fanout import (
+    BATCH_CONSUMER,
+    BATCH_TOPIC,
+    BatchStarted,
+    batch_progress,
+    start_batch,
+    status_event,
+)
+from rebalancer.service_layer.handlers.batch.inputs import CLOSES_TTL_S, cached_closes
+
+__all__ = [
+    "BATCH_CONSUMER",
+    "BATCH_TOPIC",
+    "CLOSES_TTL_S",
+    "AnalysisCrashedError",
+    "BatchStarted",
+    "ChunkResult",
+    "batch_progress",
+    "cached_closes",
+    "recommend_chunk",
+    "solve_all",
+    "start_batch",
+    "status_event",
+]

@@ -1,0 +1,127 @@
+"""Shared inputs of a batch: the covariance is estimated once per instrument set, stored once
+(``risk_models``, migration 0004) and referenced by each recommendation; the stored request
+still reads back whole, and a batch recommendation is read and approved over the API."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from batchhelpers import load_book
+from fastapi.testclient import TestClient
+from test_batch_service import _items
+
+from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.batch_results import full_request, stored_request
+from rebalancer.analytics.requests import involved_instruments, make_request
+from rebalancer.optimizer import Recommender
+from rebalancer.optimizer.schemas import AnalyzeRequest
+from rebalancer.service_layer.handlers.batch import inputs, recommend_chunk, start_batch
+from rebalancer.service_layer.handlers.recommending import default_policy
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+TENANT = "tenant-a"
+ADMIN = {"X-API-Key": "test-admin-key"}
+READ = {"X-API-Key": "test-read-key"}
+
+
+@pytest.fixture(scope="module")
+def client(runtime: Any) -> Iterator[TestClient]:
+    from rebalancer.entrypoints.api import create_app
+
+    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
+        yield c
+
+
+def _batch_recommendations(engine: sa.Engine, batch_id: uuid.UUID) -> list[Any]:
+    r, rec = orm.recommendations, orm.rebalances
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(r.c.id, r.c.account_id, r.c.status, r.c.request, r.c.risk_model_id)
+                .join(rec, rec.c.id == r.c.rebalance_id)
+                .where(rec.c.batch_id == batch_id)
+            ).all()
+        )
+
+
+def _run_batch(engine: sa.Engine, n_accounts: int, chunks: int) -> tuple[Any, uuid.UUID]:
+    book, _ = load_book(engine, n_accounts, n_instruments=6)
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    items = _items(engine, batch.batch_id)
+    size = -(-len(items) // chunks)
+    solver = Recommender()
+    for k in range(0, len(items), size):
+        inputs._stored.clear()  # each chunk as if from a fresh worker process
+        with UnitOfWork(engine, TENANT) as uow:
+            res = recommend_chunk(uow, solver, items[k : k + size])
+        assert not res.failed
+    return book, batch.batch_id
+
+
+def test_one_risk_model_is_stored_per_batch_and_requests_read_back_as_solved(
+    runtime: Any,
+) -> None:
+    engine = runtime.engine
+    book, batch_id = _run_batch(engine, 6, chunks=3)
+    recs = _batch_recommendations(engine, batch_id)
+    assert len(recs) == 6
+    assert all("risk_model" not in r.request for r in recs)
+    assert len({r.risk_model_id for r in recs}) == 1 and recs[0].risk_model_id is not None
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(sa.func.count()).where(orm.risk_models.c.id == recs[0].risk_model_id)
+        ).scalar_one()
+        full = {r.id: stored_request(conn, r.id) for r in recs}
+    assert stored == 1  # three chunks, each "a new process", one row
+    # the stored request is the one a single-account build gives for the same state
+    with UnitOfWork(engine, TENANT) as uow:
+        accounts = {a.id: a for a in uow.accounts.get_many([a[0] for a in book.accounts])}
+        mids = {s.model_id for a in accounts.values() for s in a.sleeves}
+        models = {k: m.model for k, m in uow.models.get_many(mids).items()}
+        ids = sorted({i for a in accounts.values() for i in involved_instruments(a, models)[1]})
+        instruments, quotes = uow.instruments.get_many(ids), uow.market.latest(ids)
+        as_of, closes = uow.market.as_of() or date.today(), uow.market.closes(ids)
+    policy = default_policy()
+    for r in recs:
+        alone = make_request(
+            accounts[r.account_id], models, instruments, quotes, closes, as_of, policy
+        )
+        assert AnalyzeRequest.model_validate(full[r.id]) == alone
+
+
+def test_full_request_leaves_a_request_without_a_reference_untouched(runtime: Any) -> None:
+    engine = runtime.engine
+    _, batch_id = _run_batch(engine, 2, chunks=1)
+    rec = _batch_recommendations(engine, batch_id)[0]
+    r = orm.recommendations
+    with engine.begin() as conn:
+        whole = stored_request(conn, rec.id)
+        conn.execute(sa.update(r).where(r.c.id == rec.id).values(request=whole, risk_model_id=None))
+        again = conn.execute(sa.select(full_request()).where(r.c.id == rec.id)).scalar_one()
+    assert again == whole and "risk_model" in again
+
+
+def test_a_batch_recommendation_is_shown_and_approved_into_orders(
+    runtime: Any, client: TestClient
+) -> None:
+    _, batch_id = _run_batch(runtime.engine, 8, chunks=2)
+    pending = [r for r in _batch_recommendations(runtime.engine, batch_id)]
+    pending = [r for r in pending if r.status == "pending_approval"]
+    assert pending, "the synthetic book should need trades somewhere"
+    rec = pending[0]
+    view = client.get(f"/v1/recommendations/{rec.id}", headers=READ)
+    assert view.status_code == 200, view.text
+    trades = [t for t in view.json()["analysis"]["trades"] if float(t["quantity"]) > 0]
+    assert trades
+    approved = client.post(f"/v1/recommendations/{rec.id}/approve", headers=ADMIN)
+    assert approved.status_code == 200, approved.text
+    orders = approved.json()["orders"]
+    assert {o["instrument"] for o in orders} <= {t["instrument"] for t in trades}
+    assert len(orders) >= 1
