@@ -89,7 +89,7 @@ def make_recommender(settings: Settings, fast: Any = None) -> Any:
     """
     from rebalancer.optimizer import DEFAULT_CHAIN, FAST_CHAIN, Recommender
 
-    if settings.solver_chain is SolverChain.FAST and fast is not None:
+    if settings.solver_chain == SolverChain.FAST and fast is not None:
         return Recommender(solvers=FAST_CHAIN, fast=fast, wait_for_compile=False)
     return Recommender(solvers=DEFAULT_CHAIN)
 
@@ -117,7 +117,7 @@ class Runtime:
     @property
     def fast_solver(self) -> Any:
         """The fast solver of this process (``None`` with the Clarabel chain: no JAX)."""
-        if self.settings.solver_chain is not SolverChain.FAST:
+        if self.settings.solver_chain != SolverChain.FAST:
             return None
         with self._lock:
             if self.fast is None:

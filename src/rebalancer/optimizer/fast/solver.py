@@ -278,7 +278,11 @@ class FastSolver:
         """Labels (:func:`bucket_label`) of the buckets queued or being compiled in the
         background, in queue order."""
         with self._lock:
-            return [bucket_label(b, c) for b, c in self._queued]
+            return [
+                bucket_label(b, c)
+                for b, c in self._queued
+                if (b, 0) not in (self._barrier if c else self._cache)
+            ]
 
     def compile_later(self, bucket: Bucket, cones: bool = False) -> bool:
         """Queue the single-problem solve of ``bucket`` for compiling on this solver's

@@ -1,0 +1,130 @@
+"""POST /v1/analyze with the fast chain (the service's default): a request never waits for a
+compile. A bucket not compiled yet is answered by Clarabel at once with the reason, and
+compiled in the background; the warm-up at start-up compiles the configured buckets first.
+
+Real runtime, app, lifespan and compiles. The suite's own settings run the Clarabel chain
+(tests/conftest.py), so these tests build fast-chain runtimes on the same servers. Bucket
+64x4x12 is the one the fast path's tests use, so the persistent compilation cache spares all
+but one cold compile of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from apihelpers import READ, ok
+from fastapi.testclient import TestClient
+
+pytestmark = pytest.mark.integration
+
+COMPILE_TIMEOUT_S = 600.0
+
+
+def account(seed: int, gains_only: bool = False, n: int = 50, k: int = 10) -> dict[str, Any]:
+    """JSON of an account of 50 instruments, 4 lots each, a 10-factor risk model (bucket
+    64x4x12). ``gains_only``: no loss lot, so the answer is one solve (no wash-sale round)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"S{j:04d}" for j in range(n)]
+    price = rng.uniform(10, 300, n)
+    w = rng.dirichlet(np.ones(n)) * 0.97
+    as_of = date(2024, 6, 28)
+    lots = [
+        {
+            "lot_id": f"L{j}_{m}",
+            "instrument": ids[j],
+            "quantity": float(max(1.0, np.floor(w[j] * 1e7 / price[j] / 4))),
+            "cost_basis": float(price[j] * rng.uniform(0.6, 0.95 if gains_only else 1.2)),
+            "acquired": (as_of - timedelta(days=int(rng.integers(40, 1500)))).isoformat(),
+        }
+        for j in range(n)
+        for m in range(4)
+    ]
+    tgt = w * np.exp(rng.normal(0, 0.2, n))
+    tgt = tgt / tgt.sum() * 0.98
+    targets = {ids[j]: float(tgt[j]) for j in range(n)}
+    targets["CASH"] = 1.0 - float(sum(targets.values()))
+    return {
+        "as_of": as_of.isoformat(),
+        "portfolio": {"cash": 3e5, "lots": lots},
+        "targets": targets,
+        "instruments": [
+            {
+                "id": ids[j],
+                "price": float(price[j]),
+                "adv_shares": float(rng.uniform(2e5, 5e6)),
+                "daily_volatility": float(rng.uniform(0.01, 0.03)),
+                "half_spread_bps": float(rng.uniform(1, 10)),
+                "sector": f"sector{j % 11}",
+            }
+            for j in range(n)
+        ],
+        "risk_model": {
+            "instruments": ids,
+            "factor_exposures": rng.normal(0, 0.3, (n, k)).tolist(),
+            "factor_covariance": (np.eye(k) * 0.02).tolist(),
+            "specific_variance": rng.uniform(0.01, 0.06, n).tolist(),
+        },
+        "policy": {"risk_aversion": 5.0, "max_turnover": 0.5, "min_cash_weight": 0.01},
+    }
+
+
+@contextmanager
+def fast_service(settings: Any, warm_buckets: str) -> Iterator[tuple[Any, TestClient]]:
+    """A fast-chain runtime on the session's servers, with a fresh fast solver (nothing
+    compiled in memory), and a client that runs the app's lifespan (the warm-up)."""
+    from rebalancer.bootstrap import bootstrap
+    from rebalancer.config import SolverChain
+    from rebalancer.entrypoints.api import create_app
+    from rebalancer.optimizer.fast import FastSolver
+
+    fast_settings = settings.model_copy(
+        update={"solver_chain": SolverChain.FAST, "warm_buckets": warm_buckets, "warm_recent": 0}
+    )
+    rt = bootstrap(fast_settings, upgrade_schema=False)
+    rt.fast = FastSolver()
+    try:
+        with TestClient(create_app(rt), raise_server_exceptions=False) as client:
+            yield rt, client
+    finally:
+        rt.close()
+
+
+def test_the_suite_runs_the_clarabel_chain(client: TestClient) -> None:
+    body = ok(client.post("/v1/analyze", json=account(7), headers=READ))
+    assert body["solver"]["name"] == "CLARABEL"
+    assert body["solver"]["fallbacks"] == []
+
+
+def test_cold_bucket_is_answered_by_clarabel_with_the_reason_then_by_the_fast_path(
+    settings: Any,
+) -> None:
+    from rebalancer.optimizer.fast import Bucket
+
+    bucket = Bucket(64, 4, 12, 1, 1)
+    with fast_service(settings, warm_buckets="") as (rt, client):
+        assert rt.warmup is not None and rt.warmup.planned == []
+        assert not rt.fast.ready(bucket)
+        body = ok(client.post("/v1/analyze", json=account(1, gains_only=True), headers=READ))
+        assert body["solver"]["name"] == "CLARABEL"
+        assert body["solver"]["solves"] == 1
+        assert body["solver"]["fallbacks"] == [
+            {"solver": "FAST", "reason": "fast path compiling bucket 64x4x12"}
+        ]
+        assert rt.fast.wait_ready(bucket, timeout=COMPILE_TIMEOUT_S)
+        body = ok(client.post("/v1/analyze", json=account(2), headers=READ))
+        assert body["solver"]["name"] == "FAST"
+        assert body["solver"]["fallbacks"] == []
+
+
+def test_warm_up_at_start_up_makes_the_first_request_fast(settings: Any) -> None:
+    with fast_service(settings, warm_buckets="50x4x10") as (rt, client):
+        assert [b.n for b, _ in rt.warmup.planned] == [64]
+        assert rt.warmup.wait(COMPILE_TIMEOUT_S)
+        body = ok(client.post("/v1/analyze", json=account(3), headers=READ))
+        assert body["solver"]["name"] == "FAST"
+        assert body["solver"]["fallbacks"] == []
