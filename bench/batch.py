@@ -121,6 +121,52 @@ class Workers:
                 p.wait()
 
 
+class CpuMeter:
+    """CPU seconds (user + system) by component since :meth:`start`: the worker processes,
+    PostgreSQL (postmaster and backends), pulsar-lite, and this process (the outbox relay
+    thread and the progress polling)."""
+
+    def __init__(self, root: Path, workers: list[psutil.Process]) -> None:
+        self.root = str(root)
+        self.workers = workers
+        self.base: dict[str, float] = {}
+
+    def _procs(self, marker: str) -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if any(marker in part for part in p.info["cmdline"] or []):
+                    out.append(p)
+        return out
+
+    @staticmethod
+    def _cpu(procs: list[psutil.Process], reaped: bool = False) -> float:
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+                if reaped:
+                    total += t.children_user + t.children_system
+        return total
+
+    def now(self) -> dict[str, float]:
+        pg = self._procs(f"{self.root}/pgdata")
+        backends = [c for p in pg for c in p.children()]
+        return {
+            "workers": self._cpu(self.workers),
+            "postgres": self._cpu(pg, reaped=True) + self._cpu(backends),
+            "pulsar-lite": self._cpu(self._procs(f"{self.root}/pulsar")),
+            "bench (relay, polling)": self._cpu([psutil.Process()]),
+        }
+
+    def start(self) -> None:
+        self.base = self.now()
+
+    def since_start(self) -> dict[str, float]:
+        return {k: v - self.base.get(k, 0.0) for k, v in self.now().items()}
+
+
 def _load(rt: Runtime, n: int, instruments: int, tag: str) -> tuple[str, Any]:
     book = build_scaled_book(
         n,
@@ -144,6 +190,8 @@ def run_batch(
     relay_thread = threading.Thread(target=relay.run, args=(stop, 0.01), daemon=True)
     try:
         workers.wait_ready()
+        cpu = CpuMeter(root, workers.ps)
+        cpu.start()
         relay_thread.start()
         t0 = time.perf_counter()
         with UnitOfWork(rt.engine, TENANT) as uow:
@@ -162,6 +210,7 @@ def run_batch(
             time.sleep(0.25)
         wall_s = time.perf_counter() - t0
         peaks = workers.peaks_mib()
+        cpu_s = cpu.since_start()
     finally:
         stop.set()
         relay_thread.join(10) if relay_thread.is_alive() else None
@@ -187,6 +236,8 @@ def run_batch(
         ),
         "peak_mib": peaks,
         "rss_mib": [r / 2**20 for r in workers.max_rss],
+        "cpu_s": cpu_s,
+        "load": os.getloadavg(),
     }
 
 
@@ -418,6 +469,17 @@ def report(
             for r in runs
         ],
     )  # fmt: skip
+    comps = list(runs[0]["cpu_s"]) if runs else []
+    cpu = markdown_table(
+        ["workers", *(f"{c} CPU ms/account" for c in comps), "total CPU ms/account",
+         "CPU s / wall s", "load average (1 min) at the end"],
+        [
+            [r["workers"], *(f"{1e3 * r['cpu_s'][c] / max(r['done'], 1):.1f}" for c in comps),
+             f"{1e3 * sum(r['cpu_s'].values()) / max(r['done'], 1):.1f}",
+             f"{sum(r['cpu_s'].values()) / r['wall_s']:.2f}", f"{r['load'][0]:.1f}"]
+            for r in runs
+        ],
+    )  # fmt: skip
     totals, n = stages
     total = sum(totals.values()) or 1.0
     prof = markdown_table(
@@ -438,7 +500,9 @@ def report(
         "stopped at the limit is extrapolated as start-up + remaining accounts / steady rate."
         "\n\n"
         f"{table}\n\nBulk load of each run's book (COPY of accounts, cash, sleeves, lots, "
-        f"prices, drift snapshots):\n\n{load}\n\nWhere the time of a chunk goes ({n} accounts "
+        f"prices, drift snapshots):\n\n{load}\n\nCPU time by component during each run (from the "
+        "fan-out to the end; the machine's other work is not counted), per account done:\n\n"
+        f"{cpu}\n\nWhere the time of a chunk goes ({n} accounts "
         f"computed in-process after a first chunk that compiles, chunks of {args.chunk}):\n\n"
         f"{prof}\n\nAim: 10,000 accounts in 60 s with 2 workers. Best here: about "
         f"{best:,.0f} s ({best / 60:.1f}x the aim)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.bulk import copy_rows
 from rebalancer.domain.errors import NotFound
 
 OPEN_STATUSES = ("requested", "pending_approval", "approved", "trading", "partially_complete")
@@ -90,10 +92,25 @@ class BatchRepository:
         self.conn.execute(sa.update(orm.batches).where(orm.batches.c.id == batch_id).values(values))
 
     def insert_rebalances(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert new rebalances (``id, account_id, status, reasons, priority, batch_id``)."""
+        """Insert new rebalances (``id, account_id, status, reasons, priority, batch_id``) with
+        one ``COPY``; the other columns take their defaults."""
         if rows:
-            self.conn.execute(
-                sa.insert(orm.rebalances), [{**r, "tenant_id": self.tenant_id} for r in rows]
+            copy_rows(
+                self.conn,
+                orm.rebalances,
+                ("id", "tenant_id", "account_id", "status", "reasons", "priority", "batch_id"),
+                (
+                    (
+                        r["id"],
+                        self.tenant_id,
+                        r["account_id"],
+                        r["status"],
+                        json.dumps(list(r["reasons"])),
+                        r["priority"],
+                        r["batch_id"],
+                    )
+                    for r in rows
+                ),
             )
 
     def attach(self, rebalance_ids: Sequence[uuid.UUID], batch_id: uuid.UUID, reason: str) -> None:

@@ -243,20 +243,17 @@ def latest_quotes(conn: sa.Connection, instruments: Sequence[str]) -> dict[str, 
 
 
 def add_outbox_many(conn: sa.Connection, events: Iterable[tuple[Envelope, str | None]]) -> int:
-    """Queue many ``(envelope, topic or None)`` events in one multi-row insert."""
-    rows = [
-        {
-            "event_id": e.event_id,
-            "topic": topic or TOPICS[e.type],
-            "key": e.key,
-            "type": str(e.type),
-            "body": encode(e),
-        }
-        for e, topic in events
-    ]
-    if rows:
-        conn.execute(sa.insert(orm.outbox), rows)
-    return len(rows)
+    """Queue many ``(envelope, topic or None)`` events with one ``COPY`` (a fan-out of 10,000
+    accounts queues 20,000); ``id``, ``created_at`` and ``txid`` take their defaults."""
+    return copy_rows(
+        conn,
+        orm.outbox,
+        ("event_id", "topic", "key", "type", "body"),
+        (
+            (e.event_id, topic or TOPICS[e.type], e.key, str(e.type), encode(e))
+            for e, topic in events
+        ),
+    )
 
 
 def first_time_many(
