@@ -129,16 +129,50 @@ class ProblemData:
         return len(self.ids)
 
 
-def _risk_factor(req: AnalyzeRequest, order: list[str]) -> tuple[Arr, Arr]:
-    """Return ``(L, s)`` with ``Sigma = L L' + diag(s^2)`` in the instrument order ``order``."""
+@dataclass(frozen=True, slots=True)
+class RequestColumns:
+    """Columns of a request read once and shared by the request checks and
+    :func:`build_data` (``validation.check_request`` returns them)."""
+
+    lot_instrument: list[str]
+    lot_quantity: list[float]
+    lot_cost_basis: list[float]
+    lot_acquired: list[date]
+    lot_id: list[str]
+    risk: Arr | None = None
+    """``risk_model.covariance`` or ``risk_model.factor_exposures`` as floats (request
+    order), when already converted."""
+
+
+_LOT_FIELDS = attrgetter("instrument", "quantity", "cost_basis", "acquired", "lot_id")
+
+
+def request_columns(req: AnalyzeRequest, risk: Arr | None = None) -> RequestColumns:
+    """The lot columns of ``req`` in request order (one pass over the lots)."""
+    lots = req.portfolio.lots
+    if not lots:
+        return RequestColumns([], [], [], [], [], risk)
+    inst, qty, basis, acq, ids = (list(col) for col in zip(*map(_LOT_FIELDS, lots), strict=True))
+    return RequestColumns(inst, qty, basis, acq, ids, risk)
+
+
+def _risk_factor(
+    req: AnalyzeRequest, order: list[str], given: Arr | None = None
+) -> tuple[Arr, Arr]:
+    """Return ``(L, s)`` with ``Sigma = L L' + diag(s^2)`` in the instrument order ``order``
+    (``given``: the covariance or factor exposures already converted to floats)."""
     rm = req.risk_model
-    pos = {inst: n for n, inst in enumerate(rm.instruments)}
-    perm = np.array([pos[i] for i in order], dtype=int)
+    perm: slice | NDArray[np.int64] = slice(None)
+    if rm.instruments != order:
+        pos = {inst: n for n, inst in enumerate(rm.instruments)}
+        perm = np.array([pos[i] for i in order], dtype=int)
     if isinstance(rm, CovarianceRiskModel):
-        cov = np.asarray(rm.covariance, dtype=float)[np.ix_(perm, perm)]
+        cov = given if given is not None else np.asarray(rm.covariance, dtype=float)
+        if not isinstance(perm, slice):
+            cov = cov[np.ix_(perm, perm)]
         lam, vec = np.linalg.eigh(cov)
         return vec * np.sqrt(np.clip(lam, 0.0, None)), np.zeros(len(order))
-    b = np.asarray(rm.factor_exposures, dtype=float)[perm]
+    b = (given if given is not None else np.asarray(rm.factor_exposures, dtype=float))[perm]
     lam, vec = np.linalg.eigh(np.asarray(rm.factor_covariance, dtype=float))
     load = b @ (vec * np.sqrt(np.clip(lam, 0.0, None)))
     spec = np.sqrt(np.asarray(rm.specific_variance, dtype=float)[perm])
@@ -167,20 +201,19 @@ def _lot_arrays(
     return cols, order, max(1, int(counts.max()))
 
 
-def build_data(req: AnalyzeRequest) -> ProblemData:
-    """Turn a checked request into arrays (see :func:`validation.check_request`)."""
+def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> ProblemData:
+    """Turn a checked request into arrays (see :func:`validation.check_request`, whose
+    :class:`RequestColumns` may be passed as ``columns`` so the lots are read once)."""
     pol = req.policy
     insts = req.instruments
     ids = [i.id for i in insts]
     idx = {inst: n for n, inst in enumerate(ids)}
     n = len(ids)
     price = np.array([i.price for i in insts])
-    lots_in = req.portfolio.lots
-    inst_in, q_list, basis_in, acq_in, lot_id_in = (
-        list(map(attrgetter(name), lots_in))
-        for name in ("instrument", "quantity", "cost_basis", "acquired", "lot_id")
-    )
-    m = len(lots_in)
+    cols_in = columns if columns is not None else request_columns(req)
+    inst_in, q_list, basis_in = cols_in.lot_instrument, cols_in.lot_quantity, cols_in.lot_cost_basis
+    acq_in, lot_id_in = cols_in.lot_acquired, cols_in.lot_id
+    m = len(inst_in)
     rows = np.fromiter(map(idx.__getitem__, inst_in), np.int64, m)
     cols, row_major, K = _lot_arrays(rows, n)
     q_in = np.array(q_list, dtype=float)
@@ -246,7 +279,7 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
     target = np.array([req.targets.get(i, 0.0) for i in ids])
     substitutes = {s for inst in insts for s in inst.substitutes}
     no_buy = set(pol.no_buy)
-    has_target = np.array([req.targets.get(i, 0.0) > 0 for i in ids])
+    has_target = target > 0
     adv_value = adv_shares * price
     # a trade never exceeds the NAV: an open cap is BIG, not 1e9 (which the conic solver
     # cannot scale: it answered optimal_inaccurate on a 2-instrument case)
@@ -262,7 +295,7 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
         pol.impact_coefficient * vol * np.sqrt(nav / np.maximum(adv_value, 1e-300)),
         0.0,
     )
-    load, spec = _risk_factor(req, ids)
+    load, spec = _risk_factor(req, ids, cols_in.risk)
     sectors = sorted(pol.max_sector_risk_share)
     scen = pol.stress_scenarios
     stress = np.array([[s.returns.get(i, 0.0) for i in ids] for s in scen]).reshape(len(scen), n)
@@ -322,7 +355,7 @@ def build_data(req: AnalyzeRequest) -> ProblemData:
         budget_share=np.array([pol.max_sector_risk_share[s] for s in sectors]),
         recent_groups=recent,
         lot_present=present,
-        lot_names=[lot_id_in[k] for k in row_major.tolist()],
+        lot_names=np.array(lot_id_in, dtype=object)[row_major].tolist() if m else [],
         lot_loss=lot_loss,
         group_index=group_index,
         group_names=group_names,

@@ -161,8 +161,7 @@ class Recommender:
     def _prepare(self, request: AnalyzeRequest) -> Prepared:
         """Check the request and build its arrays and tightened arrays (no solve yet)."""
         start = time.perf_counter()
-        check_request(request)
-        data = build_data(request)
+        data = build_data(request, check_request(request))
         prob, hit = self.problem_for(data.shape)
         return Prepared(request, data, tightened(data), prob, hit, start)
 
@@ -230,8 +229,7 @@ class Recommender:
 
         Useful to compare with an independent formulation; raises like :meth:`analyze`.
         """
-        check_request(request)
-        data = build_data(request)
+        data = build_data(request, check_request(request))
         prob, _ = self.problem_for(data.shape)
         prob.set_relaxed(set())
         prob.fast_warm = None

@@ -10,7 +10,7 @@ import numpy as np
 from rebalancer.domain.model import CASH
 from rebalancer.optimizer.data import BIG, ProblemData
 from rebalancer.optimizer.enums import Decision, Reason, Side, Term
-from rebalancer.optimizer.explain import Explainer, risk_effects
+from rebalancer.optimizer.explain import Explainer, risk_effect_arrays
 from rebalancer.optimizer.problem import CompiledProblem, SolveResult
 from rebalancer.optimizer.rounding import Shares
 from rebalancer.optimizer.schemas import (
@@ -197,45 +197,45 @@ def _trades(
     traded = value / data.nav
     cost = (data.cost[idx] * traded + data.impact[idx] * traded**1.5) * data.nav
     cost_bps = np.where(value > 0, cost / np.where(value > 0, value, 1.0) * 1e4, 0.0)
-    effects = risk_effects(data, before, idx, np.where(is_sell, -traded, traded))
+    effects = risk_effect_arrays(data, before, idx, np.where(is_sell, -traded, traded))
     loss_groups = {data.groups[i] for i in np.flatnonzero((s.lot * data.lot_loss).sum(axis=1) > 0)}
     why = Explainer(req, data, before, after, loss_groups)
-    gone = ~is_sell
-    loss_k = np.where(is_sell, loss_by[idx], 0.0).tolist()
-    loss_tax_k = np.where(is_sell, loss_tax_by[idx], 0.0).tolist()
+    loss_k = np.where(is_sell, loss_by[idx], 0.0)
+    loss_tax_k = np.where(is_sell, loss_tax_by[idx], 0.0)
+    reasons, texts = why.explain_all(idx, is_sell, loss_k, loss_tax_k, effects)
     tax_k = np.where(is_sell, tax_by[idx], 0.0).tolist()
-    sides = [Side.BUY if b else Side.SELL for b in gone.tolist()]
     ids, bef, aft, tgt = data.ids, before.tolist(), after.tolist(), data.target.tolist()
-    out: list[dict[str, Any]] = []
-    for k, (i, sell, q, v, bps) in enumerate(
-        zip(
+    buy_sell = (Side.BUY, Side.SELL)
+    no_lots: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = [
+        {
+            "instrument": ids[i],
+            "side": buy_sell[sell],
+            "quantity": q,
+            "value": v,
+            "lots": sales[i] if sell else no_lots,
+            "reasons": why_k,
+            "explanation": text,
+            "tax_currency": tx,
+            "cost_bps": bps,
+            "risk_effect": eff,
+            "weight_before": bef[i],
+            "weight_after": aft[i],
+            "target": tgt[i],
+        }
+        for i, sell, q, v, bps, why_k, text, tx, eff in zip(
             idx.tolist(),
             is_sell.tolist(),
             qty.tolist(),
             value.tolist(),
             cost_bps.tolist(),
+            reasons,
+            texts,
+            tax_k,
+            effects.fields(),
             strict=True,
         )
-    ):
-        side = sides[k]
-        reasons, text = why.explain(i, side, loss_k[k], loss_tax_k[k], effects[k])
-        out.append(
-            {
-                "instrument": ids[i],
-                "side": side,
-                "quantity": q,
-                "value": v,
-                "lots": sales[i] if sell else [],
-                "reasons": reasons,
-                "explanation": text,
-                "tax_currency": tax_k[k],
-                "cost_bps": bps,
-                "risk_effect": effects[k],
-                "weight_before": bef[i],
-                "weight_after": aft[i],
-                "target": tgt[i],
-            }
-        )
+    ]
     return out, all_sales
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from rebalancer.domain.errors import InvalidInput
 from rebalancer.domain.model import CASH, validate_targets
+from rebalancer.optimizer.data import RequestColumns, request_columns
 from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
 
 _PSD_TOL = 1e-10
@@ -19,8 +20,14 @@ def _finite(values: list[float] | np.ndarray, field: str) -> None:
         raise InvalidInput(f"{field} contains a value that is not a finite number", [field])
 
 
-def check_request(req: AnalyzeRequest) -> None:
+def check_request(req: AnalyzeRequest) -> RequestColumns:
     """Check the rules relating several fields of ``req``.
+
+    Returns
+    -------
+    RequestColumns
+        The lot columns and the risk model's matrix as read for the checks (pass them to
+        :func:`~rebalancer.optimizer.data.build_data` so they are not read again).
 
     Raises
     ------
@@ -65,9 +72,8 @@ def check_request(req: AnalyzeRequest) -> None:
                     [f"instruments[{n}].substitutes"],
                 )
     lots = req.portfolio.lots
-    held = set(map(attrgetter("instrument"), lots))
-    unique_ids = set(map(attrgetter("lot_id"), lots))
-    if not held <= known or len(unique_ids) != len(lots):
+    cols = request_columns(req)
+    if not set(cols.lot_instrument) <= known or len(set(cols.lot_id)) != len(lots):
         _first_bad_lot(req, known)
     for n, buy in enumerate(req.recent_buys):
         if buy.instrument not in known:
@@ -76,7 +82,15 @@ def check_request(req: AnalyzeRequest) -> None:
                 [f"recent_buys[{n}].instrument"],
             )
     _check_policy(req, known)
-    _check_risk_model(req, ids)
+    risk = _check_risk_model(req, ids)
+    return RequestColumns(
+        cols.lot_instrument,
+        cols.lot_quantity,
+        cols.lot_cost_basis,
+        cols.lot_acquired,
+        cols.lot_id,
+        risk,
+    )
 
 
 def _first_bad_lot(req: AnalyzeRequest, known: set[str]) -> None:
@@ -125,7 +139,8 @@ def _check_policy(req: AnalyzeRequest, known: set[str]) -> None:
                 )
 
 
-def _check_risk_model(req: AnalyzeRequest, ids: list[str]) -> None:
+def _check_risk_model(req: AnalyzeRequest, ids: list[str]) -> np.ndarray:
+    """Check the risk model; returns its covariance or factor exposures as floats."""
     rm = req.risk_model
     if sorted(rm.instruments) != sorted(ids) or len(set(rm.instruments)) != len(ids):
         missing = sorted(set(ids) - set(rm.instruments))
@@ -150,7 +165,7 @@ def _check_risk_model(req: AnalyzeRequest, ids: list[str]) -> None:
             raise InvalidInput(
                 "risk_model.covariance is not positive semidefinite", ["risk_model.covariance"]
             )
-        return
+        return cov
     b = np.asarray(rm.factor_exposures, dtype=float)
     k = b.shape[1] if b.ndim == 2 else -1
     if b.ndim != 2 or b.shape[0] != n or k < 1:
@@ -184,3 +199,4 @@ def _check_risk_model(req: AnalyzeRequest, ids: list[str]) -> None:
             "risk_model.factor_covariance must be symmetric positive semidefinite",
             ["risk_model.factor_covariance"],
         )
+    return b

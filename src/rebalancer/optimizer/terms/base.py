@@ -21,6 +21,13 @@ from rebalancer.optimizer.terms import atoms
 Arr = NDArray[np.float64]
 
 
+def row_sum(a: Arr) -> Arr:
+    """``a.sum(axis=1)`` of an ``(n, K)`` array with few columns, as one matrix-vector
+    product (a quarter of the time of NumPy's reduction along the short axis)."""
+    out: Arr = a @ np.ones(a.shape[1])
+    return out
+
+
 @dataclass(slots=True)
 class TradeVec:
     """A trade in fractions of NAV: ``buy`` per instrument (n,), ``lot_sell`` per lot (n, K)."""
@@ -31,7 +38,7 @@ class TradeVec:
     @property
     def sell(self) -> Arr:
         """Sold weight per instrument (fraction of NAV)."""
-        return np.asarray(self.lot_sell.sum(axis=1), dtype=np.float64)
+        return row_sum(self.lot_sell)
 
     @property
     def z(self) -> Arr:
