@@ -17,7 +17,6 @@ request at 500 instruments.
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 import threading
@@ -29,7 +28,7 @@ import structlog
 
 from rebalancer.optimizer.data import Shape
 from rebalancer.optimizer.fast.inputs import Bucket
-from rebalancer.optimizer.fast.solver import FastSolver, bucket_label
+from rebalancer.optimizer.fast.solver import FastSolver, bucket_label, freeze_long_lived
 
 log = structlog.get_logger(__name__)
 
@@ -74,15 +73,6 @@ def parse_buckets(specs: str | Iterable[str]) -> list[tuple[Bucket, bool]]:
             if key not in out:
                 out.append(key)
     return out
-
-
-def freeze_long_lived() -> int:
-    """Collect garbage once, then move every object alive now to the collector's permanent
-    generation (``gc.freeze``), so later full collections skip them. Returns how many objects
-    are frozen in all. Objects frozen this way are still freed by reference counting."""
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 class Warmup:

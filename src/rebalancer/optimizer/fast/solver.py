@@ -21,6 +21,7 @@ the configured buckets at start-up the same way.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import queue
 import threading
@@ -174,6 +175,18 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
+def freeze_long_lived() -> int:
+    """Collect garbage once, then move every object alive now to the cyclic garbage
+    collector's permanent generation (``gc.freeze``), so later full collections skip them;
+    returns how many objects are frozen in all. Frozen objects are still freed by reference
+    counting. A process holding JAX and CVXPY state has about 260,000 tracked objects after
+    its first compile; a full collection walking them all is a 250-600 ms pause in whichever
+    request triggers it (500 instruments)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 _shared: FastSolver | None = None
 _shared_lock = threading.Lock()
 
@@ -235,6 +248,10 @@ class FastSolver:
     compile_cache
         Directory of JAX's persistent compilation cache (default :func:`default_cache_dir`;
         ``None`` leaves JAX's configuration alone). Shared by the whole process.
+    freeze_gc
+        After each compile, :func:`freeze_long_lived`: a compile leaves JAX's long-lived
+        caches behind, and the process's objects alive then (modules, compiled problems) are
+        long-lived too; frozen, no later full collection walks them (the P99 of ``analyze``).
     """
 
     def __init__(
@@ -242,9 +259,11 @@ class FastSolver:
         settings: Settings = Settings(),
         cache_size: int = 16,
         compile_cache: Path | bool | None = True,
+        freeze_gc: bool = True,
     ) -> None:
         self.settings = settings
         self.cache_size = cache_size
+        self.freeze_gc = freeze_gc
         target = default_cache_dir() if compile_cache is True else compile_cache or None
         self.compile_cache: Path | None = enable_compile_cache(target)
         """The persistent compilation cache directory in use (``None``: memory only)."""
@@ -376,6 +395,8 @@ class FastSolver:
             with self._lock:
                 del self._inflight[(bucket, batch, cones)]
             event.set()
+        if self.freeze_gc:
+            freeze_long_lived()
         return fn, ms
 
     def _compile(self, bucket: Bucket, batch: int, cones: bool) -> tuple[Callable[..., Any], float]:
