@@ -29,6 +29,33 @@ import jax.numpy as jnp
 Array = Any
 
 
+def colsum(a: Array) -> Array:
+    """Sum over the short leading axis (lots) as unrolled row additions.
+
+    The same numbers as ``a.sum(axis=0)``, but elementwise: XLA fuses it into the kernels that
+    produce ``a`` and use the sum, instead of a reduction kernel of its own (on CPU every kernel
+    of the interior-point loop costs a few microseconds of dispatch, more than its arithmetic).
+    """
+    out = a[0]
+    for k in range(1, a.shape[0]):
+        out = out + a[k]
+    return out
+
+
+def materialize(v: Array) -> Array:
+    """``v``, computed into a buffer of its own before its users run.
+
+    XLA on CPU fuses the elementwise producers of a matrix-vector product into the product and
+    re-evaluates them once per output row (``r`` times the arithmetic, read in the product's
+    order): measured, the two products ``U' h`` of one iteration took more time than the rest of
+    it together. ``lax.optimization_barrier`` is removed before fusion on CPU; a conditional
+    whose predicate is known only at run time is a fusion boundary. Both branches return ``v``
+    unless its first entry is NaN (then the whole vector is NaN, which the iteration rejects
+    like any non-finite direction). Under ``vmap`` the conditional becomes a select (no
+    boundary)."""
+    return jax.lax.cond(jnp.isnan(v[0]), lambda u: u + v[0], lambda u: u, v)
+
+
 def factor(
     e: Array,
     m: Array,
@@ -42,13 +69,16 @@ def factor(
     """A solver ``v -> (H^-1 v, c, beta * m'H^-1 v)`` for the matrix above (``v`` of shape
     ``(K1, n)``). ``c = C U' H^-1 v`` are the low-rank multipliers: for a coupling row with
     weight ``lam / s`` it is ``(lam / s) * (row gradient)' dx`` computed without forming the
-    huge weight, and ``beta * m'dx`` is the same for the per-instrument rows."""
+    huge weight, and ``beta * m'dx`` is the same for the per-instrument rows.
+
+    The z- and t-space columns are stacked (``V = [vz; vt]``, ``2n x r``) so that each product
+    with the low-rank part is one matrix-vector product."""
     dinv = 1.0 / delta
     de, dm = dinv * e, dinv * m
     # e = +-m entrywise (+ buy, - sells): with P = buy part and Q = sell part of m'D^-1 m the
     # Gram matrix E'D^-1 E (E = [e m]) is [[P+Q, P-Q], [P-Q, P+Q]], determinant 4PQ exactly
     pb = dm[0]
-    qs = jnp.sum(dm[1:], axis=0)
+    qs = colsum(dm[1:])
     g11 = pb + qs
     g12 = pb - qs
     g22 = g11
@@ -63,25 +93,30 @@ def factor(
     p11 = (g11 + 4.0 * beta * pb * qs) / det
     p12 = g12 / det
     p22 = (g11 + 4.0 * alpha * pb * qs) / det
-    wz = p11[:, None] * vz + p12[:, None] * vt
-    wt = p12[:, None] * vz + p22[:, None] * vt
-    cap = jnp.diag(cinv) + vz.T @ wz + vt.T @ wt
+    vv = jnp.concatenate([vz, vt], axis=0)
+    ww = jnp.concatenate(
+        [p11[:, None] * vz + p12[:, None] * vt, p12[:, None] * vz + p22[:, None] * vt], axis=0
+    )
+    cap = jnp.diag(cinv) + vv.T @ ww
     chol = jnp.linalg.cholesky(cap)
+    n = e.shape[1]
 
     def solve(v: Array) -> tuple[Array, Array, Array]:
         w = dinv * v
-        s1 = jnp.sum(e * w, axis=0)
-        s2 = jnp.sum(m * w, axis=0)
+        s1 = colsum(e * w)
+        s2 = colsum(m * w)
         h = w - (de * (m11 * s1 + m12 * s2) + dm * (m21 * s1 + m22 * s2))
-        hz = jnp.sum(e * h, axis=0)
-        ht = jnp.sum(m * h, axis=0)
-        c = jax.scipy.linalg.cho_solve((chol, True), vz.T @ hz + vt.T @ ht)
+        # materialized before the product: XLA on CPU would otherwise fuse the whole
+        # elementwise chain into the matrix-vector product and recompute it per output (r times)
+        hh = materialize(jnp.concatenate([colsum(e * h), colsum(m * h)]))
+        c = jax.scipy.linalg.cho_solve((chol, True), vv.T @ hh)
         # dx = B^-1 (v - U c) again in closed form, so that beta * m'dx comes out as the
         # block's own multiplier (no cancellation when beta is huge)
-        y = v - (e * (vz @ c) + m * (vt @ c))
+        uc = vv @ c
+        y = v - (e * uc[:n] + m * uc[n:])
         w = dinv * y
-        s1 = jnp.sum(e * w, axis=0)
-        s2 = jnp.sum(m * w, axis=0)
+        s1 = colsum(e * w)
+        s2 = colsum(m * w)
         bdt = m21 * s1 + m22 * s2
         dx = w - (de * (m11 * s1 + m12 * s2) + dm * bdt)
         return dx, c, bdt

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rebalancer.optimizer.fast.kkt import factor
+from rebalancer.optimizer.fast.kkt import colsum, factor
 
 jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 
@@ -92,18 +92,52 @@ class Point(NamedTuple):
     gf: Array
 
 
+def rowcomb(rows: Array, w: Array) -> Array:
+    """``rows.T @ w`` for a few rows (``rows`` ``(R, n)``) as unrolled elementwise terms, so that
+    XLA fuses it into its users (see :func:`.kkt.colsum`)."""
+    out = rows[0] * w[0]
+    for j in range(1, rows.shape[0]):
+        out = out + rows[j] * w[j]
+    return out
+
+
+def prepare(p: Params) -> Params:
+    """``p`` with the loop invariants the iteration uses (computed once per solve)."""
+    q = dict(p)
+    q["At2"] = jnp.concatenate([p["At"], jnp.zeros((2, p["At"].shape[1]))], axis=0)
+    q["npairs"] = 2.0 * jnp.sum(p["mask"]) + jnp.sum(p["any"]) + jnp.sum(p["on"])
+    q["scale_g"] = jnp.concatenate([jnp.maximum(1.0, jnp.abs(p["b"])), jnp.ones(2)])
+    # room to the bound, with the implied bound x <= adv (a redundant constraint may carry
+    # the dual residual as well)
+    q["cap"] = jnp.minimum(p["ub"], p["adv"][None, :])
+    q["d2"] = p["d"] ** 2
+    q["row0"] = jnp.zeros_like(p["mask"]).at[0].set(1.0)
+    return q
+
+
 def point(p: Params, x: Array) -> Point:
-    """Trades, risk products, every constraint row value and the objective gradient at ``x``."""
+    """Trades, risk products, every constraint row value and the objective gradient at ``x``
+    (``p`` from :func:`prepare`)."""
     e, m = p["e"], p["mask"]
-    z = jnp.sum(e * x, axis=0)
-    tt = jnp.sum(m * x, axis=0)
+    z = colsum(e * x)
+    tt = colsum(m * x)
     a = p["wa"] + z
     xw = p["wx"] + z
     both = jnp.stack([a, xw], axis=1)
-    s2 = p["L"] @ (p["L"].T @ both) + (p["d"] ** 2)[:, None] * both
+    s2 = p["L"] @ (p["L"].T @ both) + p["d2"][:, None] * both
     sa, sx = s2[:, 0], s2[:, 1]
-    cones = jnp.stack([1.0 - (a @ sa) / p["te2"], 1.0 - (xw @ sx) / p["var2"]])
-    g_g = jnp.concatenate([p["b"] - p["Az"] @ z - p["At"] @ tt, cones])
+    # every row product in one reduction: Az z, At tt, a'Sigma a, xw'Sigma xw
+    prods = jnp.sum(
+        jnp.concatenate([p["Az"] * z, p["At"] * tt, (a * sa)[None, :], (xw * sx)[None, :]], axis=0),
+        axis=1,
+    )
+    rows = p["Az"].shape[0]
+    g_g = jnp.concatenate(
+        [
+            p["b"] - prods[:rows] - prods[rows : 2 * rows],
+            jnp.stack([1.0 - prods[-2] / p["te2"], 1.0 - prods[-1] / p["var2"]]),
+        ]
+    )
     jz = jnp.concatenate(
         [-p["Az"], (-2.0 / p["te2"]) * sa[None, :], (-2.0 / p["var2"]) * sx[None, :]], axis=0
     )
@@ -129,15 +163,24 @@ def objective_bps(p: Params, x: Array) -> Array:
     )
 
 
-def _max_step(v: Array, dv: Array) -> Array:
-    return jnp.min(jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf))
+def _ratios(v: Array, dv: Array) -> Array:
+    """Per entry, the step to the boundary ``v + step * dv = 0`` (``inf`` where ``dv >= 0``);
+    the fraction-to-the-boundary step is the minimum over all of them."""
+    return jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1.0), jnp.inf)
 
 
 def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
-    """One Mehrotra predictor-corrector iteration (or the convergence test that ends)."""
+    """One Mehrotra predictor-corrector iteration (or the convergence test that ends).
+
+    Written for XLA on CPU, where each kernel of the loop body costs a few microseconds of
+    dispatch, more than its arithmetic at these sizes: per-instrument sums over the lots and
+    combinations of a few rows are unrolled elementwise (they fuse), and the scalar
+    reductions of one stage share one reduction kernel (all step lengths of a direction, all
+    sums of the optimality bound)."""
     e, m, ub = p["e"], p["mask"], p["ub"]
     on_a, on_g = p["any"], p["on"]
     x, zl, zu = st.x, st.zl, st.zu
+    at2 = p["At2"]
     # slack reset: a row that holds at x gets its true value as slack (no primal residual
     # left to drift against a vanishing slack); violated rows keep their slack variable
     st = st._replace(
@@ -147,29 +190,39 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     ux = jnp.where(m > 0, ub - x, 1.0)
     xs = jnp.where(m > 0, x, 1.0)
     # residuals: dual (x-space), primal rows, complementarity
-    jtz = pt.jz.T @ st.l_g  # -(J_z' lam) of the coupling rows is -jtz
-    jtt = -(p["At"].T @ st.l_g[: p["At"].shape[0]])
+    jtz = rowcomb(pt.jz, st.l_g)  # -(J_z' lam) of the coupling rows is -jtz
+    jtt = -rowcomb(at2, st.l_g)
     rd = (pt.gf - e * jtz - m * (jtt - st.l_a) - zl + zu) * m
     rp_a = (pt.g_a - st.s_a) * on_a
     rp_g = (pt.g_g - st.s_g) * on_g
-    npairs = 2.0 * jnp.sum(m) + jnp.sum(on_a) + jnp.sum(on_g)
-    gap = jnp.sum(m * (x * zl + ux * zu)) + st.s_a @ (st.l_a * on_a) + st.s_g @ (st.l_g * on_g)
-    mu = gap / npairs
-    scale_g = jnp.concatenate([jnp.maximum(1.0, jnp.abs(p["b"])), jnp.ones(2)])
-    perr = jnp.maximum(jnp.max(jnp.abs(rp_a)), jnp.max(jnp.abs(rp_g) / scale_g))
-    # room to the bound, with the implied bound x <= adv (a redundant constraint may carry
-    # the dual residual as well)
-    room = jnp.maximum(jnp.minimum(ub, p["adv"][None, :]) - x, 0.0)
+    npairs = p["npairs"]
+    room = jnp.maximum(p["cap"] - x, 0.0)
     # A dual-feasible bound: moving the dual residual into the bound duals (zl + rd+, zu + rd-)
     # makes the Lagrangian's gradient zero, so for this convex problem F(x) - F* is at most
     # ``bound`` (plus the rows' residuals). It needs no dual accuracy where x sits at a bound
     # (the impact term t^1.5 is not twice differentiable at 0, so rd converges slowly there).
-    bound = (
-        jnp.sum(m * (x * jnp.maximum(rd, 0.0) + room * jnp.maximum(-rd, 0.0)))
-        + gap
-        + jnp.abs(st.l_a * on_a) @ jnp.abs(rp_a)
-        + jnp.abs(st.l_g * on_g) @ jnp.abs(rp_g)
+    # the per-instrument terms ride on the buy row (elementwise, no concatenation: XLA on CPU
+    # reduces a concatenation of unequal pieces slowly)
+    row0 = p["row0"]
+    sums = jnp.sum(
+        jnp.stack(
+            [
+                m * (x * zl + ux * zu) + row0 * (st.s_a * st.l_a * on_a),
+                m * (x * jnp.maximum(rd, 0.0) + room * jnp.maximum(-rd, 0.0))
+                + row0 * (jnp.abs(st.l_a * on_a) * jnp.abs(rp_a)),
+            ]
+        ),
+        axis=(1, 2),
+    ) + jnp.stack(
+        [
+            jnp.sum(st.s_g * st.l_g * on_g),
+            jnp.sum(jnp.abs(st.l_g * on_g) * jnp.abs(rp_g)),
+        ]
     )
+    gap = sums[0]
+    bound = sums[1] + gap
+    mu = gap / npairs
+    perr = jnp.maximum(jnp.max(jnp.abs(rp_a)), jnp.max(jnp.abs(rp_g) / p["scale_g"]))
     conv = (perr <= cfg.feas) & (bound <= cfg.gap)
     # Newton matrix: bound terms, per-instrument curvature, low-rank coupling
     delta = jnp.where(m > 0, zl / xs + zu / ux, 1.0)
@@ -178,58 +231,54 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     sa_safe = jnp.where(on_a > 0, st.s_a, 1.0)
     beta_imp = on_a * SCALE * 0.75 * p["impact"] / jnp.sqrt(ts)
     beta = beta_imp + on_a * st.l_a / sa_safe
-    alpha = 2.0 * kappa * p["d"] ** 2
+    alpha = 2.0 * kappa * p["d2"]
     sg_safe = jnp.where(on_g > 0, st.s_g, 1.0)
     live = (on_g > 0) & (st.l_g > 0)
     cinv_g = jnp.where(live, jnp.minimum(sg_safe / jnp.where(live, st.l_g, 1.0), 1e100), 1.0)
     wg = live.astype(float)
-    at_full = jnp.concatenate([p["At"], jnp.zeros((2, p["At"].shape[1]))], axis=0)
     vz = jnp.concatenate([p["L"], (pt.jz * wg[:, None]).T], axis=1)
-    vt = jnp.concatenate([jnp.zeros_like(p["L"]), (-at_full * wg[:, None]).T], axis=1)
+    vt = jnp.concatenate([jnp.zeros_like(p["L"]), (-at2 * wg[:, None]).T], axis=1)
     cinv = jnp.concatenate([jnp.full(p["L"].shape[1], 0.5) / kappa, cinv_g])
     solve = factor(e, m, delta, alpha, beta, vz, vt, cinv)
 
     nf = p["L"].shape[1]
     ratio_a = on_a * st.l_a / jnp.maximum(sa_safe * beta_imp + st.l_a, 1e-300)
+    jzt = jnp.concatenate([pt.jz, -at2], axis=1)
 
     def direction(rs_a: Array, rs_g: Array, rl: Array, ru: Array) -> tuple[Array, ...]:
         w_a = on_a * (rs_a + st.l_a * rp_a) / sa_safe
         w_g = on_g * (rs_g + st.l_g * rp_g) / sg_safe
-        rhs = -rd - e * (pt.jz.T @ w_g) + m * (at_full.T @ w_g + w_a) - (rl / xs - ru / ux) * m
+        rhs = (
+            -rd - e * rowcomb(pt.jz, w_g) + m * (rowcomb(at2, w_g) + w_a) - (rl / xs - ru / ux) * m
+        )
         dx, c, bdt = solve(rhs)
         dx = dx * m
-        dz = jnp.sum(e * dx, axis=0)
-        dt = jnp.sum(m * dx, axis=0)
+        dz = colsum(e * dx)
+        dt = colsum(m * dx)
         # row duals from the multipliers (no huge lam / s factor formed as s -> 0)
         dl_a = on_a * (ratio_a * bdt - w_a)
         dl_g = on_g * (-w_g - c[nf:] * wg)
         ds_a = on_a * (rp_a - dt)
-        ds_g = on_g * (rp_g + pt.jz @ dz - at_full @ dt)
+        ds_g = on_g * (rp_g + jzt @ jnp.concatenate([dz, dt]))
         dzl = -m * (rl + zl * dx) / xs
         dzu = m * (zu * dx - ru) / ux
-        ap = jnp.min(
+        # every primal and every dual step length: the box and per-instrument rows in one
+        # reduction over (2, K1, n), the few coupling rows apart
+        box = jnp.min(
             jnp.stack(
                 [
-                    _max_step(xs, dx),
-                    _max_step(ux, -dx),
-                    _max_step(sa_safe, ds_a),
-                    _max_step(sg_safe, ds_g),
-                    jnp.ones(()),
+                    jnp.minimum(
+                        jnp.minimum(_ratios(xs, dx), _ratios(ux, -dx)), _ratios(sa_safe, ds_a)
+                    ),
+                    jnp.minimum(
+                        jnp.minimum(_ratios(zl, dzl), _ratios(zu, dzu)), _ratios(st.l_a, dl_a)
+                    ),
                 ]
-            )
+            ),
+            axis=(1, 2),
         )
-        ad = jnp.min(
-            jnp.stack(
-                [
-                    _max_step(zl, dzl),
-                    _max_step(zu, dzu),
-                    _max_step(st.l_a, dl_a),
-                    _max_step(st.l_g, dl_g),
-                    jnp.ones(()),
-                ]
-            )
-        )
-        amax = jnp.stack([ap, ad])
+        rows = jnp.stack([jnp.min(_ratios(sg_safe, ds_g)), jnp.min(_ratios(st.l_g, dl_g))])
+        amax = jnp.minimum(jnp.minimum(box, rows), 1.0)
         return dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, amax
 
     # predictor (affine scaling)
@@ -237,11 +286,10 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     ca, cg = on_a * st.s_a * st.l_a, on_g * st.s_g * st.l_g
     dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, aff = direction(ca, cg, cx, cu)
     pa, da = aff[0], aff[1]
-    gap_aff = (
-        jnp.sum(m * ((x + pa * dx) * (zl + da * dzl) + (ux - pa * dx) * (zu + da * dzu)))
-        + (st.s_a + pa * ds_a) @ (on_a * (st.l_a + da * dl_a))
-        + (st.s_g + pa * ds_g) @ (on_g * (st.l_g + da * dl_g))
-    )
+    gap_aff = jnp.sum(
+        m * ((x + pa * dx) * (zl + da * dzl) + (ux - pa * dx) * (zu + da * dzu))
+        + row0 * ((st.s_a + pa * ds_a) * (on_a * (st.l_a + da * dl_a)))
+    ) + jnp.sum((st.s_g + pa * ds_g) * (on_g * (st.l_g + da * dl_g)))
     sigma = jnp.clip(gap_aff / jnp.maximum(gap, 1e-300), 0.0, 1.0) ** 3
     # never aim below a tenth of the gap tolerance: slacks of active rows would only degenerate
     smu = jnp.maximum(sigma * mu, 0.1 * cfg.gap / npairs)
@@ -357,6 +405,7 @@ class Solution(NamedTuple):
 def solve_padded(p: Params, warm: Array, use_warm: Array, cfg: Settings) -> Solution:
     """Start (cold, or from ``warm`` when ``use_warm`` > 0), iterate, report (pure)."""
     use = use_warm > 0
+    p = prepare(p)
     x0 = jnp.where(use, warm_point(p, warm), cold_start(p))
     mu0 = jnp.where(use, cfg.warm_mu, cfg.mu0)
     st = run(p, initial_state(p, x0, mu0), cfg)
