@@ -371,7 +371,7 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--instruments", type=int, default=50)
     ap.add_argument("--workers", default="2,1", help="comma-separated worker counts, in order")
-    ap.add_argument("--chunk", type=int, default=16, help="accounts per chunk")
+    ap.add_argument("--chunk", type=int, default=32, help="accounts per chunk")
     ap.add_argument(
         "--limit", type=float, default=1800.0, help="stop a run after seconds and extrapolate"
     )

@@ -50,10 +50,11 @@ VMAP = os.environ.get("REBALANCER_BATCH_VMAP", "").lower() in {"1", "true", "yes
 Off by default: not faster on a 2-core CPU, and each batch size compiles once (see
 docs/optimizer.md, "Many accounts")."""
 
-DEFAULT_CHUNK = int(os.environ.get("REBALANCER_BATCH_CHUNK_SIZE", "16"))
+DEFAULT_CHUNK = int(os.environ.get("REBALANCER_BATCH_CHUNK_SIZE", "32"))
 """Items per chunk (env ``REBALANCER_BATCH_CHUNK_SIZE``): large enough to amortize the
-set-based reads, small enough that the Shared subscription spreads a batch evenly and a crash
-redoes little."""
+set-based reads and the commit (a chunk costs about 13 round trips whatever its size), small
+enough that the Shared subscription spreads a batch evenly and a crash redoes little (32
+accounts are about 1 s of work; 10,000 accounts are about 300 chunks)."""
 
 
 def single_threaded_blas() -> None:
