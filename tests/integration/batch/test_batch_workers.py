@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from batchhelpers import (
     load_book,
     progress,
@@ -31,6 +32,7 @@ from batchhelpers import (
     wait_finished,
 )
 
+from rebalancer.adapters import orm
 from rebalancer.service_layer.handlers.batch import start_batch
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
@@ -114,3 +116,16 @@ def test_worker_killed_mid_batch_loses_nothing_and_writes_each_result_once(
     assert done["counts"].get("failed", 0) == 0, done
     per_account = recommendations_per_account(runtime.engine, batch.batch_id)
     assert per_account == {a[0]: 1 for a in book.accounts}
+    # three worker processes, one covariance: every recommendation references one stored row
+    r, rec = orm.rebalances, orm.recommendations
+    with runtime.engine.connect() as conn:
+        refs = conn.execute(
+            sa.select(rec.c.risk_model_id, sa.func.count())
+            .join(r, r.c.id == rec.c.rebalance_id)
+            .where(r.c.batch_id == batch.batch_id)
+            .group_by(rec.c.risk_model_id)
+        ).all()
+        stored = conn.execute(
+            sa.select(sa.func.count()).where(orm.risk_models.c.id == refs[0][0])
+        ).scalar_one()
+    assert len(refs) == 1 and refs[0][0] is not None and refs[0][1] == 30 and stored == 1
