@@ -9,14 +9,15 @@ compile thread at API and worker start-up. The buckets that requests had to queu
 remembered next to the compilation cache (``warm-buckets.json``), so the next start warms them
 too, from the disk cache.
 
-When the queue has run empty the process's long-lived objects (modules, compiled problems,
-JAX's caches) are moved out of the cyclic garbage collector's reach (:func:`freeze_long_lived`):
-without it a full collection walks about 260,000 of them, a 250-600 ms pause in a random
-request at 500 instruments.
+The fast solver freezes the process's long-lived objects (modules, compiled problems, JAX's
+caches) after each compile (:func:`~rebalancer.optimizer.fast.solver.freeze_long_lived`), and
+the warm-up does it at once when it has nothing to compile: without it a full collection
+walks about 260,000 of them, a 250-600 ms pause in a random request at 500 instruments.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import threading
@@ -91,9 +92,9 @@ class Warmup:
         Where those buckets are remembered (default: ``warm-buckets.json`` in the fast
         solver's compilation cache directory; none without one).
     freeze_gc
-        Call :func:`freeze_long_lived` whenever the compile queue has run empty (after the
-        start-up buckets, and after each bucket a request queued), or at once when there is
-        nothing to compile.
+        Call :func:`freeze_long_lived` at once when there is nothing to compile, and whenever
+        the compile queue has run empty if ``fast`` does not freeze after each compile itself
+        (``FastSolver(freeze_gc=False)``).
     """
 
     def __init__(
@@ -145,8 +146,9 @@ class Warmup:
                 log.warning("warmup.recent_unwritable", path=str(self.recent_file), error=repr(exc))
 
     def _idle(self) -> None:
-        frozen = freeze_long_lived() if self.freeze_gc else 0
-        log.info("warmup.idle", ready=self.ready_labels(), frozen_objects=frozen)
+        if self.freeze_gc and not self.fast.freeze_gc:
+            freeze_long_lived()
+        log.info("warmup.idle", ready=self.ready_labels(), frozen_objects=gc.get_freeze_count())
 
     def start(self) -> list[str]:
         """Queue the buckets (returns their labels) and return at once."""
