@@ -86,7 +86,7 @@ def create_app(runtime: Runtime, *, settings: Settings | None = None) -> FastAPI
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # the fast path's buckets compile on a background thread (requests of a bucket not
         # compiled yet are answered by Clarabel meanwhile); then the GC freezes long-lived
-        # objects (docs/optimizer.md, "Warm-up")
+        # objects (docs/optimizer.md, "The service's chain and warm-up")
         runtime.start_warmup()
         yield
 
