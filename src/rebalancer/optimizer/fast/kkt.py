@@ -65,6 +65,7 @@ def factor(
     vz: Array,
     vt: Array,
     cinv: Array,
+    tz: int = 0,
 ) -> Callable[[Array], tuple[Array, Array, Array]]:
     """A solver ``v -> (H^-1 v, c, beta * m'H^-1 v)`` for the matrix above (``v`` of shape
     ``(K1, n)``). ``c = C U' H^-1 v`` are the low-rank multipliers: for a coupling row with
@@ -72,7 +73,10 @@ def factor(
     huge weight, and ``beta * m'dx`` is the same for the per-instrument rows.
 
     The z- and t-space columns are stacked (``V = [vz; vt]``, ``2n x r``) so that each product
-    with the low-rank part is one matrix-vector product."""
+    with the low-rank part is one matrix-vector product. ``tz`` says that the first ``tz``
+    columns of ``vt`` are zero (the factor loadings have no t-space part); the small matrix
+    ``C^-1 + U'B^-1 U`` then skips them (its ``r x r x 2n`` product is the largest single piece
+    of arithmetic of an iteration)."""
     dinv = 1.0 / delta
     de, dm = dinv * e, dinv * m
     # e = +-m entrywise (+ buy, - sells): with P = buy part and Q = sell part of m'D^-1 m the
@@ -94,10 +98,12 @@ def factor(
     p12 = g12 / det
     p22 = (g11 + 4.0 * alpha * pb * qs) / det
     vv = jnp.concatenate([vz, vt], axis=0)
-    ww = jnp.concatenate(
-        [p11[:, None] * vz + p12[:, None] * vt, p12[:, None] * vz + p22[:, None] * vt], axis=0
-    )
-    cap = jnp.diag(cinv) + vv.T @ ww
+    w1 = p11[:, None] * vz + p12[:, None] * vt
+    w2 = p12[:, None] * vz + p22[:, None] * vt
+    # U'B^-1 U = vz'w1 + vt'w2, where vt'w2 has zero rows for the zero columns of vt
+    low = vz.T @ w1
+    low = low + jnp.concatenate([jnp.zeros((tz, low.shape[1])), vt[:, tz:].T @ w2], axis=0)
+    cap = jnp.diag(cinv) + low
     chol = jnp.linalg.cholesky(cap)
     n = e.shape[1]
 

@@ -45,6 +45,13 @@ SCALE = 1e4
 Params = dict[str, Any]
 Array = Any
 _TAU = 0.995
+_START_FRACTION = 0.3
+"""Cold start: this fraction of each free entry's bound (capped by the ADV room per entry)."""
+_DUAL_FIT = 0.25
+"""Cold start: this part of the objective gradient's positive (negative) side is added to the
+lower (upper) bound duals, so the first iterations start closer to dual feasibility. Measured
+on the benchmark accounts: 14.1 -> 12.4 iterations on average at 50 instruments (the slowest
+of a batch of 100: 19.9 -> 17.6), 14.9 -> 13.6 at 500."""
 
 
 class Settings(NamedTuple):
@@ -65,18 +72,46 @@ class Settings(NamedTuple):
 
 
 class State(NamedTuple):
-    x: Array
-    zl: Array
-    zu: Array
-    s_a: Array
-    l_a: Array
-    s_g: Array
-    l_g: Array
+    """Iterate of the method. The primal-dual variables are packed by shape (``xz`` =
+    ``[x, zl, zu]``, ``ra`` = ``[s_a, l_a]`` of the ADV rows, ``rg`` = ``[s_g, l_g]`` of the
+    coupling rows) so that one kernel updates each group."""
+
+    xz: Array
+    ra: Array
+    rg: Array
     it: Array
     done: Array
     err: Array
     best: Array
     best_x: Array
+
+    @property
+    def x(self) -> Array:
+        return self.xz[0]
+
+    @property
+    def zl(self) -> Array:
+        return self.xz[1]
+
+    @property
+    def zu(self) -> Array:
+        return self.xz[2]
+
+    @property
+    def s_a(self) -> Array:
+        return self.ra[0]
+
+    @property
+    def l_a(self) -> Array:
+        return self.ra[1]
+
+    @property
+    def s_g(self) -> Array:
+        return self.rg[0]
+
+    @property
+    def l_g(self) -> Array:
+        return self.rg[1]
 
 
 class Point(NamedTuple):
@@ -180,21 +215,20 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     e, m, ub = p["e"], p["mask"], p["ub"]
     on_a, on_g = p["any"], p["on"]
     x, zl, zu = st.x, st.zl, st.zu
+    l_a, l_g = st.l_a, st.l_g
     at2 = p["At2"]
     # slack reset: a row that holds at x gets its true value as slack (no primal residual
     # left to drift against a vanishing slack); violated rows keep their slack variable
-    st = st._replace(
-        s_a=jnp.where((on_a > 0) & (pt.g_a > 0), pt.g_a, st.s_a),
-        s_g=jnp.where((on_g > 0) & (pt.g_g > 0), pt.g_g, st.s_g),
-    )
+    s_a = jnp.where((on_a > 0) & (pt.g_a > 0), pt.g_a, st.s_a)
+    s_g = jnp.where((on_g > 0) & (pt.g_g > 0), pt.g_g, st.s_g)
     ux = jnp.where(m > 0, ub - x, 1.0)
     xs = jnp.where(m > 0, x, 1.0)
     # residuals: dual (x-space), primal rows, complementarity
-    jtz = rowcomb(pt.jz, st.l_g)  # -(J_z' lam) of the coupling rows is -jtz
-    jtt = -rowcomb(at2, st.l_g)
-    rd = (pt.gf - e * jtz - m * (jtt - st.l_a) - zl + zu) * m
-    rp_a = (pt.g_a - st.s_a) * on_a
-    rp_g = (pt.g_g - st.s_g) * on_g
+    jtz = rowcomb(pt.jz, l_g)  # -(J_z' lam) of the coupling rows is -jtz
+    jtt = -rowcomb(at2, l_g)
+    rd = (pt.gf - e * jtz - m * (jtt - l_a) - zl + zu) * m
+    rp_a = (pt.g_a - s_a) * on_a
+    rp_g = (pt.g_g - s_g) * on_g
     npairs = p["npairs"]
     room = jnp.maximum(p["cap"] - x, 0.0)
     # A dual-feasible bound: moving the dual residual into the bound duals (zl + rd+, zu + rd-)
@@ -207,16 +241,16 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     sums = jnp.sum(
         jnp.stack(
             [
-                m * (x * zl + ux * zu) + row0 * (st.s_a * st.l_a * on_a),
+                m * (x * zl + ux * zu) + row0 * (s_a * l_a * on_a),
                 m * (x * jnp.maximum(rd, 0.0) + room * jnp.maximum(-rd, 0.0))
-                + row0 * (jnp.abs(st.l_a * on_a) * jnp.abs(rp_a)),
+                + row0 * (jnp.abs(l_a * on_a) * jnp.abs(rp_a)),
             ]
         ),
         axis=(1, 2),
     ) + jnp.stack(
         [
-            jnp.sum(st.s_g * st.l_g * on_g),
-            jnp.sum(jnp.abs(st.l_g * on_g) * jnp.abs(rp_g)),
+            jnp.sum(s_g * l_g * on_g),
+            jnp.sum(jnp.abs(l_g * on_g) * jnp.abs(rp_g)),
         ]
     )
     gap = sums[0]
@@ -226,28 +260,28 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     conv = (perr <= cfg.feas) & (bound <= cfg.gap)
     # Newton matrix: bound terms, per-instrument curvature, low-rank coupling
     delta = jnp.where(m > 0, zl / xs + zu / ux, 1.0)
-    kappa = SCALE * p["gamma"] + st.l_g[-2] / p["te2"] + st.l_g[-1] / p["var2"]
+    kappa = SCALE * p["gamma"] + l_g[-2] / p["te2"] + l_g[-1] / p["var2"]
     ts = jnp.where(on_a > 0, jnp.maximum(pt.tt, 1e-300), 1.0)
-    sa_safe = jnp.where(on_a > 0, st.s_a, 1.0)
+    sa_safe = jnp.where(on_a > 0, s_a, 1.0)
     beta_imp = on_a * SCALE * 0.75 * p["impact"] / jnp.sqrt(ts)
-    beta = beta_imp + on_a * st.l_a / sa_safe
+    beta = beta_imp + on_a * l_a / sa_safe
     alpha = 2.0 * kappa * p["d2"]
-    sg_safe = jnp.where(on_g > 0, st.s_g, 1.0)
-    live = (on_g > 0) & (st.l_g > 0)
-    cinv_g = jnp.where(live, jnp.minimum(sg_safe / jnp.where(live, st.l_g, 1.0), 1e100), 1.0)
+    sg_safe = jnp.where(on_g > 0, s_g, 1.0)
+    live = (on_g > 0) & (l_g > 0)
+    cinv_g = jnp.where(live, jnp.minimum(sg_safe / jnp.where(live, l_g, 1.0), 1e100), 1.0)
     wg = live.astype(float)
     vz = jnp.concatenate([p["L"], (pt.jz * wg[:, None]).T], axis=1)
     vt = jnp.concatenate([jnp.zeros_like(p["L"]), (-at2 * wg[:, None]).T], axis=1)
     cinv = jnp.concatenate([jnp.full(p["L"].shape[1], 0.5) / kappa, cinv_g])
-    solve = factor(e, m, delta, alpha, beta, vz, vt, cinv)
+    solve = factor(e, m, delta, alpha, beta, vz, vt, cinv, tz=p["L"].shape[1])
 
     nf = p["L"].shape[1]
-    ratio_a = on_a * st.l_a / jnp.maximum(sa_safe * beta_imp + st.l_a, 1e-300)
+    ratio_a = on_a * l_a / jnp.maximum(sa_safe * beta_imp + l_a, 1e-300)
     jzt = jnp.concatenate([pt.jz, -at2], axis=1)
 
     def direction(rs_a: Array, rs_g: Array, rl: Array, ru: Array) -> tuple[Array, ...]:
-        w_a = on_a * (rs_a + st.l_a * rp_a) / sa_safe
-        w_g = on_g * (rs_g + st.l_g * rp_g) / sg_safe
+        w_a = on_a * (rs_a + l_a * rp_a) / sa_safe
+        w_g = on_g * (rs_g + l_g * rp_g) / sg_safe
         rhs = (
             -rd - e * rowcomb(pt.jz, w_g) + m * (rowcomb(at2, w_g) + w_a) - (rl / xs - ru / ux) * m
         )
@@ -271,25 +305,25 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
                         jnp.minimum(_ratios(xs, dx), _ratios(ux, -dx)), _ratios(sa_safe, ds_a)
                     ),
                     jnp.minimum(
-                        jnp.minimum(_ratios(zl, dzl), _ratios(zu, dzu)), _ratios(st.l_a, dl_a)
+                        jnp.minimum(_ratios(zl, dzl), _ratios(zu, dzu)), _ratios(l_a, dl_a)
                     ),
                 ]
             ),
             axis=(1, 2),
         )
-        rows = jnp.stack([jnp.min(_ratios(sg_safe, ds_g)), jnp.min(_ratios(st.l_g, dl_g))])
+        rows = jnp.stack([jnp.min(_ratios(sg_safe, ds_g)), jnp.min(_ratios(l_g, dl_g))])
         amax = jnp.minimum(jnp.minimum(box, rows), 1.0)
         return dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, amax
 
     # predictor (affine scaling)
     cx, cu = m * x * zl, m * ux * zu
-    ca, cg = on_a * st.s_a * st.l_a, on_g * st.s_g * st.l_g
+    ca, cg = on_a * s_a * l_a, on_g * s_g * l_g
     dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, aff = direction(ca, cg, cx, cu)
     pa, da = aff[0], aff[1]
     gap_aff = jnp.sum(
         m * ((x + pa * dx) * (zl + da * dzl) + (ux - pa * dx) * (zu + da * dzu))
-        + row0 * ((st.s_a + pa * ds_a) * (on_a * (st.l_a + da * dl_a)))
-    ) + jnp.sum((st.s_g + pa * ds_g) * (on_g * (st.l_g + da * dl_g)))
+        + row0 * ((s_a + pa * ds_a) * (on_a * (l_a + da * dl_a)))
+    ) + jnp.sum((s_g + pa * ds_g) * (on_g * (l_g + da * dl_g)))
     sigma = jnp.clip(gap_aff / jnp.maximum(gap, 1e-300), 0.0, 1.0) ** 3
     # never aim below a tenth of the gap tolerance: slacks of active rows would only degenerate
     smu = jnp.maximum(sigma * mu, 0.1 * cfg.gap / npairs)
@@ -311,13 +345,9 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     # improve the bound ends the solve (the rounding noise floor of the dual residual)
     ok_best = jnp.minimum(score, st.best) <= cfg.accept
     return State(
-        x=x + a * dx,
-        zl=zl + b * dzl,
-        zu=zu + b * dzu,
-        s_a=st.s_a + a * ds_a,
-        l_a=st.l_a + b * dl_a,
-        s_g=st.s_g + a * ds_g,
-        l_g=st.l_g + b * dl_g,
+        xz=st.xz + jnp.stack([a * dx, b * dzl, b * dzu]),
+        ra=jnp.stack([s_a + a * ds_a, l_a + b * dl_a]),
+        rg=jnp.stack([s_g + a * ds_g, l_g + b * dl_g]),
         it=st.it + jnp.where(conv, 0, 1),
         done=conv
         | ~ok
@@ -331,7 +361,9 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
 
 def initial_state(p: Params, x0: Array, mu0: Array) -> State:
     """Primal-dual start at ``x0`` (strictly inside the box): slacks are the row values kept
-    away from zero, duals are ``mu0`` over their slack."""
+    away from zero, duals are ``mu0`` over their slack; the bound duals also carry
+    ``_DUAL_FIT`` of the objective gradient's sign-split parts (a move toward dual
+    feasibility that keeps them positive)."""
     m = p["mask"]
     pt = point(p, x0)
     ux = jnp.where(m > 0, p["ub"] - x0, 1.0)
@@ -342,13 +374,15 @@ def initial_state(p: Params, x0: Array, mu0: Array) -> State:
     s_g = jnp.where(p["on"] > 0, jnp.maximum(pt.g_g, 0.1 * scale_g), 1.0)
     zero = jnp.zeros((), int)
     return State(
-        x=x0,
-        zl=m * mu0 / xs,
-        zu=m * mu0 / ux,
-        s_a=s_a,
-        l_a=p["any"] * mu0 / s_a,
-        s_g=s_g,
-        l_g=p["on"] * mu0 / s_g,
+        xz=jnp.stack(
+            [
+                x0,
+                m * (mu0 / xs + _DUAL_FIT * jnp.maximum(pt.gf, 0.0)),
+                m * (mu0 / ux + _DUAL_FIT * jnp.maximum(-pt.gf, 0.0)),
+            ]
+        ),
+        ra=jnp.stack([s_a, p["any"] * mu0 / s_a]),
+        rg=jnp.stack([s_g, p["on"] * mu0 / s_g]),
         it=zero,
         done=jnp.zeros((), bool),
         err=jnp.full((4,), jnp.inf),
@@ -358,12 +392,13 @@ def initial_state(p: Params, x0: Array, mu0: Array) -> State:
 
 
 def cold_start(p: Params) -> Array:
-    """A point well inside the box: a small part of every lot and a small buy."""
+    """A point well inside the box: ``_START_FRACTION`` of every lot and of every buy bound,
+    at most ``min(adv / (2 K1), 1e-3)`` per entry."""
     m, ub = p["mask"], p["ub"]
     cap = jnp.where(p["any"] > 0, p["adv"], 0.0)
     k1 = m.shape[0]
     per = jnp.minimum(cap / (2.0 * k1), 1e-3)
-    return m * jnp.minimum(0.1 * ub, per[None, :])
+    return m * jnp.minimum(_START_FRACTION * ub, per[None, :])
 
 
 def warm_point(p: Params, warm: Array) -> Array:
