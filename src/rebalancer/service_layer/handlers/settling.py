@@ -26,6 +26,7 @@ from rebalancer.domain.settlement import (
 from rebalancer.service_layer.handlers import monitoring
 from rebalancer.service_layer.handlers.dispatch import after_order_change, execution_repo
 from rebalancer.service_layer.handlers.recommending import _status_event
+from rebalancer.service_layer.handlers.sleeve_fills import follow_settled_fill
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 
@@ -80,6 +81,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
             }
         )
     else:
+        before = (account.quantities(), account.cash)
         lots: tuple[tuple[str, Decimal], ...] = ()
         if order.side == Side.SELL and order.lots:
             done = sum((s.quantity for s in previous if s.status == "settled"), Decimal(0))
@@ -99,6 +101,15 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
             ),
         )
         uow.accounts.sync_lots(account)
+        follow_settled_fill(
+            uow,
+            account,
+            before,
+            Side(str(event.side)),
+            event.instrument,
+            event.quantity,
+            event.price,
+        )
         uow.rebalancing.add_realized_gains(
             [
                 {
