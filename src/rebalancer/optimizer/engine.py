@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -106,6 +107,7 @@ class Recommender:
             self._cache.move_to_end(shape)
             return prob, prob.compiled
         prob = CompiledProblem(shape)
+        gc.freeze()  # a compiled shape is long-lived: out of the GC's full collections
         self._cache[shape] = prob
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

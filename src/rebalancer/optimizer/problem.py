@@ -7,6 +7,7 @@ The objective is scaled by :data:`SCALE` (to basis points of NAV) for solver acc
 
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -199,7 +200,11 @@ class CompiledProblem:
             except (cp.SolverError, ValueError, ArithmeticError) as exc:
                 fallbacks.append((name, f"solver error: {exc}"[:300]))
                 continue
-            self.compiled = True
+            if not self.compiled:
+                # CVXPY's canonicalization of this shape is long-lived: keep it out of the
+                # garbage collector's full collections (the engine's P99; docs/optimizer.md)
+                gc.freeze()
+                self.compiled = True
             elapsed = (time.perf_counter() - t0) * 1e3
             status = _STATUS.get(self.problem.status, SolveStatus.FAILED)
             stats = self.problem.solver_stats
