@@ -12,65 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, timedelta
 from typing import Any
 
-import numpy as np
 import pytest
 from apihelpers import READ, ok
 from fastapi.testclient import TestClient
+
+from rebalancer.optimizer.samples import random_account
 
 pytestmark = pytest.mark.integration
 
 COMPILE_TIMEOUT_S = 600.0
 
 
-def account(seed: int, gains_only: bool = False, n: int = 50, k: int = 10) -> dict[str, Any]:
+def account(seed: int, gains_only: bool = False) -> dict[str, Any]:
     """JSON of an account of 50 instruments, 4 lots each, a 10-factor risk model (bucket
     64x4x12). ``gains_only``: no loss lot, so the answer is one solve (no wash-sale round)."""
-    rng = np.random.default_rng(seed)
-    ids = [f"S{j:04d}" for j in range(n)]
-    price = rng.uniform(10, 300, n)
-    w = rng.dirichlet(np.ones(n)) * 0.97
-    as_of = date(2024, 6, 28)
-    lots = [
-        {
-            "lot_id": f"L{j}_{m}",
-            "instrument": ids[j],
-            "quantity": float(max(1.0, np.floor(w[j] * 1e7 / price[j] / 4))),
-            "cost_basis": float(price[j] * rng.uniform(0.6, 0.95 if gains_only else 1.2)),
-            "acquired": (as_of - timedelta(days=int(rng.integers(40, 1500)))).isoformat(),
-        }
-        for j in range(n)
-        for m in range(4)
-    ]
-    tgt = w * np.exp(rng.normal(0, 0.2, n))
-    tgt = tgt / tgt.sum() * 0.98
-    targets = {ids[j]: float(tgt[j]) for j in range(n)}
-    targets["CASH"] = 1.0 - float(sum(targets.values()))
-    return {
-        "as_of": as_of.isoformat(),
-        "portfolio": {"cash": 3e5, "lots": lots},
-        "targets": targets,
-        "instruments": [
-            {
-                "id": ids[j],
-                "price": float(price[j]),
-                "adv_shares": float(rng.uniform(2e5, 5e6)),
-                "daily_volatility": float(rng.uniform(0.01, 0.03)),
-                "half_spread_bps": float(rng.uniform(1, 10)),
-                "sector": f"sector{j % 11}",
-            }
-            for j in range(n)
-        ],
-        "risk_model": {
-            "instruments": ids,
-            "factor_exposures": rng.normal(0, 0.3, (n, k)).tolist(),
-            "factor_covariance": (np.eye(k) * 0.02).tolist(),
-            "specific_variance": rng.uniform(0.01, 0.06, n).tolist(),
-        },
-        "policy": {"risk_aversion": 5.0, "max_turnover": 0.5, "min_cash_weight": 0.01},
-    }
+    return random_account(seed, gains_only=gains_only)
 
 
 @contextmanager

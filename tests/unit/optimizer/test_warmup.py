@@ -9,11 +9,8 @@ fresh solver loads it in about a second instead of compiling it for 13-16 s.
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
 from rebalancer.bootstrap import make_recommender
@@ -22,6 +19,7 @@ from rebalancer.optimizer import DEFAULT_CHAIN, FAST_CHAIN, Recommender, SolverN
 from rebalancer.optimizer.data import build_data
 from rebalancer.optimizer.fast import Bucket, FastSolver
 from rebalancer.optimizer.fast.solver import bucket_label
+from rebalancer.optimizer.samples import random_account
 from rebalancer.optimizer.schemas import AnalyzeRequest
 from rebalancer.optimizer.warmup import Warmup, parse_bucket, parse_buckets
 
@@ -35,51 +33,7 @@ def account(
     """50 instruments with 4 lots each and a 10-factor risk model: bucket 64x4x12. With
     ``gains_only`` no lot is at a loss, so no wash-sale round follows the first solve (an
     answer of one solve: its solver is the first solve's)."""
-    rng = np.random.default_rng(seed)
-    ids = [f"S{j:04d}" for j in range(n)]
-    price = rng.uniform(10, 300, n)
-    w = rng.dirichlet(np.ones(n)) * 0.97
-    as_of = date(2024, 6, 28)
-    lots: list[dict[str, Any]] = [
-        {
-            "lot_id": f"L{j}_{m}",
-            "instrument": ids[j],
-            "quantity": float(max(1.0, np.floor(w[j] * 1e7 / price[j] / lots_per))),
-            "cost_basis": float(price[j] * rng.uniform(0.6, 0.95 if gains_only else 1.2)),
-            "acquired": (as_of - timedelta(days=int(rng.integers(40, 1500)))).isoformat(),
-        }
-        for j in range(n)
-        for m in range(lots_per)
-    ]
-    tgt = w * np.exp(rng.normal(0, 0.2, n))
-    tgt = tgt / tgt.sum() * 0.98
-    targets = {ids[j]: float(tgt[j]) for j in range(n)}
-    targets["CASH"] = 1.0 - float(sum(targets.values()))
-    return AnalyzeRequest.model_validate(
-        {
-            "as_of": as_of.isoformat(),
-            "portfolio": {"cash": 3e5, "lots": lots},
-            "targets": targets,
-            "instruments": [
-                {
-                    "id": ids[j],
-                    "price": float(price[j]),
-                    "adv_shares": float(rng.uniform(2e5, 5e6)),
-                    "daily_volatility": float(rng.uniform(0.01, 0.03)),
-                    "half_spread_bps": float(rng.uniform(1, 10)),
-                    "sector": f"sector{j % 11}",
-                }
-                for j in range(n)
-            ],
-            "risk_model": {
-                "instruments": ids,
-                "factor_exposures": rng.normal(0, 0.3, (n, k)).tolist(),
-                "factor_covariance": (np.eye(k) * 0.02).tolist(),
-                "specific_variance": rng.uniform(0.01, 0.06, n).tolist(),
-            },
-            "policy": {"risk_aversion": 5.0, "max_turnover": 0.5, "min_cash_weight": 0.01},
-        }
-    )
+    return AnalyzeRequest.model_validate(random_account(seed, n, lots_per, k, gains_only))
 
 
 def test_bucket_specs_round_up_like_requests_and_read_back_their_labels() -> None:
