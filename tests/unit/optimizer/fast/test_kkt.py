@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 from rebalancer.optimizer.fast import default_cache_dir
-from rebalancer.optimizer.fast.kkt import factor
+from rebalancer.optimizer.fast.kkt import colsum, factor, materialize
+from rebalancer.optimizer.fast.pdip import rowcomb
 from rebalancer.optimizer.fast.solver import CACHE_ENV
 
 
@@ -49,6 +51,35 @@ def test_structured_solve_matches_the_dense_newton_matrix(seed: int, spread: flo
     if spread < 5:  # the multipliers are the weighted row products of the direction
         assert np.allclose(np.asarray(c), weights * (U.T @ want.reshape(-1)), rtol=1e-8)
         assert np.allclose(np.asarray(bdt), beta * (m * want).sum(axis=0), rtol=1e-8)
+
+
+@pytest.mark.parametrize("tz", [1, 3])
+def test_zero_t_columns_are_skipped_without_changing_the_solve(tz: int) -> None:
+    """``tz`` leading columns of ``vt`` are zero (the factor loadings): the small matrix skips
+    them and the solve still matches the dense Newton matrix."""
+    rng = np.random.default_rng(10 + tz)
+    K1, n, r = 5, 11, 4
+    m = (rng.random((K1, n)) > 0.3).astype(float)
+    e = m * np.r_[1.0, -np.ones(K1 - 1)][:, None]
+    delta = np.where(m > 0, 10.0 ** rng.uniform(-2, 1, (K1, n)), 1.0)
+    alpha, beta = rng.random(n) * 10, 10.0 ** rng.uniform(-2, 2, n)
+    vz, vt = rng.normal(size=(n, r)), rng.normal(size=(n, r))
+    vt[:, :tz] = 0.0
+    weights = 10.0 ** rng.uniform(-2, 3, r)
+    H, _ = _dense(e, m, delta, alpha, beta, vz, vt, weights)
+    v = rng.normal(size=(K1, n))
+    dx = np.asarray(factor(e, m, delta, alpha, beta, vz, vt, 1.0 / weights, tz=tz)(v)[0])
+    want = np.linalg.solve(H, v.reshape(-1)).reshape(K1, n)
+    assert np.abs(dx - want).max() <= 1e-9 * np.abs(want).max()
+
+
+def test_unrolled_sums_and_materialize_keep_the_values() -> None:
+    rng = np.random.default_rng(7)
+    a, rows, w = rng.normal(size=(5, 9)), rng.normal(size=(6, 9)), rng.normal(size=6)
+    assert np.allclose(np.asarray(colsum(a)), a.sum(axis=0), rtol=1e-14, atol=1e-14)
+    assert np.allclose(np.asarray(rowcomb(rows, w)), rows.T @ w, rtol=1e-13, atol=1e-13)
+    v = rng.normal(size=8)
+    assert np.array_equal(np.asarray(jax.jit(materialize)(v)), v)
 
 
 def test_compile_cache_directory_is_configurable(
