@@ -125,3 +125,35 @@ def test_a_batch_recommendation_is_shown_and_approved_into_orders(
     orders = approved.json()["orders"]
     assert {o["instrument"] for o in orders} <= {t["instrument"] for t in trades}
     assert len(orders) >= 1
+
+
+def test_chunk_inputs_reuse_the_covariance_only_for_the_same_closes_and_volatilities() -> None:
+    import math
+
+    from rebalancer.analytics.requests import MarketStats
+    from rebalancer.domain.model import Instrument
+
+    ids = ["XA", "XB", "XC"]
+    instruments = {i: Instrument(i) for i in ids}
+    closes = {
+        i: [100.0 * math.exp(0.01 * k * (j + 1) % 0.07) for k in range(80)]
+        for j, i in enumerate(ids)
+    }
+    quotes = {i: MarketStats(price=100.0, daily_volatility=0.01) for i in ids}
+    day = date(2024, 6, 28)
+
+    def chunk(q: dict[str, MarketStats], read_at: float) -> Any:
+        return inputs.ChunkInputs(TENANT, "db-test", day, instruments, q, (read_at, closes))
+
+    first = chunk(quotes, 1.0).get(ids)
+    again = chunk(quotes, 1.0).get(ids)  # a later chunk, same closes read
+    assert first is not None and again is not None
+    assert again[0].risk_model is first[0].risk_model and again[1] == first[1]
+    moved = {**quotes, "XB": MarketStats(price=101.0, daily_volatility=0.01)}
+    priced = chunk(moved, 1.0).get(ids)  # a new price: new entries, same covariance
+    assert priced is not None and priced[0].risk_model is first[0].risk_model
+    assert priced[0].instruments[1].price == 101.0
+    reread = chunk(quotes, 2.0).get(ids)  # closes read again: estimated again, same content
+    assert reread is not None and reread[0].risk_model is not first[0].risk_model
+    assert reread[1].id == first[1].id
+    assert chunk(quotes, 1.0).get([*ids, "XD"]) is None  # an unpriced instrument
