@@ -156,4 +156,7 @@ def test_chunk_inputs_reuse_the_covariance_only_for_the_same_closes_and_volatili
     reread = chunk(quotes, 2.0).get(ids)  # closes read again: estimated again, same content
     assert reread is not None and reread[0].risk_model is not first[0].risk_model
     assert reread[1].id == first[1].id
+    calmer = {**quotes, "XC": MarketStats(price=100.0, daily_volatility=0.005)}
+    revol = chunk(calmer, 1.0).get(ids)  # another quoted volatility: estimated again
+    assert revol is not None and revol[0].risk_model is not first[0].risk_model
     assert chunk(quotes, 1.0).get([*ids, "XD"]) is None  # an unpriced instrument
