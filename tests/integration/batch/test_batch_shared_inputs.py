@@ -160,3 +160,28 @@ def test_chunk_inputs_reuse_the_covariance_only_for_the_same_closes_and_volatili
     revol = chunk(calmer, 1.0).get(ids)  # another quoted volatility: estimated again
     assert revol is not None and revol[0].risk_model is not first[0].risk_model
     assert chunk(quotes, 1.0).get([*ids, "XD"]) is None  # an unpriced instrument
+
+
+def test_success_metrics_grade_batch_recommendations_with_their_shared_risk_model(
+    runtime: Any,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from rebalancer.adapters.repositories.performance import PerformanceRepository
+    from rebalancer.analytics import performance as perf
+    from rebalancer.optimizer.response_schemas import AnalyzeResponse
+
+    engine = runtime.engine
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    _, batch_id = _run_batch(engine, 3, chunks=1)
+    ours = {r.id for r in _batch_recommendations(engine, batch_id)}
+    with engine.connect() as conn:
+        recs = PerformanceRepository(conn, TENANT).recommendations(since, limit=1000)
+    mine = [r for r in recs if uuid.UUID(str(r.id)) in ours]
+    assert len(mine) == 3
+    solver = Recommender()
+    for r in mine:
+        req = AnalyzeRequest.model_validate(r.request)  # whole again: covariance included
+        assert req.risk_model.instruments  # type: ignore[union-attr]
+        graded = perf.grade(req, AnalyzeResponse.model_validate(r.response), solver)
+        assert graded is not None

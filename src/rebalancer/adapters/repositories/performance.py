@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import distinct_on
 
 from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.batch_results import full_request
 from rebalancer.analytics.performance import BandCount
 
 
@@ -62,11 +63,12 @@ class PerformanceRepository:
         return {r.account_id: float(r.total_abs_drift) / 2.0 for r in self.conn.execute(q)}
 
     def recommendations(self, since: datetime, limit: int) -> list[StoredRecommendation]:
-        """The newest ``limit`` recommendations created at or after ``since``."""
+        """The newest ``limit`` recommendations created at or after ``since``, each with the
+        whole request it was solved with (a batch row's shared risk model added back)."""
         r = orm.recommendations
         q = (
             sa.select(
-                r.c.id, r.c.account_id, r.c.decision, r.c.created_at, r.c.request, r.c.response
+                r.c.id, r.c.account_id, r.c.decision, r.c.created_at, full_request(r), r.c.response
             )
             .where(r.c.tenant_id == self.tenant_id, r.c.created_at >= since)
             .order_by(r.c.created_at.desc())
