@@ -167,7 +167,9 @@ class BatchConsumerLoop:
         self._optimizer: Any = None
         self._stop = threading.Event()
         single_threaded_blas()
-        rt.start_warmup()  # worker start-up: the fast path's buckets compile in the background
+        # no start-up warm-up here: the service's warm buckets (500 instruments among them)
+        # cost a batch worker 8-16 s of CPU and ~400 MiB it may never use; the bucket of the
+        # first chunk compiles (or loads from the persistent cache) when that chunk needs it
         self._own_subscriber = subscriber is None
         self.subscriber = subscriber or SharedSubscriber(rt.infra.pulsar_url, rt.settings.data_dir)
         self.consumer = self.subscriber.subscribe(
