@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,22 @@ def runtime(settings: object) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def engine(runtime: object) -> object:
     return runtime.engine  # type: ignore[attr-defined]
+
+
+@pytest.fixture()
+def scratch(engine: Any) -> Iterator[Any]:
+    """An empty database of its own on the session's server (migration tests), dropped after."""
+    import sqlalchemy as sa
+
+    from rebalancer.adapters.db import make_engine
+
+    name = f"scratch_{uuid.uuid4().hex[:8]}"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    eng = make_engine(engine.url.set(database=name).render_as_string(hide_password=False))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -29,6 +29,15 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(engine: sa.Engine, revision: str) -> None:
+    """Take the database schema back to ``revision`` (each migration's downgrade in turn)."""
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(727271)"))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def time_series_backend(engine: sa.Engine) -> str:
     """``"timescaledb"`` when the time-series tables are hypertables, else ``"plain"``."""
     with engine.connect() as conn:

@@ -5,42 +5,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from rebalancer.adapters import migrate
-from rebalancer.adapters.db import make_engine
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture()
-def scratch(engine: Any) -> Iterator[sa.Engine]:
-    name = f"mig4_{uuid.uuid4().hex[:8]}"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    eng = make_engine(engine.url.set(database=name).render_as_string(hide_password=False))
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _alembic(eng: sa.Engine, fn: Any, revision: str) -> None:
-    cfg = migrate.alembic_config(eng.url.render_as_string(hide_password=False))
-    with eng.begin() as conn:
-        cfg.attributes["connection"] = conn
-        fn(cfg, revision)
-
-
 def test_migration_0004_up_and_down_restores_the_full_requests(scratch: sa.Engine) -> None:
-    _alembic(scratch, command.upgrade, "0004")
+    migrate.upgrade(scratch, "0004")
     assert "risk_models" in sa.inspect(scratch).get_table_names()
     cols = {c["name"] for c in sa.inspect(scratch).get_columns("recommendations")}
     assert "risk_model_id" in cols
@@ -74,7 +49,7 @@ def test_migration_0004_up_and_down_restores_the_full_requests(scratch: sa.Engin
                 ),
                 {"id": uuid.UUID(int=rec), "req": json.dumps(request), "ref": ref},
             )
-    _alembic(scratch, command.downgrade, "0003")
+    migrate.downgrade(scratch, "0003")
     assert "risk_models" not in sa.inspect(scratch).get_table_names()
     with scratch.connect() as conn:
         requests = dict(

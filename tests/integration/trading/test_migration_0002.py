@@ -5,39 +5,13 @@ follow-up per rebalance, and downgrades cleanly."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from rebalancer.adapters import migrate
-from rebalancer.adapters.db import make_engine
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def scratch(engine: Any) -> Iterator[sa.Engine]:
-    name = f"mig_{uuid.uuid4().hex[:8]}"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = engine.url.set(database=name)
-    eng = make_engine(url.render_as_string(hide_password=False))
-    try:
-        yield eng
-    finally:
-        eng.dispose()
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _alembic(eng: sa.Engine, fn: Any, revision: str) -> None:
-    cfg = migrate.alembic_config(eng.url.render_as_string(hide_password=False))
-    with eng.begin() as conn:
-        cfg.attributes["connection"] = conn
-        fn(cfg, revision)
 
 
 SEED = """
@@ -61,13 +35,13 @@ INSERT INTO executions (report_id, order_id, tenant_id, kind, fill_quantity, fil
 
 
 def test_migration_0002_backfills_and_constrains_and_downgrades(scratch: sa.Engine) -> None:
-    _alembic(scratch, command.upgrade, "0001")
+    migrate.upgrade(scratch, "0001")
     ids = {k: str(uuid.uuid4()) for k in ("parent", "child", "rec", "buy")}
     with scratch.begin() as conn:
         for stmt in SEED.strip().split(";"):
             if stmt.strip():
                 conn.execute(sa.text(stmt), {k: v for k, v in ids.items() if f":{k}" in stmt})
-    _alembic(scratch, command.upgrade, "0002")
+    migrate.upgrade(scratch, "0002")
     with scratch.connect() as conn:
         links = dict(
             conn.execute(sa.text("SELECT id::text, parent_rebalance_id::text FROM rebalances"))
@@ -87,7 +61,7 @@ def test_migration_0002_backfills_and_constrains_and_downgrades(scratch: sa.Engi
             ),
             {"id": str(uuid.uuid4()), "parent": ids["parent"]},
         )
-    _alembic(scratch, command.downgrade, "0001")
+    migrate.downgrade(scratch, "0001")
     with scratch.connect() as conn:
         cols = set(
             conn.execute(
@@ -98,4 +72,4 @@ def test_migration_0002_backfills_and_constrains_and_downgrades(scratch: sa.Engi
             ).scalars()
         )
     assert not cols & {"parent_rebalance_id", "remainder_round", "overdue_alerted_at"}
-    _alembic(scratch, command.upgrade, "0002")  # and up again
+    migrate.upgrade(scratch, "0002")  # and up again
