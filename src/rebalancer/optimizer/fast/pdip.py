@@ -263,6 +263,71 @@ def _step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     mu = gap / npairs
     perr = jnp.maximum(jnp.max(jnp.abs(rp_a)), jnp.max(jnp.abs(rp_g) / p["scale_g"]))
     conv = (perr <= cfg.feas) & (bound <= cfg.gap)
+    # the converged evaluation (the last of every solve) needs no Newton direction: the
+    # conditional skips the factorization and both solves, one iteration's work (under
+    # ``vmap`` it becomes a select that computes both branches, as before)
+    out: State = jax.lax.cond(
+        conv,
+        lambda: _finished(st, s_a, l_a, s_g, l_g, perr, bound, gap, cfg),
+        lambda: _advance(
+            st, p, pt, cfg, s_a, s_g, ux, xs, rd, rp_a, rp_g, gap, bound, mu, perr, conv
+        ),
+    )
+    return out
+
+
+def _finished(
+    st: State,
+    s_a: Array,
+    l_a: Array,
+    s_g: Array,
+    l_g: Array,
+    perr: Array,
+    bound: Array,
+    gap: Array,
+    cfg: Settings,
+) -> State:
+    """The state :func:`_advance` returns for a converged iterate (no step), without its work."""
+    score = jnp.where(perr <= cfg.feas, bound, jnp.inf)
+    better = score < st.best
+    return State(
+        xz=st.xz,
+        ra=jnp.stack([s_a, l_a]),
+        rg=jnp.stack([s_g, l_g]),
+        it=st.it,
+        done=jnp.ones((), bool),
+        err=jnp.stack([perr, bound, gap, jnp.zeros_like(gap)]),
+        best=jnp.where(better, score, st.best),
+        best_x=jnp.where(better, st.x, st.best_x),
+    )
+
+
+def _advance(
+    st: State,
+    p: Params,
+    pt: Point,
+    cfg: Settings,
+    s_a: Array,
+    s_g: Array,
+    ux: Array,
+    xs: Array,
+    rd: Array,
+    rp_a: Array,
+    rp_g: Array,
+    gap: Array,
+    bound: Array,
+    mu: Array,
+    perr: Array,
+    conv: Array,
+) -> State:
+    """The Newton step of :func:`_step` from its residuals."""
+    e, m = p["e"], p["mask"]
+    on_a, on_g = p["any"], p["on"]
+    x, zl, zu = st.x, st.zl, st.zu
+    l_a, l_g = st.l_a, st.l_g
+    at2 = p["At2"]
+    npairs = p["npairs"]
+    row0 = p["row0"]
     # Newton matrix: bound terms, per-instrument curvature, low-rank coupling
     delta = jnp.where(m > 0, zl / xs + zu / ux, 1.0)
     kappa = SCALE * p["gamma"] + l_g[-2] / p["te2"] + l_g[-1] / p["var2"]
