@@ -19,14 +19,6 @@ ADMIN = {"X-API-Key": "test-admin-key"}
 READ = {"X-API-Key": "test-read-key"}
 
 
-@pytest.fixture(scope="module")
-def client(runtime: Any) -> Iterator[TestClient]:
-    from rebalancer.entrypoints.api import create_app
-
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
-        yield c
-
-
 @pytest.fixture
 def batch_consumer(runtime: Any) -> Iterator[None]:
     from rebalancer.entrypoints.batch_worker import BatchConsumerLoop, BatchSolver

@@ -5,11 +5,9 @@ still reads back whole, and a batch recommendation is read and approved over the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from batchhelpers import load_book
 from fastapi.testclient import TestClient
@@ -27,14 +25,6 @@ from rebalancer.service_layer.unit_of_work import UnitOfWork
 TENANT = "tenant-a"
 ADMIN = {"X-API-Key": "test-admin-key"}
 READ = {"X-API-Key": "test-read-key"}
-
-
-@pytest.fixture(scope="module")
-def client(runtime: Any) -> Iterator[TestClient]:
-    from rebalancer.entrypoints.api import create_app
-
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as c:
-        yield c
 
 
 def _batch_recommendations(engine: sa.Engine, batch_id: uuid.UUID) -> list[Any]:

@@ -1,4 +1,5 @@
-"""Fixtures of the household API tests: one app and one TestClient on the session's runtime."""
+"""Fixtures of the integration tests: one API app and one TestClient per module on the session's
+runtime (tests/integration/api keeps one for the whole session)."""
 
 from __future__ import annotations
 
