@@ -43,11 +43,8 @@ def test_migration_0002_backfills_and_constrains_and_downgrades(scratch: sa.Engi
                 conn.execute(sa.text(stmt), {k: v for k, v in ids.items() if f":{k}" in stmt})
     migrate.upgrade(scratch, "0002")
     with scratch.connect() as conn:
-        links = dict(
-            conn.execute(sa.text("SELECT id::text, parent_rebalance_id::text FROM rebalances"))
-            .tuples()
-            .all()
-        )
+        rows = conn.execute(sa.text("SELECT id::text, parent_rebalance_id::text FROM rebalances"))
+        links = {r[0]: r[1] for r in rows}
         cash = conn.execute(
             sa.text("SELECT unsettled_purchases, unsettled_proceeds FROM cash_balances")
         ).one()

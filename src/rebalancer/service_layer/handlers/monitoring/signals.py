@@ -51,7 +51,11 @@ def _guard(kind: TriggerKind, fn: Callable[[], TriggerEvaluation]) -> TriggerEva
 
 
 def _history_correlation(prices: FloatArray) -> FloatArray:
+    """Correlation of the daily log returns of ``prices`` (t, n); the identity when there are
+    fewer than two returns (no information yet, and no degrees of freedom to estimate it)."""
     r = np.diff(np.log(prices), axis=0)
+    if r.ndim != 2 or r.shape[0] < 2:
+        return np.eye(prices.shape[1] if prices.ndim == 2 else 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = np.corrcoef(r.T)
     corr = np.atleast_2d(np.nan_to_num(corr, nan=0.0))
