@@ -143,6 +143,7 @@ class CompiledProblem:
 
     def parts(self, data: ProblemData, t: TradeVec) -> dict[str, float]:
         """Objective terms of ``t`` evaluated in NumPy (fractions of NAV)."""
+        t = t.summed()
         return {c.label: c.value(data, t) for c in self.costs}
 
     def objective(self, data: ProblemData, t: TradeVec) -> float:
@@ -151,6 +152,7 @@ class CompiledProblem:
     def checks(self, data: ProblemData, t: TradeVec, only: tuple[type, ...] = ()) -> list[Check]:
         """Every constraint evaluated in NumPy on ``t`` (or only the given term classes)."""
         out: list[Check] = []
+        t = t.summed()
         for term in self.limits:
             if not only or isinstance(term, only):
                 out += term.check(data, t)
