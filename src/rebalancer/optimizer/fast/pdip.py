@@ -70,6 +70,12 @@ class Settings(NamedTuple):
     feas: float = 1e-11
     """Largest violation of a constraint row (fraction of NAV, cones relative to their cap)."""
     max_iter: int = 80
+    cones: bool = False
+    """Whether the Newton system carries the two risk-cone rows. The service sends problems with
+    an active tracking-error or VaR limit to the barrier path (:func:`.inputs.has_cones`), so
+    here they are always off and are left out of the low-rank part (2 of its ~18 columns: the
+    ``r x r x n`` product and the ``n x r`` products shrink); a problem with a cone on then
+    reports ``converged=False`` instead of a wrong answer."""
     mu0: float = 0.1
     """Starting complementarity (bps of NAV per unit of weight) of a cold start."""
     warm_mu: float = 1e-2
@@ -340,9 +346,12 @@ def _advance(
     live = (on_g > 0) & (l_g > 0)
     cinv_g = jnp.where(live, jnp.minimum(sg_safe / jnp.where(live, l_g, 1.0), 1e100), 1.0)
     wg = live.astype(float)
-    vz = jnp.concatenate([p["L"], (pt.jz * wg[:, None]).T], axis=1)
-    vt = jnp.concatenate([jnp.zeros_like(p["L"]), (-at2 * wg[:, None]).T], axis=1)
-    cinv = jnp.concatenate([jnp.full(p["L"].shape[1], 0.5) / kappa, cinv_g])
+    # rows in the Newton system: all, or all but the two cone rows (see Settings.cones)
+    keep = at2.shape[0] if cfg.cones else at2.shape[0] - 2
+    wk = wg[:keep, None]
+    vz = jnp.concatenate([p["L"], (pt.jz[:keep] * wk).T], axis=1)
+    vt = jnp.concatenate([jnp.zeros_like(p["L"]), (-at2[:keep] * wk).T], axis=1)
+    cinv = jnp.concatenate([jnp.full(p["L"].shape[1], 0.5) / kappa, cinv_g[:keep]])
     solve = factor(e, m, delta, alpha, beta, vz, vt, cinv, tz=p["L"].shape[1])
 
     nf = p["L"].shape[1]
@@ -361,7 +370,8 @@ def _advance(
         dt = colsum(m * dx)
         # row duals from the multipliers (no huge lam / s factor formed as s -> 0)
         dl_a = on_a * (ratio_a * bdt - w_a)
-        dl_g = on_g * (-w_g - c[nf:] * wg)
+        c_g = jnp.concatenate([c[nf:], jnp.zeros(at2.shape[0] - keep)])
+        dl_g = on_g * (-w_g - c_g * wg)
         ds_a = on_a * (rp_a - dt)
         ds_g = on_g * (rp_g + jzt @ jnp.concatenate([dz, dt]))
         dzl = -m * (rl + zl * dx) / xs
@@ -519,7 +529,7 @@ def solve_padded(p: Params, warm: Array, use_warm: Array, cfg: Settings) -> Solu
         x=x,
         objective=objective_bps(p, x) / SCALE,
         iterations=st.it,
-        converged=st.best <= cfg.accept,
+        converged=(st.best <= cfg.accept) & (cfg.cones | (jnp.sum(p["on"][-2:]) == 0)),
         bound=st.best,
         perr=st.err[0],
         warm_used=use,
