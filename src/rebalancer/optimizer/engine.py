@@ -186,7 +186,7 @@ class Recommender:
         else:
             self._check_objective(prob, data, trade, res.value)
         shares = self._round(prob, data, trade)
-        final = shares.trade(data)
+        final = shares.trade(data).summed()
         final_checks = prob.checks(data, final)
         bad = [c for c in final_checks if not c.holds()]
         if bad:
@@ -212,7 +212,7 @@ class Recommender:
                     f"{data.min_net_benefit:,.2f}"
                 )
             shares = Shares(np.zeros_like(shares.buy), np.zeros_like(shares.lot))
-            final_checks, p1 = zero_checks, p0
+            final_checks, p1, final = zero_checks, p0, zero
         outcome = Outcome(
             decision=decision,
             shares=shares,
@@ -223,6 +223,7 @@ class Recommender:
             messages=messages,
             checks=final_checks,
             parts=(p0, p1),
+            final=final,
         )
         return build_response(prep.request, data, prob, outcome)
 

@@ -45,6 +45,8 @@ class Outcome:
     """Every check of the final trade, when the engine already computed them."""
     parts: tuple[dict[str, float], dict[str, float]] | None = None
     """Objective terms of the zero and the final trade, when already computed."""
+    final: TradeVec | None = None
+    """The trade of ``shares`` when already computed (``shares.trade(data)``, same values)."""
 
 
 def _by_label(codes: np.ndarray, names: list[str], values: Arr) -> dict[str, float]:
@@ -243,7 +245,7 @@ def build_response(
     req: AnalyzeRequest, data: ProblemData, prob: CompiledProblem, o: Outcome
 ) -> AnalyzeResponse:
     """Render the final answer (one validation of the whole response at the end)."""
-    final = o.shares.trade(data)
+    final = o.final if o.final is not None else o.shares.trade(data)
     zero = TradeVec.zero(data.shape)
     after = data.w + final.z
     cash_after_w = data.cash / data.nav - float(final.z.sum())

@@ -56,8 +56,11 @@ def recent_mask(data: ProblemData) -> np.ndarray:
     """Instruments whose wash-sale group was bought within ``wash_sale_days`` (bool, (n,))."""
     if not data.recent_groups:
         return np.zeros(data.n, dtype=bool)
-    codes = [k for k, g in enumerate(data.group_names) if g in data.recent_groups]
-    return np.isin(data.group_index, codes)
+    hit = np.fromiter(
+        (g in data.recent_groups for g in data.group_names), bool, len(data.group_names)
+    )
+    out: np.ndarray = hit[data.group_index]  # a lookup, not np.isin's sort (same mask)
+    return out
 
 
 class CashFloor(ConstraintTerm):
