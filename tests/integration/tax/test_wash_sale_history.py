@@ -102,3 +102,42 @@ def test_loss_sale_in_window_blocks_buying_the_group_back(engine: sa.Engine) -> 
     assert loser in inside.policy.no_buy and other not in inside.policy.no_buy
     after = _request(engine, account, sold_on + timedelta(days=31))
     assert loser not in after.policy.no_buy
+
+
+def test_a_batch_rebalance_blocks_buying_back_a_group_sold_at_a_loss(engine: sa.Engine) -> None:
+    """The batch path (one chunk of a model's accounts) reads the loss sales of all its
+    accounts at once and forbids buying their groups back, as the single-account path does."""
+    from rebalancer.adapters.repositories.batch_results import stored_request
+    from rebalancer.contracts import RebalanceTriggeredV1, decode
+    from rebalancer.optimizer import Recommender
+    from rebalancer.service_layer.handlers.batch import BATCH_TOPIC, recommend_chunk, start_batch
+
+    with UnitOfWork(engine, TENANT) as uow:
+        market_date = uow.market.as_of() or date.today()
+    sold_on = market_date - timedelta(days=10)  # its bar (5 days later) leaves as_of unchanged
+    account, loser, other = _setup(engine, sold_on)
+    with UnitOfWork(engine, TENANT) as uow:
+        (sleeve,) = uow.accounts.get(account).sleeves
+        batch = start_batch(uow, sleeve.model_id, actor="test")
+        uow.commit()
+    o, r, rb = orm.outbox, orm.recommendations, orm.rebalances
+    with engine.connect() as conn:
+        bodies = conn.execute(
+            sa.select(o.c.body).where(
+                o.c.topic == BATCH_TOPIC, o.c.body.contains(f"batch:{batch.batch_id}".encode())
+            )
+        ).scalars()
+        envs = [decode(bytes(b)) for b in bodies]
+    items = [(e.event_id, RebalanceTriggeredV1.model_validate(e.payload)) for e in envs]
+    assert len(items) == 1
+    with UnitOfWork(engine, TENANT) as uow:
+        res = recommend_chunk(uow, Recommender(), items)
+    assert not res.failed and len(res.computed) == 1
+    with engine.connect() as conn:
+        rec_id = conn.execute(
+            sa.select(r.c.id)
+            .join(rb, rb.c.id == r.c.rebalance_id)
+            .where(rb.c.batch_id == batch.batch_id)
+        ).scalar_one()
+        request = stored_request(conn, rec_id)
+    assert loser in request["policy"]["no_buy"] and other not in request["policy"]["no_buy"]

@@ -13,7 +13,7 @@ import structlog
 
 from rebalancer.adapters.repositories import bulk
 from rebalancer.adapters.repositories.batches import BatchRepository
-from rebalancer.analytics.requests import involved_instruments, make_request
+from rebalancer.analytics.requests import LossSale, involved_instruments, make_request
 from rebalancer.contracts import RebalanceTriggeredV1
 from rebalancer.domain.errors import RebalancerError
 from rebalancer.optimizer.response_schemas import AnalyzeResponse
@@ -158,6 +158,8 @@ def recommend_chunk(
     )
     clock.lap("read")
     policy = default_policy()
+    # a loss sold in the window must not be washed by buying its group back (as build_request)
+    losses = uow.tax.recent_loss_sales_many([a.id for a in accounts], as_of, policy.wash_sale_days)
     built: list[tuple[bulk.ChunkAccount, AnalyzeRequest, SharedRiskModel | None]] = []
     outcomes: dict[uuid.UUID, AnalyzeResponse | RebalancerError] = {}
     for c in requested:
@@ -171,6 +173,9 @@ def recommend_chunk(
                 inputs.closes,
                 as_of,
                 policy,
+                recent_loss_sales=[
+                    LossSale(instrument=i, date=d) for i, d in losses.get(c.account.id, [])
+                ],
                 market=None if shared is None else shared[0],
             )
             built.append((c, req, None if shared is None else shared[1]))
