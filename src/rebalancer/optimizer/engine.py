@@ -94,6 +94,7 @@ class Recommender:
         self.cache_size = cache_size
         self.wait_for_compile = wait_for_compile
         self._cache: OrderedDict[Shape, CompiledProblem] = OrderedDict()
+        self._evicted = False
         if fast is None and SolverName.FAST in self.solvers:
             from rebalancer.optimizer.fast.solver import FastSolver
 
@@ -107,10 +108,16 @@ class Recommender:
             self._cache.move_to_end(shape)
             return prob, prob.compiled
         prob = CompiledProblem(shape)
-        gc.freeze()  # a compiled shape is long-lived: out of the GC's full collections
+        # A compiled shape is long-lived: keep it out of the GC's full collections. Only while
+        # the cache has room: a frozen problem evicted later is never collected if it holds
+        # reference cycles, so freezing stops once shapes churn (at most ``cache_size`` kept).
+        prob.freeze_gc = not self._evicted and len(self._cache) < self.cache_size
+        if prob.freeze_gc:
+            gc.freeze()
         self._cache[shape] = prob
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+            self._evicted = True
         return prob, False
 
     def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse:

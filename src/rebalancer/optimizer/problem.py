@@ -125,6 +125,9 @@ class CompiledProblem:
         if not self.problem.is_dpp():  # pragma: no cover - guarded by tests
             raise RuntimeError("optimizer problem is not DPP")
         self.compiled = False
+        self.freeze_gc = True
+        """Freeze the GC's objects after the first conic solve (the engine turns it off once
+        its cache of shapes churns: an evicted frozen problem would never be collected)."""
         self.fast_warm: tuple[TradeVec, float] | None = None
         """Last fast-path answer of the current account (warm start of the next round)."""
 
@@ -205,7 +208,8 @@ class CompiledProblem:
             if not self.compiled:
                 # CVXPY's canonicalization of this shape is long-lived: keep it out of the
                 # garbage collector's full collections (the engine's P99; docs/optimizer.md)
-                gc.freeze()
+                if self.freeze_gc:
+                    gc.freeze()
                 self.compiled = True
             elapsed = (time.perf_counter() - t0) * 1e3
             status = _STATUS.get(self.problem.status, SolveStatus.FAILED)

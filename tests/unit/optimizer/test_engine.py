@@ -275,3 +275,23 @@ def test_compiled_problem_reused_across_accounts() -> None:
     second = rec.analyze(_two(cash=500.0))
     assert not first.solver.compiled_cache_hit and second.solver.compiled_cache_hit
     assert analyze(_two()).decision is Decision.REBALANCE
+
+
+def test_compiled_shapes_are_frozen_out_of_the_gc_only_while_the_cache_has_room() -> None:
+    """A frozen problem evicted later would never be collected (reference cycles), so the
+    engine stops freezing once its cache of shapes churns: at most ``cache_size`` frozen."""
+    import gc
+
+    from rebalancer.optimizer.data import Shape
+
+    rec = Recommender(cache_size=2)
+    first, _ = rec.problem_for(Shape(3, 1, 1, 0, 0))
+    second, _ = rec.problem_for(Shape(4, 1, 1, 0, 0))
+    assert first.freeze_gc and second.freeze_gc  # room for both
+    third, _ = rec.problem_for(Shape(5, 1, 1, 0, 0))  # full: evicts the first
+    frozen = gc.get_freeze_count()
+    fourth, _ = rec.problem_for(Shape(6, 1, 1, 0, 0))
+    assert not third.freeze_gc and not fourth.freeze_gc
+    assert gc.get_freeze_count() == frozen
+    again, hit = rec.problem_for(Shape(6, 1, 1, 0, 0))
+    assert again is fourth and not hit  # cached, not compiled by a solve yet
