@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     settlement_overdue_grace_business_days: int = Field(default=1, ge=0)
     """Business days after a fill's expected settlement date before ``settlement_overdue``."""
     solver_chain: SolverChain = SolverChain.FAST
-    warm_buckets: str = "64x4x12,512x4x12"
+    warm_buckets: str = "16x4x12,16x8x12,64x4x12"
     warm_recent: int = Field(default=4, ge=0)
 
     @field_validator("solver_chain", mode="before")
