@@ -105,7 +105,10 @@ def test_nothing_lost_or_duplicated_under_sigkill(cluster: Cluster) -> None:
     assert c.monkey_error is None, c.monkey_error
     c.heal()
     c.approve_pending()  # what the last market day opened
-    _settle_down(c, 150)
+    # a liveness bound, not a speed claim: after the last kill, restarted workers may need
+    # several attempts to subscribe while the restarted broker comes back, slower still when
+    # other jobs share the two cores (seen: 2 rebalances still queued after 150 s under load)
+    _settle_down(c, 300)
 
     assert c.engine is not None
     fills = read_fills(c.fills_path)
