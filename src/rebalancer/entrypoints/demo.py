@@ -23,7 +23,7 @@ from rich.table import Table
 
 from rebalancer.adapters.repositories.stats import BookStats
 from rebalancer.bootstrap import Runtime, bootstrap, install_signal_handlers
-from rebalancer.config import ApiKeySpec, Scope, Settings
+from rebalancer.config import ApiKeySpec, Scope, Settings, SolverChain
 from rebalancer.contracts import TOPICS, EventType, MarketDataV1, encode, new_event
 from rebalancer.entrypoints.apiserver import ApiServer
 from rebalancer.entrypoints.consumers import Worker
@@ -413,6 +413,12 @@ def run_demo(
         )
     else:
         api_key = settings.api_keys[0].key.get_secret_value()
+    if "solver_chain" not in settings.model_fields_set:
+        # A few minutes on accounts of 16-32 instruments: Clarabel answers those in tens of
+        # milliseconds, while compiling the fast path's buckets (about 8 s of CPU each, six of
+        # them for this book) competed with the simulated venue and left a third of the orders
+        # unanswered in time. REBALANCER_SOLVER_CHAIN=fast runs the demo on the fast path.
+        settings = settings.model_copy(update={"solver_chain": SolverChain.CLARABEL})
     rt = bootstrap(settings)
     install_signal_handlers(rt)
     tenant = next(k.tenant for k in settings.api_keys if k.key.get_secret_value() == api_key)
