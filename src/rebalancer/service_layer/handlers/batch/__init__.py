@@ -4,7 +4,8 @@ Fan-out (:func:`start_batch`, one transaction, module ``fanout``): lock the mode
 open one ``requested`` rebalance per account (or join the account's rebalance that is still
 ``requested``; accounts whose open rebalance is further along are *skipped* and counted), and
 queue one ``rebalance_triggered`` v1 event per account on the dedicated topic
-:data:`BATCH_TOPIC`, all with multi-row inserts. The outbox relay publishes them to Pulsar.
+:data:`BATCH_TOPIC`, the rows and events written with ``COPY``. The outbox relay publishes
+them to Pulsar.
 
 Work (:func:`recommend_chunk`, module ``chunk``): any number of worker processes consume that
 topic on one Shared subscription and take the messages in chunks. A chunk is handled in one
@@ -13,10 +14,10 @@ loaded by one statement, then models, instruments and quotes for the whole chunk
 cached per worker), one build (instrument entries and the covariance once per instrument set,
 module ``inputs``), one ``analyze_many`` call and one bulk write (module ``store``: the
 covariance once per content in ``risk_models``, ``COPY`` of the recommendations referencing it,
-multi-row statements). Each result is written once: the rebalance rows are locked and only
-those still ``requested`` are computed, and event ids are recorded in ``processed_events`` in
-the same transaction. A worker that dies mid-chunk commits nothing; Pulsar redelivers its
-unacknowledged messages to the other workers.
+one status ``UPDATE``, ``COPY`` of the outbox events). Each result is written once: the
+rebalance rows are locked and only those still ``requested`` are computed, and event ids are
+recorded in ``processed_events`` in the same transaction. A worker that dies mid-chunk commits
+nothing; Pulsar redelivers its unacknowledged messages to the other workers.
 """
 
 from rebalancer.service_layer.handlers.batch.chunk import (
