@@ -10,14 +10,14 @@ them to Pulsar.
 Work (:func:`recommend_chunk`, module ``chunk``): any number of worker processes consume that
 topic on one Shared subscription and take the messages in chunks. A chunk is handled in one
 transaction: one set-based read (the accounts with their lots, cash and sleeves locked and
-loaded by one statement, then models, instruments and quotes for the whole chunk; closes are
-cached per worker), one build (instrument entries and the covariance once per instrument set,
-module ``inputs``), one ``analyze_many`` call and one bulk write (module ``store``: the
-covariance once per content in ``risk_models``, ``COPY`` of the recommendations referencing it,
-one status ``UPDATE``, ``COPY`` of the outbox events). Each result is written once: the
-rebalance rows are locked and only those still ``requested`` are computed, and event ids are
-recorded in ``processed_events`` in the same transaction. A worker that dies mid-chunk commits
-nothing; Pulsar redelivers its unacknowledged messages to the other workers.
+loaded by one statement, then models, instruments, quotes and recent loss sales for the whole
+chunk; closes are cached per worker), one build (instrument entries and the covariance once per
+instrument set, module ``inputs``), one ``analyze_many`` call and one bulk write (module
+``store``: the covariance once per content in ``risk_models``, ``COPY`` of the recommendations
+referencing it, one status ``UPDATE``, ``COPY`` of the outbox events). Each result is written
+once: the rebalance rows are locked and only those still ``requested`` are computed, and event
+ids are recorded in ``processed_events`` in the same transaction. A worker that dies mid-chunk
+commits nothing; Pulsar redelivers its unacknowledged messages to the other workers.
 """
 
 from rebalancer.service_layer.handlers.batch.chunk import (
