@@ -251,9 +251,10 @@ def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> Pr
     recent = {groups[idx[b.instrument]] for b in req.recent_buys if since <= b.date <= as_of}
     fresh = (acquired >= since.toordinal()) & (acquired <= today)
     recent |= {groups[r] for r in np.unique(rows[fresh]).tolist()}
-    lot_ids: list[list[str | None]] = [[None] * K for _ in range(n)]
-    for lot_id, r, c in zip(lot_id_in, rows.tolist(), cols.tolist(), strict=True):
-        lot_ids[r][c] = lot_id
+    id_grid = np.full((n, K), None, dtype=object)
+    lot_id_arr = np.array(lot_id_in, dtype=object) if m else np.empty(0, dtype=object)
+    id_grid[rows, cols] = lot_id_arr
+    lot_ids: list[list[str | None]] = id_grid.tolist()
     lot_qty, lot_basis = np.zeros((n, K)), np.zeros((n, K))
     held = np.zeros((n, K), dtype=np.int64)
     present = np.zeros((n, K), dtype=bool)
@@ -371,7 +372,7 @@ def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> Pr
         budget_share=np.array([pol.max_sector_risk_share[s] for s in sectors]),
         recent_groups=recent,
         lot_present=present,
-        lot_names=np.array(lot_id_in, dtype=object)[row_major].tolist() if m else [],
+        lot_names=lot_id_arr[row_major].tolist(),
         lot_loss=lot_loss,
         group_index=group_index,
         group_names=group_names,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -158,9 +159,11 @@ def _breakdown(parts: dict[str, float], nav: float) -> ObjectiveBreakdown:
 
 def _trades(
     req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The fields of one :class:`TradeOut` per instrument and side (sells first, instrument
-    order) and of every :class:`LotSale`; validated with the whole response."""
+    order; validated with the whole response) and the :class:`TaxSummary` sums of the lot
+    sales (currency: ``short_term_gain``, ``long_term_gain``, ``harvested_losses``,
+    ``estimated_tax``; each a plain left-to-right sum over the sales in lot order)."""
     before, after = data.w, data.w + final.z
     sold = np.where(data.lot_present, s.lot, 0.0)
     r, c = np.nonzero(sold > 0)
@@ -172,21 +175,29 @@ def _trades(
     tax_by = np.bincount(r, weights=tax, minlength=n)
     loss_by = np.bincount(r, weights=np.where(neg, gain, 0.0), minlength=n)
     loss_tax_by = np.bincount(r, weights=np.where(neg, tax, 0.0), minlength=n)
-    terms = [Term.LONG if x else Term.SHORT for x in data.lot_long[r, c].tolist()]
+    long_l = data.lot_long[r, c].tolist()
+    gain_l, tax_l = gain.tolist(), tax.tolist()
+    terms = [Term.LONG if x else Term.SHORT for x in long_l]
     sales: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    all_sales: list[dict[str, Any]] = []
+    lot_ids = data.lot_ids
     for i, j, q, g, t, term in zip(
-        r.tolist(), c.tolist(), lot_qty.tolist(), gain.tolist(), tax.tolist(), terms, strict=True
+        r.tolist(), c.tolist(), lot_qty.tolist(), gain_l, tax_l, terms, strict=True
     ):
-        sale = {
-            "lot_id": data.lot_ids[i][j],
-            "quantity": q,
-            "realized_gain": g,
-            "term": term,
-            "tax_currency": t,
-        }
-        sales[i].append(sale)
-        all_sales.append(sale)
+        sales[i].append(
+            {
+                "lot_id": lot_ids[i][j],
+                "quantity": q,
+                "realized_gain": g,
+                "term": term,
+                "tax_currency": t,
+            }
+        )
+    sums = {
+        "short_term_gain": sum(compress(gain_l, [not x for x in long_l])),
+        "long_term_gain": sum(compress(gain_l, long_l)),
+        "harvested_losses": sum(compress(gain_l, neg.tolist())),
+        "estimated_tax": sum(tax_l),
+    }
     sell_q, buy_q = s.lot.sum(axis=1), s.buy
     # one row per trade: instrument, is-sell, shares; sells before buys of one instrument
     sells, buys = np.flatnonzero(sell_q > 0), np.flatnonzero(buy_q > 0)
@@ -238,7 +249,7 @@ def _trades(
             strict=True,
         )
     ]
-    return out, all_sales
+    return out, sums
 
 
 def build_response(
@@ -250,9 +261,7 @@ def build_response(
     after = data.w + final.z
     cash_after_w = data.cash / data.nav - float(final.z.sum())
     p0, p1 = o.parts if o.parts is not None else (prob.parts(data, zero), prob.parts(data, final))
-    trades, lots = _trades(req, data, o.shares, final)
-    st = sum(lot["realized_gain"] for lot in lots if lot["term"] is Term.SHORT)
-    lt = sum(lot["realized_gain"] for lot in lots if lot["term"] is Term.LONG)
+    trades, sums = _trades(req, data, o.shares, final)
     net = (sum(p0.values()) - sum(p1.values())) * data.nav
     checks = o.checks if o.checks is not None else prob.checks(data, final)
     r = o.result
@@ -269,10 +278,7 @@ def build_response(
         "drift_after": drift_report(data, after, cash_after_w),
         "risk": risk_report(data, data.w, after),
         "tax": TaxSummary(
-            short_term_gain=st,
-            long_term_gain=lt,
-            harvested_losses=sum(lot["realized_gain"] for lot in lots if lot["realized_gain"] < 0),
-            estimated_tax=sum(lot["tax_currency"] for lot in lots),
+            **sums,
             deferred_lots=[
                 DeferredLot(
                     lot_id=d.lot_id,
