@@ -6,22 +6,27 @@ short leading axis of ``n``-long rows. With ``e`` the net-trade signs (+1 buy, -
 ``m`` the mask of free entries, the condensed Newton matrix of the interior-point method is::
 
     H = blockdiag_i( diag(delta_i) + alpha_i e_i e_i' + beta_i m_i m_i' ) + U C U'
-    U[:, :, j] = e * vz[:, j] + m * vt[:, j]           (r columns)
+    U[:, :, j] = e * uz[j] + m * ut[j]                 (r columns)
     C = diag(1 / cinv)                                  (r weights)
 
 ``delta`` holds the bound terms (``zl/x + zu/(ub - x)``), ``alpha`` the specific risk
-(``2 kappa d^2``), ``beta`` the impact curvature and the ADV-row term, ``vz`` the factor
-loadings and the z-space gradients of the coupling rows (cash, stress, sectors, TE, VaR), ``vt``
+(``2 kappa d^2``), ``beta`` the impact curvature and the ADV-row term, ``uz`` the factor
+loadings and the z-space gradients of the coupling rows (cash, stress, sectors, TE, VaR), ``ut``
 the t-space ones (turnover). Each ``K1 x K1`` block is inverted in closed form (a rank-2
 Woodbury) and ``U C U'`` through one ``r x r`` Cholesky of ``C^-1 + U' B^-1 U``: ``H`` is never
 formed. The weights enter inverted (``cinv = s / lam`` of a coupling row), so a row whose slack
 goes to zero at the answer makes the small matrix better conditioned, not worse.
+
+The columns of ``U`` are constant during a solve (factor loadings, the rows' coefficients)
+except for a 0/1 weight per column (a row whose dual is zero leaves the system), so they are
+built once (:class:`LowRank`, in the layouts XLA's CPU products are fastest in) and the
+weights ``wu`` scale the small matrix and the multipliers instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +58,31 @@ def materialize(v: Array) -> Array:
     unless its first entry is NaN (then the whole vector is NaN, which the iteration rejects
     like any non-finite direction). Under ``vmap`` the conditional becomes a select (no
     boundary)."""
-    return jax.lax.cond(jnp.isnan(v[0]), lambda u: u + v[0], lambda u: u, v)
+    first = v.reshape(-1)[0]
+    return jax.lax.cond(jnp.isnan(first), lambda u: u + first, lambda u: u, v)
+
+
+class LowRank(NamedTuple):
+    """The columns of ``U`` in the layouts the products use (``r`` columns, of which the
+    first ``r - q`` have no t-space part). XLA's CPU products are several times faster with
+    the contracted axis last on the left and first on the right (measured at 512 x 16: ``A'B``
+    with both ``(n, r)`` 32 us, ``A B`` with ``A`` ``(r, n)`` 17 us), so both layouts are
+    kept."""
+
+    uu: Array
+    """``(r, 2n)``: row ``j`` is ``[uz_j, ut_j]`` (``ut_j = 0`` for ``j < r - q``)."""
+    vz: Array
+    """``(n, r)``: ``uz'``."""
+    vt: Array
+    """``(n, q)``: the t-space parts of the last ``q`` columns."""
+
+
+def low_rank(uz: Array, ut: Array) -> LowRank:
+    """:class:`LowRank` of the z-space rows ``uz`` ``(r, n)`` and the t-space rows ``ut``
+    ``(q, n)`` of the last ``q`` columns."""
+    r, q = uz.shape[0], ut.shape[0]
+    utf = jnp.concatenate([jnp.zeros((r - q, uz.shape[1])), ut], axis=0)
+    return LowRank(jnp.concatenate([uz, utf], axis=1), uz.T, ut.T)
 
 
 def factor(
@@ -62,21 +91,16 @@ def factor(
     delta: Array,
     alpha: Array,
     beta: Array,
-    vz: Array,
-    vt: Array,
+    u: LowRank,
     cinv: Array,
-    tz: int = 0,
+    wu: Array,
 ) -> Callable[[Array], tuple[Array, Array, Array]]:
     """A solver ``v -> (H^-1 v, c, beta * m'H^-1 v)`` for the matrix above (``v`` of shape
-    ``(K1, n)``). ``c = C U' H^-1 v`` are the low-rank multipliers: for a coupling row with
-    weight ``lam / s`` it is ``(lam / s) * (row gradient)' dx`` computed without forming the
-    huge weight, and ``beta * m'dx`` is the same for the per-instrument rows.
-
-    The z- and t-space columns are stacked (``V = [vz; vt]``, ``2n x r``) so that each product
-    with the low-rank part is one matrix-vector product. ``tz`` says that the first ``tz``
-    columns of ``vt`` are zero (the factor loadings have no t-space part); the small matrix
-    ``C^-1 + U'B^-1 U`` then skips them (its ``r x r x 2n`` product is the largest single piece
-    of arithmetic of an iteration)."""
+    ``(K1, n)``) with ``U = U0 diag(wu)`` (``U0`` from ``u``). ``c = C U' H^-1 v`` are the
+    low-rank multipliers: for a coupling row with weight ``lam / s`` it is
+    ``(lam / s) * (row gradient)' dx`` computed without forming the huge weight, and
+    ``beta * m'dx`` is the same for the per-instrument rows. A column with ``wu = 0`` needs
+    ``cinv = 1`` (its multiplier is then 0)."""
     dinv = 1.0 / delta
     de, dm = dinv * e, dinv * m
     # e = +-m entrywise (+ buy, - sells): with P = buy part and Q = sell part of m'D^-1 m the
@@ -85,45 +109,44 @@ def factor(
     qs = colsum(dm[1:])
     g11 = pb + qs
     g12 = pb - qs
-    g22 = g11
+    pq4 = 4.0 * pb * qs
     # per block M = (C^-1 + G)^-1 with C = diag(alpha, beta), without cancellation
-    det = 1.0 + (alpha + beta) * g11 + 4.0 * alpha * beta * pb * qs
-    m11 = alpha * (1.0 + beta * g22) / det
-    m12 = -alpha * beta * g12 / det
-    m21 = m12
-    m22 = beta * (1.0 + alpha * g11) / det
+    idet = 1.0 / (1.0 + (alpha + beta) * g11 + alpha * beta * pq4)
+    m11 = alpha * (1.0 + beta * g11) * idet
+    m12 = -alpha * beta * g12 * idet
+    m22 = beta * (1.0 + alpha * g11) * idet
     # E'B^-1 E = (I + G C)^-1 G in closed form (positive semidefinite by construction: its
     # determinant is 4PQ / det)
-    p11 = (g11 + 4.0 * beta * pb * qs) / det
-    p12 = g12 / det
-    p22 = (g11 + 4.0 * alpha * pb * qs) / det
-    vv = jnp.concatenate([vz, vt], axis=0)
-    w1 = p11[:, None] * vz + p12[:, None] * vt
-    w2 = p12[:, None] * vz + p22[:, None] * vt
-    # U'B^-1 U = vz'w1 + vt'w2, where vt'w2 has zero rows for the zero columns of vt
-    low = vz.T @ w1
-    low = low + jnp.concatenate([jnp.zeros((tz, low.shape[1])), vt[:, tz:].T @ w2], axis=0)
-    cap = jnp.diag(cinv) + low
-    chol = jnp.linalg.cholesky(cap)
+    p11 = (g11 + beta * pq4) * idet
+    p12 = g12 * idet
+    p22 = (g11 + alpha * pq4) * idet
     n = e.shape[1]
+    uz, ut = u.uu[:, :n], u.uu[:, n:]
+    q = u.vt.shape[1]
+    # U0'B^-1 U0 = (uz P11 + ut P12) uz' + [0 | (uz P12 + ut P22) ut_q']
+    low = (uz * p11 + ut * p12) @ u.vz
+    lowt = (uz * p12 + ut * p22) @ u.vt
+    low = low + jnp.concatenate([jnp.zeros((low.shape[0], low.shape[1] - q)), lowt], axis=1)
+    cap = jnp.diag(cinv) + wu[:, None] * low * wu[None, :]
+    chol = jnp.linalg.cholesky(cap)
 
     def solve(v: Array) -> tuple[Array, Array, Array]:
         w = dinv * v
         s1 = colsum(e * w)
         s2 = colsum(m * w)
-        h = w - (de * (m11 * s1 + m12 * s2) + dm * (m21 * s1 + m22 * s2))
+        h = w - (de * (m11 * s1 + m12 * s2) + dm * (m12 * s1 + m22 * s2))
         # materialized before the product: XLA on CPU would otherwise fuse the whole
         # elementwise chain into the matrix-vector product and recompute it per output (r times)
         hh = materialize(jnp.concatenate([colsum(e * h), colsum(m * h)]))
-        c = jax.scipy.linalg.cho_solve((chol, True), vv.T @ hh)
+        c = wu * jax.scipy.linalg.cho_solve((chol, True), wu * (u.uu @ hh))
         # dx = B^-1 (v - U c) again in closed form, so that beta * m'dx comes out as the
         # block's own multiplier (no cancellation when beta is huge)
-        uc = vv @ c
+        uc = c @ u.uu
         y = v - (e * uc[:n] + m * uc[n:])
         w = dinv * y
         s1 = colsum(e * w)
         s2 = colsum(m * w)
-        bdt = m21 * s1 + m22 * s2
+        bdt = m12 * s1 + m22 * s2
         dx = w - (de * (m11 * s1 + m12 * s2) + dm * bdt)
         return dx, c, bdt
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rebalancer.optimizer.fast import default_cache_dir
-from rebalancer.optimizer.fast.kkt import colsum, factor, materialize
+from rebalancer.optimizer.fast.kkt import colsum, factor, low_rank, materialize
 from rebalancer.optimizer.fast.pdip import rowcomb
 from rebalancer.optimizer.fast.solver import CACHE_ENV
 
@@ -43,7 +43,8 @@ def test_structured_solve_matches_the_dense_newton_matrix(seed: int, spread: flo
     weights = 10.0 ** rng.uniform(-2, spread, r)
     H, U = _dense(e, m, delta, alpha, beta, vz, vt, weights)
     v = rng.normal(size=(K1, n))
-    dx, c, bdt = factor(e, m, delta, alpha, beta, vz, vt, 1.0 / weights)(v)
+    u = low_rank(vz.T, vt.T)
+    dx, c, bdt = factor(e, m, delta, alpha, beta, u, 1.0 / weights, np.ones(r))(v)
     dx = np.asarray(dx)
     want = np.linalg.solve(H, v.reshape(-1)).reshape(K1, n)
     tol = 1e-9 if spread < 5 else 1e-6
@@ -68,9 +69,34 @@ def test_zero_t_columns_are_skipped_without_changing_the_solve(tz: int) -> None:
     weights = 10.0 ** rng.uniform(-2, 3, r)
     H, _ = _dense(e, m, delta, alpha, beta, vz, vt, weights)
     v = rng.normal(size=(K1, n))
-    dx = np.asarray(factor(e, m, delta, alpha, beta, vz, vt, 1.0 / weights, tz=tz)(v)[0])
+    u = low_rank(vz.T, vt[:, tz:].T)
+    dx = np.asarray(factor(e, m, delta, alpha, beta, u, 1.0 / weights, np.ones(r))(v)[0])
     want = np.linalg.solve(H, v.reshape(-1)).reshape(K1, n)
     assert np.abs(dx - want).max() <= 1e-9 * np.abs(want).max()
+
+
+def test_columns_weighted_out_leave_the_system() -> None:
+    """A column with weight ``wu = 0`` (a coupling row whose dual is zero) and ``cinv = 1``
+    solves as if the column were not there, and its multiplier is 0."""
+    rng = np.random.default_rng(21)
+    K1, n, r = 5, 10, 5
+    m = (rng.random((K1, n)) > 0.3).astype(float)
+    e = m * np.r_[1.0, -np.ones(K1 - 1)][:, None]
+    delta = np.where(m > 0, 10.0 ** rng.uniform(-2, 1, (K1, n)), 1.0)
+    alpha, beta = rng.random(n) * 10, 10.0 ** rng.uniform(-2, 2, n)
+    vz, vt = rng.normal(size=(n, r)), rng.normal(size=(n, r))
+    weights = 10.0 ** rng.uniform(-2, 3, r)
+    wu = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    cinv = np.where(wu > 0, 1.0 / weights, 1.0)
+    keep = wu > 0
+    H, U = _dense(e, m, delta, alpha, beta, vz[:, keep], vt[:, keep], weights[keep])
+    v = rng.normal(size=(K1, n))
+    dx, c, _ = factor(e, m, delta, alpha, beta, low_rank(vz.T, vt.T), cinv, wu)(v)
+    want = np.linalg.solve(H, v.reshape(-1)).reshape(K1, n)
+    assert np.abs(np.asarray(dx) - want).max() <= 1e-9 * np.abs(want).max()
+    c = np.asarray(c)
+    assert np.all(c[~keep] == 0.0)
+    assert np.allclose(c[keep], weights[keep] * (U.T @ want.reshape(-1)), rtol=1e-8)
 
 
 def test_unrolled_sums_and_materialize_keep_the_values() -> None:
