@@ -5,8 +5,9 @@ A lot's sale is a loss when its amount realized net of selling costs is below it
 (:func:`rebalancer.domain.wash_sale.is_wash_sale_loss`, stored as ``ProblemData.lot_loss``).
 After the convex relaxation every group is settled at once (see docs/optimizer.md, "Wash
 sale"): a group that both sells at a loss and buys keeps the side whose removal costs the
-objective more; a group that trades on one side only keeps that side. Closing a side is a bound
-(``buy_ub = 0`` or ``lot_ub = 0`` on its loss lots), so the re-solve is convex again.
+objective more; a group that trades on one side only keeps that side; a group that does not
+trade may no longer sell at a loss. Closing a side is a bound (``buy_ub = 0`` or ``lot_ub = 0``
+on its loss lots), so the re-solve is convex again, and no group can conflict in it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def settle_all(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
     each keeping the group's net trade where it can: close its loss sales (and buy that much
     less) or close its buys (and sell that much less at a loss, the sales scaled evenly). The
     way that raises the objective less is taken. A group that only sells at a loss may no
-    longer buy; a group that only buys may no longer sell at a loss.
+    longer buy; a group that only buys may no longer sell at a loss; a group that does not
+    trade in ``t`` may no longer sell at a loss either (it could otherwise start selling at a
+    loss and buying in the re-solve, once the settled groups free turnover, and need a third
+    solve; see docs/optimizer.md for what that costs and saves).
     """
     sold, bought = group_sides(data, t)
     conflict = (sold > tol) & (bought > tol)
@@ -75,7 +79,7 @@ def settle_all(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
     else:
         no_sales = no_buys = conflict
     no_buys = no_buys | (~conflict & (sold > tol))
-    no_sales = no_sales | (~conflict & (bought > tol))
+    no_sales = no_sales | (~conflict & (sold <= tol))  # buys only, or no trade at all
     data.buy_ub[no_buys[data.group_index]] = 0.0
     data.lot_ub[no_sales[data.group_index][:, None] & data.lot_loss] = 0.0
     return [data.group_names[k] for k in np.flatnonzero(conflict)]

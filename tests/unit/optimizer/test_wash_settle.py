@@ -69,3 +69,26 @@ def test_the_choice_is_the_way_out_that_raises_the_numpy_objective_less(seed: in
         assert data.lot_ub[0, 0] == 0.0 and data.buy_ub[0] > 0.0
     elif close_buys < close_sales - 1e-12:
         assert data.buy_ub[0] == 0.0 and data.lot_ub[0, 0] > 0.0
+
+
+def test_a_group_that_does_not_trade_may_still_buy_but_no_longer_sell_at_a_loss() -> None:
+    data = _data(target_x=0.2)
+    # X does not trade at all while Z buys: X keeps its buys open, its loss lot closes
+    assert settle_all(data, _trade(data, 0.0, 0.0, buy_z=0.1), 1e-7) == []
+    assert data.lot_ub[0, 0] == 0.0 and data.buy_ub[0] > 0.0
+    assert data.buy_ub[1] > 0.0 and data.lot_ub[1, 0] > 0.0  # Z: no loss lot, nothing closes
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_after_settling_no_group_can_both_sell_at_a_loss_and_buy(seed: int) -> None:
+    """Every group with a loss lot it may sell has one side closed, whatever it did in the
+    answer settled (so the re-solve never needs another wash-sale round)."""
+    rng = np.random.default_rng(seed)
+    data = _data(target_x=float(rng.uniform(0.1, 0.9)))
+    kind = seed % 4  # conflict, sells only, buys only, no trade
+    sold = float(rng.uniform(0.01, 0.5)) if kind in (0, 1) else 0.0
+    bought = float(rng.uniform(0.01, 0.5)) if kind in (0, 2) else 0.0
+    settle_all(data, _trade(data, sold, bought, buy_z=0.05), 1e-7)
+    can_sell_at_a_loss = ((data.lot_ub > 0) & data.lot_loss).any(axis=1)
+    can_buy = data.buy_ub > 0
+    assert not (can_sell_at_a_loss & can_buy).any()
