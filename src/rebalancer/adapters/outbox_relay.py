@@ -63,6 +63,7 @@ class OutboxListener:
         try:
             dialect = self.engine.dialect
             cargs, cparams = dialect.create_connect_args(self.engine.url)
+            cparams.setdefault("connect_timeout", 5)  # a down server must not block the relay
             conn = dialect.connect(*cargs, **cparams)
             conn.autocommit = True
             conn.execute(f"LISTEN {OUTBOX_CHANNEL}")

@@ -126,3 +126,23 @@ def test_outbox_inserts_wake_the_listening_relay_at_commit(scratch: sa.Engine) -
         assert listener.notified == 0  # the trigger is gone
     finally:
         listener.close()
+
+
+def test_listener_survives_a_lost_connection(scratch: sa.Engine) -> None:
+    from rebalancer.adapters.outbox_relay import OutboxListener
+
+    migrate.upgrade(scratch, "0005")
+    listener = OutboxListener(scratch, retry_s=0.0)
+    try:
+        assert listener.connect()
+        pid = listener._conn.info.backend_pid
+        with scratch.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        assert not listener.wait(5.0)  # lost: the caller polls meanwhile
+        assert listener.wait(0.1)  # listening again on a new connection
+        assert listener._conn.info.backend_pid != pid
+        _queue_event(scratch, commit=True)
+        assert listener.wait(30.0)
+        assert listener.notified == 1
+    finally:
+        listener.close()
