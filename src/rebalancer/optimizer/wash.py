@@ -24,27 +24,43 @@ def _by_group(data: ProblemData, per_instrument: Arr) -> Arr:
     return np.asarray(out, dtype=np.float64)
 
 
-def _delta(data: ProblemData, t: TradeVec, sa: Arr, buy: Arr, loss_sell: Arr) -> Arr:
+class _Base:
+    """What both ways out of :func:`_delta` share: the answer's per-instrument sums, the
+    Sigma product of its active weights and the grouping of the instruments."""
+
+    def __init__(self, data: ProblemData, t: TradeVec) -> None:
+        self.loss_now = (t.lot_sell * data.lot_loss).sum(axis=1)
+        self.old_tr = t.traded
+        self.lot_tax_rate = np.divide(
+            (data.lot_tax * t.lot_sell * data.lot_loss).sum(axis=1),
+            self.loss_now,
+            out=np.zeros_like(self.loss_now),
+            where=self.loss_now > 0,
+        )
+        self.sa = sigma_times(data, data.w + t.z - data.target)
+        # one instrument per group (no wash_sale_group shared): group sums are a permutation
+        self.single = len(data.group_names) == data.n
+        self.order = np.argsort(data.group_index, kind="stable")
+        self.starts = np.flatnonzero(np.diff(data.group_index[self.order], prepend=-1))
+
+
+def _delta(data: ProblemData, t: TradeVec, b: _Base, buy: Arr, loss_sell: Arr) -> Arr:
     """Objective change per group (fraction of NAV) when, inside each group independently,
     the buys become ``buy`` and the loss-lot sales are scaled so they total ``loss_sell``
     per instrument (other lots and other groups unchanged)."""
-    loss_now = (t.lot_sell * data.lot_loss).sum(axis=1)
+    loss_now, old_tr = b.loss_now, b.old_tr
     dz = (buy - t.buy) - (loss_sell - loss_now)
-    old_tr = t.traded
     new_tr = np.maximum(old_tr + (buy - t.buy) + (loss_sell - loss_now), 0.0)
     inst = data.cost * (new_tr - old_tr) + data.impact * (new_tr**1.5 - old_tr**1.5)
-    lot_tax_rate = np.divide(
-        (data.lot_tax * t.lot_sell * data.lot_loss).sum(axis=1),
-        loss_now,
-        out=np.zeros_like(loss_now),
-        where=loss_now > 0,
-    )
-    inst += lot_tax_rate * (loss_sell - loss_now)
-    inst += data.gamma * (2.0 * dz * sa + data.specific_sd**2 * dz * dz)
-    order = np.argsort(data.group_index, kind="stable")
-    starts = np.flatnonzero(np.diff(data.group_index[order], prepend=-1))
-    factor = np.add.reduceat((data.factor_load * dz[:, None])[order], starts, axis=0)
-    out: Arr = _by_group(data, inst) + data.gamma * (factor**2).sum(axis=1)
+    inst += b.lot_tax_rate * (loss_sell - loss_now)
+    inst += data.gamma * (2.0 * dz * b.sa + data.specific_sd**2 * dz * dz)
+    moved = data.factor_load * dz[:, None]
+    if b.single:  # each group's factor exposure change is its instrument's (same values)
+        out: Arr = np.empty(data.n)
+        out[data.group_index] = inst + data.gamma * (moved**2).sum(axis=1)
+        return out
+    factor = np.add.reduceat(moved[b.order], b.starts, axis=0)
+    out = _by_group(data, inst) + data.gamma * (factor**2).sum(axis=1)
     return out
 
 
@@ -66,14 +82,13 @@ def settle_all(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
     if conflict.any():
         g = data.group_index
         both = np.minimum(sold, bought)
-        loss_now = (t.lot_sell * data.lot_loss).sum(axis=1)
+        base = _Base(data, t)
         # close loss sales: no loss sells, buys cut by what those sells financed
         keep_buy = np.where(bought > 0, 1.0 - both / np.where(bought > 0, bought, 1.0), 1.0)
-        sa = sigma_times(data, data.w + t.z - data.target)
-        close_sales = _delta(data, t, sa, t.buy * keep_buy[g], np.zeros(data.n))
+        close_sales = _delta(data, t, base, t.buy * keep_buy[g], np.zeros(data.n))
         # close buys: no buys, loss sells cut by what the buys replaced
         keep_sell = np.where(sold > 0, 1.0 - both / np.where(sold > 0, sold, 1.0), 1.0)
-        close_buys = _delta(data, t, sa, np.zeros(data.n), loss_now * keep_sell[g])
+        close_buys = _delta(data, t, base, np.zeros(data.n), base.loss_now * keep_sell[g])
         no_sales = conflict & (close_sales <= close_buys)
         no_buys = conflict & ~no_sales
     else:

@@ -92,3 +92,21 @@ def test_after_settling_no_group_can_both_sell_at_a_loss_and_buy(seed: int) -> N
     can_sell_at_a_loss = ((data.lot_ub > 0) & data.lot_loss).any(axis=1)
     can_buy = data.buy_ub > 0
     assert not (can_sell_at_a_loss & can_buy).any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_instrument_per_group_gives_the_same_deltas_as_the_general_grouping(seed: int) -> None:
+    from opt_factory import random_request
+
+    from rebalancer.optimizer import wash
+
+    data = build_data(random_request(seed, n=12, lots_per=3, k=2))
+    rng = np.random.default_rng(seed)
+    sells = rng.uniform(0, 1, data.lot_w.shape) * data.lot_w * (rng.random(data.lot_w.shape) < 0.5)
+    t = TradeVec(rng.uniform(0, 1e-2, data.n) * (rng.random(data.n) < 0.5), sells)
+    base = wash._Base(data, t)
+    assert base.single
+    buy, loss_sell = t.buy * rng.uniform(0, 1, data.n), base.loss_now * rng.uniform(0, 1, data.n)
+    fast = wash._delta(data, t, base, buy, loss_sell)
+    base.single = False
+    assert np.array_equal(fast, wash._delta(data, t, base, buy, loss_sell))
