@@ -20,17 +20,21 @@ Delivery rules (see docs/events.md):
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
 import pulsar
 import structlog
 
+# the subscribe side lives in its own module; re-exported here for existing importers
+from rebalancer.adapters.pulsar_subscribe import CONSUMER_ID_BLOCK as CONSUMER_ID_BLOCK
+from rebalancer.adapters.pulsar_subscribe import ID_BURN_TOPIC as ID_BURN_TOPIC
+from rebalancer.adapters.pulsar_subscribe import SharedSubscriber as SharedSubscriber
+from rebalancer.adapters.pulsar_subscribe import SubscribeCancelled as SubscribeCancelled
+from rebalancer.adapters.pulsar_subscribe import claim_slot as claim_slot
+from rebalancer.adapters.pulsar_subscribe import retry_broker_call as retry_broker_call
+from rebalancer.adapters.pulsar_subscribe import subscribe_error_kind as subscribe_error_kind
 from rebalancer.contracts import (
     DEAD_LETTER_REASON_PROPERTY,
     Envelope,
@@ -141,105 +145,6 @@ class Publisher:
                 with contextlib.suppress(Exception):
                     prod.close()
             self._producers.clear()
-
-
-CONSUMER_ID_BLOCK = 32
-"""Consumer ids reserved per :class:`SharedSubscriber` (one worker process: 2 service loops x 6
-topics + 1 batch consumer use 13)."""
-
-ID_BURN_TOPIC = "persistent://public/default/rebalancer.consumer-id-burn"
-"""Topic of the short-lived readers that advance a client's consumer-id counter."""
-
-
-def claim_slot(data_dir: Path, limit: int = 1024) -> tuple[int, IO[str]]:
-    """The lowest consumer slot free on this host, held (``flock``) until the file is closed.
-
-    The lock dies with the process, also on SIGKILL, so a restarted worker reuses the slot.
-    """
-    folder = data_dir / "consumer-slots"
-    for i in range(limit):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            f = open(folder / f"{i}.lock", "w")  # noqa: SIM115 - held for the subscriber's lifetime
-        except OSError as exc:  # read-only data dir: fine on Apache Pulsar, risky on pulsar-lite
-            log.warning("pulsar.no_consumer_slot", folder=str(folder), error=repr(exc))
-            return 0, open(os.devnull, "w")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        return i, f
-    raise RuntimeError(f"all {limit} consumer slots in {folder} are taken; free some or raise it")
-
-
-class SharedSubscriber:
-    """Creates the Shared-subscription consumers of one process with host-unique consumer ids.
-
-    pulsar-lite 0.2 (the embedded broker) keys the consumers of a subscription by their protocol
-    consumer id alone, and every Pulsar client numbers its consumers from 0 (one id per topic of
-    a multi-topic consumer): a second process joining the same Shared subscription is refused
-    ("Consumer 0 already exists") and its subscribe times out. Each subscriber therefore holds
-    a host-wide slot ``s`` (a file locked with ``flock`` in ``data_dir/consumer-slots``,
-    released when the process dies, even by SIGKILL), owns its client, advances its id counter
-    to ``s * block`` with short-lived readers (about 2 ms each); its consumers then get ids in
-    ``[s * block, (s + 1) * block)``, disjoint from every other subscriber on the host. Apache
-    Pulsar keys consumers per connection: there the ids are merely unusual (the readers use
-    non-durable subscriptions) and nothing else changes.
-
-    Parameters
-    ----------
-    url
-        ``pulsar://`` URL of the broker.
-    data_dir
-        Directory of the slot files (``REBALANCER_DATA_DIR``), shared by the processes of a host.
-    block
-        Consumer ids reserved for this subscriber.
-    """
-
-    def __init__(self, url: str, data_dir: Path, *, block: int = CONSUMER_ID_BLOCK) -> None:
-        self.block = block
-        self.slot, self._slot_file = claim_slot(data_dir)
-        self.client = make_client(url)
-        self._used = 0
-        self._lock = threading.Lock()
-        try:
-            for _ in range(self.slot * block):
-                self.client.create_reader(ID_BURN_TOPIC, pulsar.MessageId.latest).close()
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def first_id(self) -> int:
-        """The lowest consumer id of this subscriber's block."""
-        return self.slot * self.block
-
-    def subscribe(
-        self, topics: str | list[str], subscription: str, **conf: object
-    ) -> pulsar.Consumer:
-        """``client.subscribe`` with ids from this subscriber's block (one per topic).
-
-        Raises
-        ------
-        RuntimeError
-            When the block is used up (create fewer consumers or a larger ``block``).
-        """
-        n = 1 if isinstance(topics, str) else len(topics)
-        with self._lock:
-            if self._used + n > self.block:
-                raise RuntimeError(
-                    f"consumer ids of slot {self.slot} used up ({self._used} + {n} > "
-                    f"{self.block}): create fewer consumers or a larger block"
-                )
-            self._used += n  # counted even if subscribe fails: the client spent the ids
-            return self.client.subscribe(topics, subscription, **conf)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        """Close the client (and its consumers) and free the slot."""
-        with contextlib.suppress(Exception):
-            self.client.close()
-        self._slot_file.close()
 
 
 Handler = Callable[[Envelope], None]

@@ -107,12 +107,17 @@ def worker(
     ),
 ) -> None:
     """Consume events (market data, reports, settlements, rebalance requests) until stopped."""
+    from rebalancer.adapters.pulsar_subscribe import SubscribeCancelled
     from rebalancer.bootstrap import bootstrap, install_signal_handlers
     from rebalancer.entrypoints.consumers import Worker
 
     rt = bootstrap(_settings())
     install_signal_handlers(rt)
-    w = Worker(rt, threads=threads, with_relay=relay, solver=solver)
+    try:
+        w = Worker(rt, threads=threads, with_relay=relay, solver=solver)
+    except SubscribeCancelled:  # stopped before the broker accepted the subscriptions
+        rt.close()
+        _leave()
     w.start()
     typer.echo(f"worker consuming with {threads} threads")
     rt.stop_event.wait()

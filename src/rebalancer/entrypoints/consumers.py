@@ -186,7 +186,9 @@ class Worker:
     All consumers of the process come from one
     :class:`~rebalancer.adapters.pulsar_bus.SharedSubscriber`, so their consumer ids are unique
     on the host and any number of worker processes can share the subscriptions, also on the
-    embedded pulsar-lite broker.
+    embedded pulsar-lite broker. Subscribing is retried with backoff until the broker accepts
+    (each attempt logged as ``pulsar.subscribe_retry``); a stop signal meanwhile raises
+    :class:`~rebalancer.adapters.pulsar_subscribe.SubscribeCancelled`.
     """
 
     def __init__(
@@ -200,7 +202,11 @@ class Worker:
         from rebalancer.entrypoints.batch_worker import BatchConsumerLoop, parse_solver
 
         self.rt = rt
-        self.subscriber = SharedSubscriber(rt.infra.pulsar_url, rt.settings.data_dir)
+        # retries every subscribe (a broker restarting, an id a killed predecessor still holds
+        # on pulsar-lite) until it succeeds or the process is told to stop
+        self.subscriber = SharedSubscriber(
+            rt.infra.pulsar_url, rt.settings.data_dir, stop=rt.stop_event
+        )
         try:
             self.batch_loops = [
                 BatchConsumerLoop(
