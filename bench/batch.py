@@ -250,9 +250,10 @@ def run_batch(
 
 def stage_breakdown(
     rt: Runtime, n: int, instruments: int, chunk: int
-) -> tuple[dict[str, float], int]:
+) -> tuple[dict[str, float], dict[str, float], int]:
     """Seconds per stage over ``n`` accounts computed in this process in chunks of ``chunk``
-    (the first chunk compiles and is not counted); returns the totals and the accounts timed."""
+    (the first chunk compiles and is not counted); returns the wall and CPU totals and the
+    accounts timed."""
     model_id, _ = _load(rt, n, instruments, "P")
     with UnitOfWork(rt.engine, TENANT) as uow:
         batch = start_batch(uow, model_id, actor="bench")
@@ -274,6 +275,7 @@ def stage_breakdown(
     single_threaded_blas()
     engine = make_engine(default_solver())
     totals: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     with UnitOfWork(rt.engine, TENANT) as uow:  # compile outside the measurement
         recommend_chunk(uow, engine, items[:chunk], vmap=VMAP)
     items = items[chunk:]
@@ -282,7 +284,9 @@ def stage_breakdown(
             res = recommend_chunk(uow, engine, items[k : k + chunk], vmap=VMAP)
         for stage, s in res.seconds.items():
             totals[stage] = totals.get(stage, 0.0) + s
-    return totals, len(items)
+        for stage, s in res.cpu_seconds.items():
+            cpu[stage] = cpu.get(stage, 0.0) + s
+    return totals, cpu, len(items)
 
 
 def quality(rt: Runtime, n: int, instruments: int) -> dict[str, Any]:
@@ -433,7 +437,7 @@ def _ten_k_s(r: dict[str, Any]) -> float:
 def report(
     args: argparse.Namespace,
     runs: list[dict[str, Any]],
-    stages: tuple[dict[str, float], int],
+    stages: tuple[dict[str, float], dict[str, float], int],
     compared: dict[str, Any] | None,
 ) -> None:
     one = next((r for r in runs if r["workers"] == 1), None)
@@ -498,12 +502,16 @@ def report(
             for r in runs
         ],
     )  # fmt: skip
-    totals, n = stages
+    totals, cpu_totals, n = stages
     total = sum(totals.values()) or 1.0
     prof = markdown_table(
-        ["stage", "ms per account", "share"],
-        [[k, f"{1e3 * v / max(n, 1):.1f}", f"{100 * v / total:.0f} %"] for k, v in totals.items()],
-    )
+        ["stage", "ms per account", "share", "CPU ms per account (this thread)"],
+        [
+            [k, f"{1e3 * v / max(n, 1):.1f}", f"{100 * v / total:.0f} %",
+             f"{1e3 * cpu_totals.get(k, 0.0) / max(n, 1):.1f}"]
+            for k, v in totals.items()
+        ],
+    )  # fmt: skip
     chain = {
         "fast": "JAX fast path first, Clarabel chain as fallback (`--solver fast`)",
         "clarabel": "CVXPY + Clarabel (`--solver clarabel`)",

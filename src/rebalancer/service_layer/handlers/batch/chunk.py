@@ -41,6 +41,9 @@ class ChunkResult:
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time by stage: ``lock`` (marks and row locks), ``read`` (set-based loads),
     ``build`` (optimizer requests), ``solve``, ``write`` (inserts, updates, outbox, commit)."""
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU time of the calling thread by stage (same keys as :attr:`seconds`; the database's
+    work is not in it)."""
 
 
 class AnalysisCrashedError(RebalancerError):
@@ -87,16 +90,18 @@ def _as_outcome(value: object) -> AnalyzeResponse | RebalancerError:
 
 
 class _Clock:
-    """Adds the wall time since the previous lap to ``into[stage]`` (seconds)."""
+    """Adds the wall time since the previous lap to ``into[stage]`` and the calling thread's
+    CPU time to ``cpu[stage]`` (seconds)."""
 
-    def __init__(self, into: dict[str, float]) -> None:
-        self.into = into
-        self.last = time.perf_counter()
+    def __init__(self, into: dict[str, float], cpu: dict[str, float]) -> None:
+        self.into, self.cpu = into, cpu
+        self.last, self.last_cpu = time.perf_counter(), time.thread_time()
 
     def lap(self, stage: str) -> None:
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.thread_time()
         self.into[stage] = self.into.get(stage, 0.0) + now - self.last
-        self.last = now
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + now_cpu - self.last_cpu
+        self.last, self.last_cpu = now, now_cpu
 
 
 def recommend_chunk(
@@ -131,7 +136,7 @@ def recommend_chunk(
         accelerator.
     """
     result = ChunkResult()
-    clock = _Clock(result.seconds)
+    clock = _Clock(result.seconds, result.cpu_seconds)
     fresh = bulk.first_time_many(uow.conn, BATCH_CONSUMER, [e for e, _ in items])
     todo = [p for e, p in items if e in fresh]
     result.already_done = len(items) - len(todo)
