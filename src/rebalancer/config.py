@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     """Automatic follow-ups per original rebalance when it ends partly done (0: off)."""
     settlement_overdue_grace_business_days: int = Field(default=1, ge=0)
     """Business days after a fill's expected settlement date before ``settlement_overdue``."""
+    order_ack_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds the venue has to acknowledge an order send, counted from when its event left
+    the outbox, before the sweeper re-sends it (and, after ``order_max_sends``, requests a
+    cancel, then expires it after one more timeout)."""
+    order_max_sends: int = Field(default=3, ge=1)
+    """Sends of an unacknowledged order (the first included) before a cancel is requested."""
+    order_sweep_interval_s: float = Field(default=5.0, gt=0)
+    """Seconds between two sweeps of unacknowledged orders."""
+    settlement_overdue_check_interval_s: float = Field(default=300.0, gt=0)
+    """Least seconds between two settlement-overdue checks (their deadlines are days)."""
     solver_chain: SolverChain = SolverChain.FAST
     warm_buckets: str = "16x4x12,16x8x12,64x4x12"
     warm_recent: int = Field(default=4, ge=0)

@@ -248,12 +248,7 @@ class Worker:
             targets.append((b.name, functools.partial(b.run, stop)))
         if self.with_relay:
             targets.append(("relay", lambda: self.relay.run(stop)))
-            sweeper = OrderSweeper(
-                self.rt.engine,
-                settlement_grace_business_days=(
-                    self.rt.settings.settlement_overdue_grace_business_days
-                ),
-            )
+            sweeper = OrderSweeper.from_settings(self.rt.engine, self.rt.settings)
             targets.append(("order-sweeper", lambda: sweeper.run(stop)))
         for name, fn in targets:
             t = threading.Thread(target=fn, name=name, daemon=True)

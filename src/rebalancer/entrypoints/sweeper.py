@@ -7,6 +7,13 @@ settlement confirmation never arrived).
 Several sweepers may run side by side: each due order is claimed with a row lock and re-read,
 so an order is re-sent once per timeout whichever sweeper gets it; an overdue fill is claimed
 with ``SKIP LOCKED`` and stamped, so its alert is raised once.
+
+The acknowledgement timeout runs from when an order's event actually left the outbox, not from
+when the order was stamped as sent (the transaction that queued its ``order_placed``): under
+load the outbox relay publishes late, and counting the relay's delay against the venue expired
+orders the venue still acknowledged. Timeouts and intervals are settings
+(``REBALANCER_ORDER_ACK_TIMEOUT_S``, ``..._ORDER_SWEEP_INTERVAL_S``, ``..._ORDER_MAX_SENDS``,
+``..._SETTLEMENT_OVERDUE_CHECK_INTERVAL_S``).
 """
 
 from __future__ import annotations
@@ -14,20 +21,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import structlog
 
+from rebalancer.adapters import orm
 from rebalancer.service_layer.handlers.settling import raise_overdue_settlements
 from rebalancer.service_layer.handlers.timeouts import DEFAULT_MAX_SENDS, sweep_timeouts
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
+if TYPE_CHECKING:
+    from rebalancer.config import Settings
+
 log = structlog.get_logger(__name__)
 
 ACK_TIMEOUT = timedelta(seconds=30)
-"""How long the venue has to acknowledge an order before it is re-sent."""
+"""Default of how long the venue has to acknowledge an order (from when its event was
+published) before it is re-sent (``REBALANCER_ORDER_ACK_TIMEOUT_S``)."""
 
 SWEEP_INTERVAL_S = 5.0
+"""Default seconds between sweeps (``REBALANCER_ORDER_SWEEP_INTERVAL_S``)."""
 
 OVERDUE_INTERVAL = timedelta(minutes=5)
 """How often the settlement-overdue check runs (its deadlines are business days)."""
@@ -35,6 +49,32 @@ OVERDUE_INTERVAL = timedelta(minutes=5)
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def published_cutoff(conn: sa.Connection, published_before: datetime) -> datetime | None:
+    """Sent stamps older than this belong to events the relay had published by
+    ``published_before``; ``None`` when the outbox is empty (nothing can be pending).
+
+    An order's ``sent_at`` is the ``created_at`` of its outbox event (one transaction, one
+    ``now()``), and the relay publishes in id order, so the newest row published before
+    ``published_before`` bounds the stamps that were really out by then. With no such row
+    (every event went out later, or none has yet) only stamps older than the oldest row kept
+    count (their events are gone from the outbox, so they were published long ago).
+    """
+    ob = orm.outbox
+    newest: datetime | None = conn.execute(
+        sa.select(ob.c.created_at)
+        .where(ob.c.published_at < published_before)
+        .order_by(ob.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if newest is not None:
+        out: datetime = newest + timedelta(microseconds=1)  # that transaction's rows are out
+        return out
+    oldest: datetime | None = conn.execute(
+        sa.select(ob.c.created_at).order_by(ob.c.id).limit(1)
+    ).scalar_one_or_none()
+    return oldest
 
 
 class OrderSweeper:
@@ -46,7 +86,8 @@ class OrderSweeper:
     engine
         Database engine.
     timeout
-        Acknowledgement timeout per send.
+        Acknowledgement timeout per send, counted from when the send's event was published
+        (see :func:`published_cutoff`).
     interval_s
         Seconds between sweeps.
     max_sends
@@ -57,6 +98,9 @@ class OrderSweeper:
         Least time between two settlement-overdue checks.
     clock
         Current time (timezone-aware); injectable for tests.
+    from_publication
+        Count the timeout from the event's publication (default) rather than from the order's
+        sent stamp.
     """
 
     def __init__(
@@ -69,6 +113,7 @@ class OrderSweeper:
         settlement_grace_business_days: int = 1,
         overdue_interval: timedelta = OVERDUE_INTERVAL,
         clock: Callable[[], datetime] = _utc_now,
+        from_publication: bool = True,
     ) -> None:
         self.engine = engine
         self.timeout = timeout
@@ -77,7 +122,35 @@ class OrderSweeper:
         self.settlement_grace_business_days = settlement_grace_business_days
         self.overdue_interval = overdue_interval
         self.clock = clock
+        self.from_publication = from_publication
         self._last_overdue: datetime | None = None
+
+    @classmethod
+    def from_settings(cls, engine: sa.Engine, settings: Settings) -> OrderSweeper:
+        """A sweeper with the timeouts and intervals of ``settings``."""
+        return cls(
+            engine,
+            timeout=timedelta(seconds=settings.order_ack_timeout_s),
+            interval_s=settings.order_sweep_interval_s,
+            max_sends=settings.order_max_sends,
+            settlement_grace_business_days=settings.settlement_overdue_grace_business_days,
+            overdue_interval=timedelta(seconds=settings.settlement_overdue_check_interval_s),
+        )
+
+    def effective_now(self, now: datetime) -> datetime:
+        """The clock the timeouts are judged by: ``now``, held back by the relay's delay.
+
+        A send is due when its event was published more than ``timeout`` before ``now``, i.e.
+        when its stamp is older than :func:`published_cutoff` of ``now - timeout``; returned
+        as the ``now`` that makes ``sweep_timeouts``' stamp cutoff (``now - timeout``) equal.
+        """
+        if not self.from_publication:
+            return now
+        with self.engine.connect() as conn:
+            cutoff = published_cutoff(conn, now - self.timeout)
+        if cutoff is None:
+            return now
+        return min(now, cutoff + self.timeout)
 
     def _tenants(self) -> list[str]:
         with UnitOfWork(self.engine, "_") as uow:
@@ -86,14 +159,17 @@ class OrderSweeper:
     def sweep_once(self, now: datetime | None = None) -> int:
         """One sweep over all tenants; returns how many orders or blocks it acted on.
 
+        ``now`` (default: the clock) is held back by the relay's delay (:meth:`effective_now`).
+
         Also runs :meth:`check_settlements` when ``overdue_interval`` has passed since the
         last check (always on the first sweep).
         """
         when = now or self.clock()
+        judged = self.effective_now(when)
         acted = 0
         for tenant in self._tenants():
             with UnitOfWork(self.engine, tenant) as uow:
-                r = sweep_timeouts(uow, when, self.timeout, max_sends=self.max_sends)
+                r = sweep_timeouts(uow, judged, self.timeout, max_sends=self.max_sends)
             acted += len(r.resent) + len(r.cancel_requested) + len(r.expired)
             if r.resent or r.cancel_requested or r.expired:
                 log.info(
@@ -102,6 +178,7 @@ class OrderSweeper:
                     resent=len(r.resent),
                     cancel_requested=len(r.cancel_requested),
                     expired=len(r.expired),
+                    relay_delay_s=round((when - judged).total_seconds(), 3),
                 )
         if self._last_overdue is None or when - self._last_overdue >= self.overdue_interval:
             self.check_settlements(when)

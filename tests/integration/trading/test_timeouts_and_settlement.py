@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from tradehelpers import InProcessMarket, make_book, make_recommendation, positions, rows
 
 from rebalancer.adapters import orm
@@ -200,6 +201,12 @@ def test_the_worker_sweeper_resends_due_orders_of_every_tenant(engine: Any) -> N
     rec = make_recommendation(engine, book, book.accounts[0], [(book.a, "sell", 5)])
     with UnitOfWork(engine, book.tenant) as uow:
         (order,) = trading.approve(uow, rec, "t")
+    with engine.begin() as conn:  # the relay got the order out (timeouts run from then)
+        conn.execute(
+            sa.update(orm.outbox)
+            .where(orm.outbox.c.published_at.is_(None))
+            .values(published_at=sa.func.now())
+        )
     sweeper = OrderSweeper(engine, timeout=HOUR)
     assert sweeper.sweep_once(datetime.now(UTC) + 2 * HOUR) >= 1
     (stored,) = rows(engine, orm.orders, id=uuid.UUID(order["id"]))
