@@ -62,9 +62,11 @@ def cluster() -> Iterator[Cluster]:
             print(f"chaos data kept in {root}")
 
 
-def _settle_down(c: Cluster, timeout_s: float) -> dict[str, int]:
-    """With every process up, wait until nothing is pending (expiring resting orders)."""
-    deadline = time.monotonic() + timeout_s
+def _settle_down(c: Cluster, timeout_s: float) -> float:
+    """With every process up, wait until nothing is pending (expiring resting orders); returns
+    the seconds it took."""
+    start = time.monotonic()
+    deadline = start + timeout_s
     last_eod = time.monotonic()
     state = c.quiet()
     while any(state.values()):
@@ -76,7 +78,7 @@ def _settle_down(c: Cluster, timeout_s: float) -> dict[str, int]:
         time.sleep(0.5)
         c.heal()
         state = c.quiet()
-    return state
+    return time.monotonic() - start
 
 
 def test_nothing_lost_or_duplicated_under_sigkill(cluster: Cluster) -> None:
@@ -105,10 +107,12 @@ def test_nothing_lost_or_duplicated_under_sigkill(cluster: Cluster) -> None:
     assert c.monkey_error is None, c.monkey_error
     c.heal()
     c.approve_pending()  # what the last market day opened
-    # a liveness bound, not a speed claim: after the last kill, restarted workers may need
-    # several attempts to subscribe while the restarted broker comes back, slower still when
-    # other jobs share the two cores (seen: 2 rebalances still queued after 150 s under load)
-    _settle_down(c, 300)
+    # a liveness bound, not a speed claim: measured 28-31 s (seed 7, load average ~5 on two
+    # cores); 180 s leaves room for a loaded CI machine. (It was raised to 300 s when a worker
+    # restarted after a SIGKILL crash-looped on the consumer ids its predecessor left on
+    # pulsar-lite until the broker happened to restart; subscribing now skips those ids and
+    # retries, see docs/reliability.md.)
+    settle_s = _settle_down(c, 180)
 
     assert c.engine is not None
     fills = read_fills(c.fills_path)
@@ -127,7 +131,7 @@ def test_nothing_lost_or_duplicated_under_sigkill(cluster: Cluster) -> None:
         f"self-restarts {dict(c.log.self_restarts)}; {len(c.log.approvals)} approvals, "
         f"{orders} orders, {len({f['report_id'] for f in fills})} fills, "
         f"{c.log.market_days + 1} market days, {c.log.http_retries} HTTP retries, "
-        f"{len(letters)} dead letters"
+        f"{len(letters)} dead letters; settled down in {settle_s:.0f} s"
     )
     assert not violations, "\n".join(violations[:40])
     assert not letters, letters[:10]
