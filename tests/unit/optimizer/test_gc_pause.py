@@ -1,4 +1,4 @@
-"""The engine pauses automatic garbage collection while analyses run (engine.GcPause)."""
+"""The engine pauses automatic garbage collection while analyses run (optimizer.gc_pause)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import gc
 import threading
 
 from rebalancer.optimizer import Recommender
-from rebalancer.optimizer import engine as engine_mod
-from rebalancer.optimizer.engine import GcPause
+from rebalancer.optimizer import gc_pause as gc_pause_mod
+from rebalancer.optimizer.gc_pause import GcPause
 from rebalancer.optimizer.samples import random_account
 from rebalancer.optimizer.schemas import AnalyzeRequest
 
@@ -67,7 +67,7 @@ def test_overlapping_threads_turn_it_on_only_when_the_last_one_leaves() -> None:
 def test_overlapping_analyses_still_collect_young_garbage(monkeypatch) -> None:
     """Analyses that never stop overlapping must not keep garbage cycles forever: a leaving one
     collects once the allocation backlog is large."""
-    monkeypatch.setattr(engine_mod, "_GC_BACKLOG", 1)
+    monkeypatch.setattr(gc_pause_mod, "_GC_BACKLOG", 1)
     pause = GcPause()
     gc.collect()
     with pause:  # held open: the collector stays paused
