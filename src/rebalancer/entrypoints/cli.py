@@ -76,6 +76,7 @@ def serve(
     ),
 ) -> None:
     """Serve the HTTP API (and, by default, the event consumers and outbox relay)."""
+    from rebalancer.adapters.pulsar_subscribe import SubscribeCancelled
     from rebalancer.bootstrap import bootstrap, install_signal_handlers
     from rebalancer.entrypoints.apiserver import ApiServer
     from rebalancer.entrypoints.consumers import Worker
@@ -83,7 +84,11 @@ def serve(
     rt = bootstrap(_settings())
     install_signal_handlers(rt)
     server = ApiServer(rt)
-    worker = Worker(rt) if with_worker else None
+    try:
+        worker = Worker(rt) if with_worker else None
+    except SubscribeCancelled:  # stopped before the broker accepted the subscriptions
+        rt.close()
+        _leave()
     try:
         server.start()
         if worker is not None:

@@ -9,11 +9,14 @@ broker), real consumer processes killed with SIGKILL. What is shown:
   on pulsar-lite (the broker sees a TCP reset); its successor in the same consumer slot starts
   after the dead ids and subscribes at once, and even when it asks for a dead id it retries
   with fresh ones instead of failing;
-- a stop request ends the retries; a refused request (bad topic name) is not retried.
+- a stop request ends the retries; a refused request (bad topic name) is not retried;
+- a ``rebalancer worker`` process started while the broker is down logs each attempt (JSON),
+  consumes once the broker is back, and exits 0 when stopped while it waits.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -24,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pulsar
 import pytest
@@ -272,3 +276,93 @@ def test_stop_ends_the_retries_and_refusals_are_not_retried(broker: Broker, tmp_
             _subscribe(sub, _topics(1))
     finally:
         sub.close()
+
+
+def _start_worker(settings: Any, url: str, root: Path, name: str) -> tuple[Any, Path]:
+    """``rebalancer worker`` (JSON logs at INFO) against ``url``; returns process and log."""
+    env = {
+        **os.environ,
+        "REBALANCER_DATABASE_URL": settings.database_url,
+        "REBALANCER_PULSAR_URL": url,
+        "REBALANCER_DATA_DIR": str(root / "var"),
+        "REBALANCER_LOG_JSON": "true",
+        "REBALANCER_LOG_LEVEL": "INFO",
+        "REBALANCER_SUBSCRIPTION": f"subretry-{uuid.uuid4().hex[:8]}",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    log_path = root / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rebalancer.entrypoints.cli", "worker", "--threads", "1"],
+        env=env,
+        stdout=open(log_path, "wb"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+    )
+    return proc, log_path
+
+
+def _events(log_path: Path, name: str) -> list[dict[str, Any]]:
+    out = []
+    for line in log_path.read_text(errors="ignore").splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def _wait(cond: Any, proc: Any, log_path: Path, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert proc.poll() is None, f"worker exited: {log_path.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"{what}: {log_path.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+def test_worker_started_while_the_broker_is_down_waits_and_then_consumes(
+    broker: Broker, settings: Any, tmp_path: Path
+) -> None:
+    broker.kill()
+    proc, log_path = _start_worker(settings, broker.url, tmp_path, "waits")
+    try:
+        _wait(
+            lambda: len(_events(log_path, "pulsar.subscribe_retry")) >= 2,
+            proc,
+            log_path,
+            90,
+            "no retries logged",
+        )
+        retries = _events(log_path, "pulsar.subscribe_retry")
+        assert all(e["url"] == broker.url and e["level"] == "warning" for e in retries)
+        assert {e["kind"] for e in retries} <= {"broker_unavailable", "timeout"}
+        broker.restart()
+        _wait(
+            lambda: "worker consuming" in log_path.read_text(errors="ignore"),
+            proc,
+            log_path,
+            120,
+            "the worker did not start consuming after the broker came back",
+        )
+        assert _events(log_path, "pulsar.subscribed_after_retries")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, log_path.read_text()[-3000:]
+
+
+def test_worker_stopped_while_waiting_for_the_broker_exits_cleanly(
+    broker: Broker, settings: Any, tmp_path: Path
+) -> None:
+    broker.kill()
+    proc, log_path = _start_worker(settings, broker.url, tmp_path, "stopped")
+    try:
+        _wait(
+            lambda: bool(_events(log_path, "pulsar.subscribe_retry")),
+            proc,
+            log_path,
+            90,
+            "no retries logged",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, log_path.read_text()[-3000:]
+    assert "worker consuming" not in log_path.read_text(errors="ignore")
