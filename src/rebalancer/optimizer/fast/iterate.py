@@ -114,7 +114,9 @@ def prepare(p: Params, cfg: Settings) -> Params:
     transposed factor loadings and, without cones, the Newton system's low-rank columns."""
     q = dict(p)
     rows = p["Az"].shape[0]
-    on_g = p["on"] if cfg.cones else p["on"].at[rows:].set(0.0)
+    on_g = jnp.asarray(p["on"])
+    if not cfg.cones:
+        on_g = on_g.at[rows:].set(0.0)
     q["on_g"] = on_g
     q["npairs"] = 2.0 * jnp.sum(p["mask"]) + jnp.sum(p["any"]) + jnp.sum(on_g)
     q["scale_g"] = jnp.concatenate([jnp.maximum(1.0, jnp.abs(p["b"])), jnp.ones(2)])

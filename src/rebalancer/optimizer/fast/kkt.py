@@ -94,32 +94,42 @@ def factor(
     u: LowRank,
     cinv: Array,
     wu: Array,
-) -> Callable[[Array], tuple[Array, Array, Array]]:
-    """A solver ``v -> (H^-1 v, c, beta * m'H^-1 v)`` for the matrix above (``v`` of shape
-    ``(K1, n)``) with ``U = U0 diag(wu)`` (``U0`` from ``u``). ``c = C U' H^-1 v`` are the
-    low-rank multipliers: for a coupling row with weight ``lam / s`` it is
-    ``(lam / s) * (row gradient)' dx`` computed without forming the huge weight, and
-    ``beta * m'dx`` is the same for the per-instrument rows. A column with ``wu = 0`` needs
-    ``cinv = 1`` (its multiplier is then 0)."""
+) -> Callable[[Array], tuple[Array, Array, Array, Array, Array]]:
+    """A solver ``v -> (dx, c, beta * m'dx, e'dx, m'dx)`` with ``dx = H^-1 v`` for the matrix
+    above (``v`` of shape ``(K1, n)``) and ``U = U0 diag(wu)`` (``U0`` from ``u``).
+    ``c = C U' H^-1 v`` are the low-rank multipliers: for a coupling row with weight
+    ``lam / s`` it is ``(lam / s) * (row gradient)' dx`` computed without forming the huge
+    weight, and ``beta * m'dx`` is the same for the per-instrument rows. A column with
+    ``wu = 0`` needs ``cinv = 1`` (its multiplier is then 0)."""
     dinv = 1.0 / delta
-    de, dm = dinv * e, dinv * m
+    dm = dinv * m
     # e = +-m entrywise (+ buy, - sells): with P = buy part and Q = sell part of m'D^-1 m the
-    # Gram matrix E'D^-1 E (E = [e m]) is [[P+Q, P-Q], [P-Q, P+Q]], determinant 4PQ exactly
+    # Gram matrix G = E'D^-1 E (E = [e m]) is [[P+Q, P-Q], [P-Q, P+Q]], determinant 4PQ exactly
     pb = dm[0]
     qs = colsum(dm[1:])
     g11 = pb + qs
     g12 = pb - qs
     pq4 = 4.0 * pb * qs
-    # per block M = (C^-1 + G)^-1 with C = diag(alpha, beta), without cancellation
     idet = 1.0 / (1.0 + (alpha + beta) * g11 + alpha * beta * pq4)
-    m11 = alpha * (1.0 + beta * g11) * idet
-    m12 = -alpha * beta * g12 * idet
-    m22 = beta * (1.0 + alpha * g11) * idet
-    # E'B^-1 E = (I + G C)^-1 G in closed form (positive semidefinite by construction: its
-    # determinant is 4PQ / det)
+    # computed once into a buffer: XLA would otherwise re-evaluate these per-instrument
+    # numbers (from the lot sums) inside every (r, n) and (K1, n) consumer
+    k1 = e.shape[0]
+    pk = materialize(jnp.concatenate([dinv, jnp.stack([g11, g12, pq4, idet])]))
+    dinv = pk[:k1]
+    g11, g12, pq4, idet = (pk[k1 + j] for j in range(4))
+    # per block B = D + E C E' (C = diag(alpha, beta)): B^-1 = D^-1 - D^-1 E M E'D^-1 with
+    # M = (C^-1 + G)^-1, and E'B^-1 = Q E'D^-1 with Q = C^-1 M; all in closed form without
+    # cancellation (products of the numbers above)
+    q11 = (1.0 + beta * g11) * idet
+    q12 = -beta * g12 * idet
+    q21 = -alpha * g12 * idet
+    q22 = (1.0 + alpha * g11) * idet
+    m11, m12, m22 = alpha * q11, alpha * q12, beta * q22
+    # E'B^-1 E = Q G (positive semidefinite by construction: its determinant is 4PQ / det)
     p11 = (g11 + beta * pq4) * idet
     p12 = g12 * idet
     p22 = (g11 + alpha * pq4) * idet
+    de, dm = dinv * e, dinv * m
     n = e.shape[1]
     uz, ut = u.uu[:, :n], u.uu[:, n:]
     q = u.vt.shape[1]
@@ -130,24 +140,20 @@ def factor(
     cap = jnp.diag(cinv) + wu[:, None] * low * wu[None, :]
     chol = jnp.linalg.cholesky(cap)
 
-    def solve(v: Array) -> tuple[Array, Array, Array]:
+    def solve(v: Array) -> tuple[Array, Array, Array, Array, Array]:
         w = dinv * v
-        s1 = colsum(e * w)
-        s2 = colsum(m * w)
-        h = w - (de * (m11 * s1 + m12 * s2) + dm * (m12 * s1 + m22 * s2))
-        # materialized before the product: XLA on CPU would otherwise fuse the whole
-        # elementwise chain into the matrix-vector product and recompute it per output (r times)
-        hh = materialize(jnp.concatenate([colsum(e * h), colsum(m * h)]))
+        s1, s2 = jnp.sum(jnp.stack([e * w, m * w]), axis=1)  # E'D^-1 v
+        hh = jnp.concatenate([q11 * s1 + q12 * s2, q21 * s1 + q22 * s2])  # E'B^-1 v
         c = wu * jax.scipy.linalg.cho_solve((chol, True), wu * (u.uu @ hh))
-        # dx = B^-1 (v - U c) again in closed form, so that beta * m'dx comes out as the
-        # block's own multiplier (no cancellation when beta is huge)
+        # dx = B^-1 (v - U c) in closed form (E'D^-1 U c = G [uc_z, uc_t]), so that
+        # beta * m'dx comes out as the block's own multiplier (no cancellation when beta is
+        # huge), and e'dx, m'dx as Q E'D^-1 (v - U c)
         uc = c @ u.uu
-        y = v - (e * uc[:n] + m * uc[n:])
-        w = dinv * y
-        s1 = colsum(e * w)
-        s2 = colsum(m * w)
-        bdt = m12 * s1 + m22 * s2
-        dx = w - (de * (m11 * s1 + m12 * s2) + dm * bdt)
-        return dx, c, bdt
+        ucz, uct = uc[:n], uc[n:]
+        r1 = s1 - (g11 * ucz + g12 * uct)
+        r2 = s2 - (g12 * ucz + g11 * uct)
+        bdt = m12 * r1 + m22 * r2
+        dx = dinv * (v - e * ucz - m * uct) - (de * (m11 * r1 + m12 * r2) + dm * bdt)
+        return dx, c, bdt, q11 * r1 + q12 * r2, q21 * r1 + q22 * r2
 
     return solve

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from rebalancer.optimizer.fast.iterate import SCALE, Params, Point, Settings, State, rowcomb
-from rebalancer.optimizer.fast.kkt import colsum, factor, low_rank
+from rebalancer.optimizer.fast.kkt import factor, low_rank
 
 Array = Any
 TAU = 0.99
@@ -82,28 +82,26 @@ def step(st: State, p: Params, pt: Point, cfg: Settings) -> State:
     conv = (perr <= cfg.feas) & (bound <= cfg.gap)
     # the converged evaluation (the last of every solve) needs no Newton direction: the
     # conditional skips the factorization and both solves, one iteration's work (under
-    # ``vmap`` it becomes a select that computes both branches)
-    out: State = jax.lax.cond(
+    # ``vmap`` it becomes a select that computes both branches). It returns the increments
+    # only, so the new iterate is written straight into the loop's buffers.
+    dxz, dra, drg, steps = jax.lax.cond(
         conv,
-        lambda: _finished(st, s_a, s_g, perr, bound, gap, cfg),
-        lambda: _advance(st, p, pt, cfg, s_a, s_g, ux, rd, rp_a, rp_g, gap, bound, perr),
+        lambda: (jnp.zeros_like(st.xz), jnp.zeros_like(st.ra), jnp.zeros_like(st.rg), jnp.ones(2)),
+        lambda: _advance(st, p, pt, cfg, s_a, s_g, ux, rd, rp_a, rp_g, gap),
     )
-    return out
-
-
-def _finished(
-    st: State, s_a: Array, s_g: Array, perr: Array, bound: Array, gap: Array, cfg: Settings
-) -> State:
-    """The state :func:`_advance` would return for a converged iterate (no step)."""
+    a, b = steps[0], steps[1]
     score = jnp.where(perr <= cfg.feas, bound, jnp.inf)
     better = score < st.best
+    # once an acceptable answer is in hand, a blocked step or an iteration that does not
+    # improve the bound ends the solve (the rounding noise floor of the dual residual)
+    ok_best = jnp.minimum(score, st.best) <= cfg.accept
     return State(
-        xz=st.xz,
-        ra=jnp.stack([s_a, st.l_a]),
-        rg=jnp.stack([s_g, st.l_g]),
-        it=st.it,
-        done=jnp.ones((), bool),
-        err=jnp.stack([perr, bound, gap, jnp.zeros_like(gap)]),
+        xz=st.xz + dxz,
+        ra=jnp.stack([s_a, st.l_a]) + dra,
+        rg=jnp.stack([s_g, st.l_g]) + drg,
+        it=st.it + jnp.where(conv, 0, 1),
+        done=conv | (jnp.maximum(a, b) < 1e-12) | (ok_best & ((jnp.minimum(a, b) < 0.1) | ~better)),
+        err=jnp.stack([perr, bound, gap, jnp.where(conv, 0.0, a)]),
         best=jnp.where(better, score, st.best),
         best_x=jnp.where(better, st.x, st.best_x),
     )
@@ -121,10 +119,10 @@ def _advance(
     rp_a: Array,
     rp_g: Array,
     gap: Array,
-    bound: Array,
-    perr: Array,
-) -> State:
-    """The Newton step of :func:`step` from its residuals."""
+) -> tuple[Array, Array, Array, Array]:
+    """The Newton step of :func:`step` from its residuals: the increments of the packed
+    iterate (step lengths applied) and the primal and dual step lengths (0 when the direction
+    is not finite)."""
     e, m = p["e"], p["mask"]
     on_a, on_g = p["any"], p["on_g"]
     x, zl, zu = st.x, st.zl, st.zu
@@ -178,10 +176,7 @@ def _advance(
         if cfg.cones:
             jw = jw + rowcomb(pt.jzc, w_g[rows:])
         rhs = -rd - e * jw + m * (w_a + rowcomb(at, w_g) - rl * ixs + ru * iux)
-        dx, c, bdt = solve(rhs)
-        dx = dx * m
-        dz = colsum(e * dx)
-        dt = colsum(m * dx)
+        dx, c, bdt, dz, dt = solve(rhs)
         # row duals from the multipliers (no huge lam / s factor formed as s -> 0)
         dl_a = on_a * (ratio_a * bdt - w_a)
         dl_g = on_g * (-w_g - jnp.concatenate([c[nf:], pad_c]))
@@ -193,15 +188,14 @@ def _advance(
         dzu = m * (zu * dx - ru) * iux
         # every primal and every dual step length to the boundary (1 / max(-dv / v)): the box
         # and per-instrument rows in one reduction over (2, K1, n), the few coupling rows apart
-        top = jnp.max(
-            jnp.stack(
-                [
-                    jnp.maximum(jnp.maximum(-dx * ixs, dx * iux), row0 * (-ds_a * isa)),
-                    jnp.maximum(jnp.maximum(-dzl * izl, -dzu * izu), row0 * (-dl_a * ila)),
-                ]
-            ),
-            axis=(1, 2),
+        both = jnp.stack(
+            [
+                jnp.maximum(jnp.maximum(-dx * ixs, dx * iux), row0 * (-ds_a * isa)),
+                jnp.maximum(jnp.maximum(-dzl * izl, -dzu * izu), row0 * (-dl_a * ila)),
+            ]
         )
+        # a NaN entry blocks the step (XLA's max reduction on CPU drops NaN)
+        top = jnp.max(jnp.where(jnp.isnan(both), jnp.inf, both), axis=(1, 2))
         top = jnp.maximum(top, jnp.stack([jnp.max(-ds_g * isg), jnp.max(-dl_g * ilg)]))
         amax = 1.0 / jnp.maximum(top, 1.0)
         return dx, ds_a, ds_g, dl_a, dl_g, dzl, dzu, amax
@@ -227,22 +221,11 @@ def _advance(
         cu - m * (dx * dzu + smu),
     )
     steps = jnp.minimum(1.0, TAU * amax)
-    ok = jnp.all(jnp.isfinite(steps)) & jnp.all(jnp.isfinite(dx))
-    steps = jnp.where(ok, steps, 0.0)
+    steps = jnp.where(jnp.isfinite(steps), steps, 0.0)
     a, b = steps[0], steps[1]
-    err = jnp.stack([perr, bound, gap, a])
-    score = jnp.where(perr <= cfg.feas, bound, jnp.inf)
-    better = score < st.best
-    # once an acceptable answer is in hand, a blocked step or an iteration that does not
-    # improve the bound ends the solve (the rounding noise floor of the dual residual)
-    ok_best = jnp.minimum(score, st.best) <= cfg.accept
-    return State(
-        xz=st.xz + jnp.stack([a * dx, b * dzl, b * dzu]),
-        ra=jnp.stack([s_a + a * ds_a, l_a + b * dl_a]),
-        rg=jnp.stack([s_g + a * ds_g, l_g + b * dl_g]),
-        it=st.it + 1,
-        done=~ok | (jnp.maximum(a, b) < 1e-12) | (ok_best & ((jnp.minimum(a, b) < 0.1) | ~better)),
-        err=err,
-        best=jnp.where(better, score, st.best),
-        best_x=jnp.where(better, x, st.best_x),
+    return (
+        jnp.stack([a * dx, b * dzl, b * dzu]),
+        jnp.stack([a * ds_a, b * dl_a]),
+        jnp.stack([a * ds_g, b * dl_g]),
+        steps,
     )

@@ -44,11 +44,15 @@ def test_structured_solve_matches_the_dense_newton_matrix(seed: int, spread: flo
     H, U = _dense(e, m, delta, alpha, beta, vz, vt, weights)
     v = rng.normal(size=(K1, n))
     u = low_rank(vz.T, vt.T)
-    dx, c, bdt = factor(e, m, delta, alpha, beta, u, 1.0 / weights, np.ones(r))(v)
+    dx, c, bdt, dz, dt = factor(e, m, delta, alpha, beta, u, 1.0 / weights, np.ones(r))(v)
     dx = np.asarray(dx)
     want = np.linalg.solve(H, v.reshape(-1)).reshape(K1, n)
     tol = 1e-9 if spread < 5 else 1e-6
     assert np.abs(dx - want).max() <= tol * np.abs(want).max()
+    # the per-instrument sums come out of the block algebra, not from summing dx
+    scale = np.abs(want).max()
+    assert np.abs(np.asarray(dz) - (e * want).sum(axis=0)).max() <= tol * scale
+    assert np.abs(np.asarray(dt) - (m * want).sum(axis=0)).max() <= tol * scale
     if spread < 5:  # the multipliers are the weighted row products of the direction
         assert np.allclose(np.asarray(c), weights * (U.T @ want.reshape(-1)), rtol=1e-8)
         assert np.allclose(np.asarray(bdt), beta * (m * want).sum(axis=0), rtol=1e-8)
@@ -91,7 +95,7 @@ def test_columns_weighted_out_leave_the_system() -> None:
     keep = wu > 0
     H, U = _dense(e, m, delta, alpha, beta, vz[:, keep], vt[:, keep], weights[keep])
     v = rng.normal(size=(K1, n))
-    dx, c, _ = factor(e, m, delta, alpha, beta, low_rank(vz.T, vt.T), cinv, wu)(v)
+    dx, c, *_ = factor(e, m, delta, alpha, beta, low_rank(vz.T, vt.T), cinv, wu)(v)
     want = np.linalg.solve(H, v.reshape(-1)).reshape(K1, n)
     assert np.abs(np.asarray(dx) - want).max() <= 1e-9 * np.abs(want).max()
     c = np.asarray(c)
