@@ -284,17 +284,13 @@ class SharedSubscriber:
             )
         try:
             for _ in range(self.first_id):
-                self._call(
-                    lambda: self.client.create_reader(
-                        ID_BURN_TOPIC, pulsar.MessageId.latest
-                    ).close(),
-                    "consumer-id burn",
-                )
+                self._call(self._burn_one, "consumer-id burn")
         except BaseException:
             self.close(clean=False)
             raise
 
     def _burn_one(self) -> None:
+        """Spend one consumer id of the client (a reader created and closed at once)."""
         self.client.create_reader(ID_BURN_TOPIC, pulsar.MessageId.latest).close()
 
     @property
