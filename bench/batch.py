@@ -44,6 +44,7 @@ from rebalancer.bootstrap import Runtime, bootstrap
 from rebalancer.config import Settings
 from rebalancer.contracts import RebalanceTriggeredV1
 from rebalancer.entrypoints.batch_worker import (
+    DEFAULT_CHUNK,
     VMAP,
     BatchSolver,
     default_solver,
@@ -379,11 +380,18 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--instruments", type=int, default=50)
     ap.add_argument("--workers", default="2,1", help="comma-separated worker counts, in order")
-    ap.add_argument("--chunk", type=int, default=32, help="accounts per chunk")
+    ap.add_argument(
+        "--chunk", type=int, default=DEFAULT_CHUNK, help="accounts per chunk (the workers' default)"
+    )
     ap.add_argument(
         "--limit", type=float, default=1800.0, help="stop a run after seconds and extrapolate"
     )
-    ap.add_argument("--profile-accounts", type=int, default=96)
+    ap.add_argument(
+        "--profile-accounts",
+        type=int,
+        default=0,
+        help="accounts of the in-process stage split (default: 3 chunks, the first compiles)",
+    )
     ap.add_argument("--quality", type=int, default=0, help="compare the chains on N accounts")
     ap.add_argument("--section", default="batch", help="section of docs/benchmarks.md")
     ap.add_argument(
@@ -419,7 +427,8 @@ def main() -> None:
             run_batch(rt, root, args.accounts, args.instruments, int(w), args.chunk, args.limit)
             for w in args.workers.split(",")
         ]
-        stages = stage_breakdown(rt, args.profile_accounts, args.instruments, args.chunk)
+        profiled = args.profile_accounts or 3 * args.chunk
+        stages = stage_breakdown(rt, profiled, args.instruments, args.chunk)
     finally:
         rt.close()
     report(args, runs, stages, compared)
