@@ -49,7 +49,7 @@ from rebalancer.optimizer.fast.inputs import (
     trade_from,
     warm_from,
 )
-from rebalancer.optimizer.fast.pdip import Settings, Solution, solve_padded
+from rebalancer.optimizer.fast.pdip import Settings, Solution, pack, solve_padded, unpack
 from rebalancer.optimizer.terms.base import Arr, Check, TradeVec
 from rebalancer.optimizer.terms.constraints import WashSale
 from rebalancer.optimizer.terms.risk import SectorRiskShare
@@ -292,8 +292,8 @@ class FastSolver:
     def _compile(self, bucket: Bucket, batch: int, cones: bool) -> tuple[Callable[..., Any], float]:
         cfg, bcfg = self.settings, self.barrier_settings
 
-        def one(p: Any, warm: Any, use: Any) -> Solution:
-            return solve_padded(p, warm, use, cfg)
+        def one(p: Any, warm: Any, use: Any) -> Any:
+            return pack(solve_padded(p, warm, use, cfg))
 
         def one_barrier(p: Any, warm: Any, use: Any, tw: Any) -> start.Solution:
             return start.solve_padded(p, warm, use, tw, bcfg)
@@ -340,7 +340,7 @@ class FastSolver:
             raw = fn(barrier_inputs(p, bucket), xw.T, np.asarray(use), np.asarray(tw))
             sol, reason = _from_barrier(jax.device_get(raw))
         else:
-            sol = jax.device_get(fn(p, xw, np.asarray(use)))
+            sol = unpack(np.asarray(fn(p, xw, np.asarray(use))), xw.shape)
         ms = (time.perf_counter() - t0) * 1e3
         return self._outcome(prob, data, sol, ms, compile_ms, reason)
 
@@ -376,8 +376,8 @@ class FastSolver:
         else:
             stacked = {k: np.stack([a[k] for a, _ in assembled]) for k in assembled[0][0]}
             xw = np.zeros((size, bucket.lots + 1, bucket.n))
-            raw = jax.device_get(fn(stacked, xw, np.zeros(size)))
-            sols = [(Solution(*(np.asarray(v)[j] for v in raw)), "") for j in range(size)]
+            raw = np.asarray(fn(stacked, xw, np.zeros(size)))
+            sols = [(unpack(raw[j], xw.shape[1:]), "") for j in range(size)]
         ms = (time.perf_counter() - t0) * 1e3
         outs = [
             self._outcome(pr, d, sol, ms / size, 0.0, reason)

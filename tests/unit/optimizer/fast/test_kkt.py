@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rebalancer.optimizer.fast import default_cache_dir
 from rebalancer.optimizer.fast.kkt import colsum, factor, low_rank, materialize
-from rebalancer.optimizer.fast.pdip import rowcomb
+from rebalancer.optimizer.fast.pdip import Solution, pack, rowcomb, unpack
 from rebalancer.optimizer.fast.solver import CACHE_ENV
 
 
@@ -124,3 +125,22 @@ def test_compile_cache_directory_is_configurable(
     assert default_cache_dir() == tmp_path / "jax-cache"
     monkeypatch.delenv("REBALANCER_DATA_DIR")
     assert default_cache_dir() == Path.home() / ".cache" / "rebalancer" / "jax"
+
+
+def test_packed_solution_round_trips() -> None:
+    """A compiled solve hands back one flat array; unpacking gives the same solution."""
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 8))
+    sol = Solution(
+        x=jnp.asarray(x),
+        objective=jnp.asarray(-1.25e-3),
+        iterations=jnp.asarray(13),
+        converged=jnp.asarray(True),
+        bound=jnp.asarray(4e-3),
+        perr=jnp.asarray(2e-13),
+        warm_used=jnp.asarray(False),
+    )
+    out = unpack(np.asarray(pack(sol)), x.shape)
+    assert np.array_equal(out.x, x)
+    assert (out.objective, out.bound, out.perr) == (-1.25e-3, 4e-3, 2e-13)
+    assert out.iterations == 13 and out.converged is True and out.warm_used is False
