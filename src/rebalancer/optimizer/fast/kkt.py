@@ -50,12 +50,12 @@ def colsum(a: Array) -> Array:
 def materialize(v: Array) -> Array:
     """``v``, computed into a buffer of its own before its users run.
 
-    XLA on CPU fuses the elementwise producers of a matrix-vector product into the product and
-    re-evaluates them once per output row (``r`` times the arithmetic, read in the product's
-    order): measured, the two products ``U' h`` of one iteration took more time than the rest of
-    it together. ``lax.optimization_barrier`` is removed before fusion on CPU; a conditional
+    XLA on CPU fuses elementwise producers into their consumers and re-evaluates them there:
+    per-instrument numbers computed from the lot sums were recomputed for every entry of each
+    ``(K1, n)`` and ``(r, n)`` consumer (and, fused into a matrix-vector product, once per
+    output row). ``lax.optimization_barrier`` is removed before fusion on CPU; a conditional
     whose predicate is known only at run time is a fusion boundary. Both branches return ``v``
-    unless its first entry is NaN (then the whole vector is NaN, which the iteration rejects
+    unless its first entry is NaN (then the whole array is NaN, which the iteration rejects
     like any non-finite direction). Under ``vmap`` the conditional becomes a select (no
     boundary)."""
     first = v.reshape(-1)[0]

@@ -30,8 +30,8 @@ of 100 17.6 -> 14.6; 30 test-factory accounts of 200 instruments: 17.3 -> 15.3 (
 TAU_END = 0.999
 """Fraction to the boundary once the complementarity gap is below ``TAU_GAP`` (bps of NAV).
 Measured (iterations of the cold solve, mean): 30 benchmark accounts of 500 instruments
-13.87 -> 13.50 (max 17 -> 16), 30 of 50 11.63 -> 11.43, 40 test-factory accounts of 50
-11.85 -> 11.62, 40 of 200 14.80 -> 14.32 (max 27 -> 26)."""
+13.87 -> 13.50 (max 17 -> 16), 200 of 50 11.80 -> 11.59, 40 test-factory accounts of 50
+11.85 -> 11.62, 40 of 200 14.80 -> 14.30 (max 27 -> 26); all converge."""
 TAU_GAP = 10.0
 
 
