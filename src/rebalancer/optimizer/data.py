@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from rebalancer.domain.errors import InvalidInput
 from rebalancer.domain.model import CASH
 from rebalancer.domain.wash_sale import is_wash_sale_loss
+from rebalancer.optimizer.memo import derived, frozen
 from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
 
 Arr = NDArray[np.float64]
@@ -177,6 +178,19 @@ def _risk_factor(
 ) -> tuple[Arr, Arr]:
     """Return ``(L, s)`` with ``Sigma = L L' + diag(s^2)`` in the instrument order ``order``
     (``given``: the covariance or factor exposures already converted to floats)."""
+    rm = req.risk_model
+    memo = derived(rm)
+    key = ("factor", tuple(order))
+    hit = memo.get(key)
+    if hit is None:
+        hit = _factor_arrays(req, order, given)
+        frozen(*hit)
+        memo[key] = hit
+    return hit  # type: ignore[no-any-return]
+
+
+def _factor_arrays(req: AnalyzeRequest, order: list[str], given: Arr | None) -> tuple[Arr, Arr]:
+    """:func:`_risk_factor` without the memo."""
     rm = req.risk_model
     perm: slice | NDArray[np.int64] = slice(None)
     if rm.instruments != order:

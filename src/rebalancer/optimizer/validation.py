@@ -10,7 +10,8 @@ import numpy as np
 from rebalancer.domain.errors import InvalidInput
 from rebalancer.domain.model import CASH, validate_targets
 from rebalancer.optimizer.data import RequestColumns, request_columns
-from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
+from rebalancer.optimizer.memo import derived, frozen
+from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel, FactorRiskModel
 
 _PSD_TOL = 1e-10
 
@@ -150,7 +151,18 @@ def _check_risk_model(req: AnalyzeRequest, ids: list[str]) -> np.ndarray:
             f"extra {extra}",
             ["risk_model.instruments"],
         )
-    n = len(ids)
+    memo = derived(rm)
+    checked = memo.get("checked")
+    if checked is None:
+        checked = _checked_arrays(rm, len(ids))
+        frozen(checked)
+        memo["checked"] = checked
+    return checked
+
+
+def _checked_arrays(rm: CovarianceRiskModel | FactorRiskModel, n: int) -> np.ndarray:
+    """The covariance or factor exposures of ``rm`` as floats, after every check of its
+    numbers (symmetry, semidefiniteness, shapes, signs)."""
     if isinstance(rm, CovarianceRiskModel):
         cov = np.asarray(rm.covariance, dtype=float) if rm.covariance else np.zeros((0, 0))
         if cov.shape != (n, n):
