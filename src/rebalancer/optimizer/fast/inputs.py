@@ -102,7 +102,8 @@ def assemble(prob: CompiledProblem, data: ProblemData) -> tuple[dict[str, Arr], 
     adv = _pad(_value(_term(prob, AdvCap).cap), (b.n,))
     ub[:, adv <= 0] = 0.0
     mask = (ub > 0).astype(float)
-    sign = np.r_[1.0, -np.ones(b.lots)][:, None]
+    sign = np.full((K1, 1), -1.0)
+    sign[0] = 1.0
     lin = np.zeros((K1, b.n))
     lin[1 : K + 1, :n] = data.lot_tax.T
     S, J = b.scenarios, b.sectors
@@ -143,7 +144,7 @@ def assemble(prob: CompiledProblem, data: ProblemData) -> tuple[dict[str, Arr], 
         "Az": Az,
         "At": At,
         "b": rhs,
-        "on": np.r_[on, te_on, var_on],
+        "on": np.concatenate([on, (te_on, var_on)]),
         "te2": np.asarray(max(te, 1e-12) ** 2),
         "var2": np.asarray(max(var, 1e-12) ** 2),
     }
