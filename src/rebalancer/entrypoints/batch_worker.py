@@ -173,7 +173,9 @@ class BatchConsumerLoop:
         # cost a batch worker 8-16 s of CPU and ~400 MiB it may never use; the bucket of the
         # first chunk compiles (or loads from the persistent cache) when that chunk needs it
         self._own_subscriber = subscriber is None
-        self.subscriber = subscriber or SharedSubscriber(rt.infra.pulsar_url, rt.settings.data_dir)
+        self.subscriber = subscriber or SharedSubscriber(
+            rt.infra.pulsar_url, rt.settings.data_dir, stop=rt.stop_event
+        )
         self.consumer = self.subscriber.subscribe(
             BATCH_TOPIC,
             rt.settings.subscription,
