@@ -160,3 +160,32 @@ def test_warm_start_after_a_bound_closes_matches_a_cold_solve(fast_rec: Recommen
     assert np.all(warm.trade.lot_sell[closed] == 0.0)
     assert cold.value is not None and warm.value is not None
     assert abs(warm.value - cold.value) <= 1e-4 * fast.settings.accept
+
+
+def test_settings_with_cones_carried_solve_a_cone_free_problem_alike(
+    fast_rec: Recommender,
+) -> None:
+    """``Settings(cones=True)`` keeps the two risk-cone rows in the iteration (per-iteration
+    low-rank columns instead of the ones built once); on a problem whose cones are off it must
+    reach the same answer as the default."""
+    import jax
+
+    from rebalancer.optimizer.fast import Settings
+    from rebalancer.optimizer.fast.inputs import assemble
+    from rebalancer.optimizer.fast.pdip import solve_padded
+
+    data = tightened(build_data(hard_request(5, 50)))
+    prob = fast_rec.problem_for(data.shape)[0]
+    prob.update(data)
+    p, bucket = assemble(prob, data)
+    assert not np.asarray(p["on"])[-2:].any()
+    xw = np.zeros((bucket.lots + 1, bucket.n))
+    sols = [
+        jax.device_get(
+            jax.jit(lambda p, w, u, cfg=cfg: solve_padded(p, w, u, cfg))(p, xw, np.asarray(0.0))
+        )
+        for cfg in (Settings(), Settings(cones=True))
+    ]
+    assert all(bool(s.converged) for s in sols)
+    assert all(float(s.bound) <= Settings().accept for s in sols)
+    assert abs(float(sols[0].objective) - float(sols[1].objective)) <= 1e-8
