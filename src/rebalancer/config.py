@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     """Seconds between two sweeps of unacknowledged orders."""
     settlement_overdue_check_interval_s: float = Field(default=300.0, gt=0)
     """Least seconds between two settlement-overdue checks (their deadlines are days)."""
+    rebalance_requeue_after_s: float = Field(default=120.0, gt=0)
+    """Seconds a single-account rebalance may stay ``requested`` and untouched before the
+    sweeper publishes its trigger again (an event stranded in the broker; idempotent)."""
     solver_chain: SolverChain = SolverChain.FAST
     warm_buckets: str = "16x4x12,16x8x12,64x4x12"
     warm_recent: int = Field(default=4, ge=0)

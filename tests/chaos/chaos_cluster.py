@@ -250,6 +250,9 @@ def service_env(
             "REBALANCER_LOG_JSON": "false",
             "REBALANCER_LOG_LEVEL": "WARNING",
             "REBALANCER_CONSUMER_MAX_REDELIVERIES": "3",
+            # a trigger stranded on a SIGKILLed consumer (pulsar-lite keeps it until the broker
+            # restarts) is published again after 30 s instead of the default 120 s
+            "REBALANCER_REBALANCE_REQUEUE_AFTER_S": "30",
             "JAX_PLATFORMS": "cpu",
             "OMP_NUM_THREADS": "1",
             "PYTHONPATH": str(SRC) + os.pathsep + env.get("PYTHONPATH", ""),

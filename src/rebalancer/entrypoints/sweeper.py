@@ -27,6 +27,7 @@ import sqlalchemy as sa
 import structlog
 
 from rebalancer.adapters import orm
+from rebalancer.service_layer.handlers.recommending import requeue_stalled
 from rebalancer.service_layer.handlers.settling import raise_overdue_settlements
 from rebalancer.service_layer.handlers.timeouts import DEFAULT_MAX_SENDS, sweep_timeouts
 from rebalancer.service_layer.unit_of_work import UnitOfWork
@@ -42,6 +43,10 @@ published) before it is re-sent (``REBALANCER_ORDER_ACK_TIMEOUT_S``)."""
 
 SWEEP_INTERVAL_S = 5.0
 """Default seconds between sweeps (``REBALANCER_ORDER_SWEEP_INTERVAL_S``)."""
+
+REQUEUE_AFTER = timedelta(minutes=2)
+"""Default of how long a rebalance may stay ``requested`` untouched before its trigger is
+published again (``REBALANCER_REBALANCE_REQUEUE_AFTER_S``)."""
 
 OVERDUE_INTERVAL = timedelta(minutes=5)
 """How often the settlement-overdue check runs (its deadlines are business days)."""
@@ -101,6 +106,10 @@ class OrderSweeper:
     from_publication
         Count the timeout from the event's publication (default) rather than from the order's
         sent stamp.
+    requeue_after
+        How long a single-account rebalance may stay ``requested`` untouched before its trigger
+        is published again (:func:`requeue_stalled`); ``None``: never. Checked every quarter
+        of it (at most every sweep).
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class OrderSweeper:
         overdue_interval: timedelta = OVERDUE_INTERVAL,
         clock: Callable[[], datetime] = _utc_now,
         from_publication: bool = True,
+        requeue_after: timedelta | None = REQUEUE_AFTER,
     ) -> None:
         self.engine = engine
         self.timeout = timeout
@@ -123,6 +133,8 @@ class OrderSweeper:
         self.overdue_interval = overdue_interval
         self.clock = clock
         self.from_publication = from_publication
+        self.requeue_after = requeue_after
+        self._last_requeue: datetime | None = None
         self._last_overdue: datetime | None = None
 
     @classmethod
@@ -135,6 +147,7 @@ class OrderSweeper:
             max_sends=settings.order_max_sends,
             settlement_grace_business_days=settings.settlement_overdue_grace_business_days,
             overdue_interval=timedelta(seconds=settings.settlement_overdue_check_interval_s),
+            requeue_after=timedelta(seconds=settings.rebalance_requeue_after_s),
         )
 
     def effective_now(self, now: datetime) -> datetime:
@@ -162,7 +175,8 @@ class OrderSweeper:
         ``now`` (default: the clock) is held back by the relay's delay (:meth:`effective_now`).
 
         Also runs :meth:`check_settlements` when ``overdue_interval`` has passed since the
-        last check (always on the first sweep).
+        last check (always on the first sweep), and :meth:`requeue_rebalances` every quarter of
+        ``requeue_after``.
         """
         when = now or self.clock()
         judged = self.effective_now(when)
@@ -182,7 +196,27 @@ class OrderSweeper:
                 )
         if self._last_overdue is None or when - self._last_overdue >= self.overdue_interval:
             self.check_settlements(when)
+        if self.requeue_after is not None and (
+            self._last_requeue is None or when - self._last_requeue >= self.requeue_after / 4
+        ):
+            self._last_requeue = when
+            self.requeue_rebalances(judged)
         return acted
+
+    def requeue_rebalances(self, now: datetime | None = None) -> list[str]:
+        """Publish the trigger of every tenant's stalled requested rebalance again (see
+        :func:`requeue_stalled`); returns the rebalance ids requeued."""
+        when = now or self.clock()
+        if self.requeue_after is None:
+            return []
+        out: list[str] = []
+        for tenant in self._tenants():
+            with UnitOfWork(self.engine, tenant) as uow:
+                ids = requeue_stalled(uow, when - self.requeue_after)
+            if ids:
+                log.warning("rebalances.requeued", tenant=tenant, rebalances=len(ids))
+            out += [str(i) for i in ids]
+        return out
 
     def check_settlements(self, now: datetime | None = None) -> list[str]:
         """Raise ``settlement_overdue`` for every tenant's overdue fills (UTC date of ``now``);

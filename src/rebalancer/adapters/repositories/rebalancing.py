@@ -82,6 +82,32 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
             )
         ).scalar()
 
+    def stalled_requests(self, untouched_since: datetime, limit: int = 500) -> list[Row]:
+        """Single-account rebalances still ``requested`` and unchanged since ``untouched_since``
+        (row-locked, skipping rows another transaction holds; batch members excluded: their
+        items are redelivered by the batch subscription)."""
+        t = orm.rebalances
+        q = (
+            sa.select(t)
+            .where(
+                t.c.tenant_id == self.tenant_id,
+                t.c.status == "requested",
+                t.c.batch_id.is_(None),
+                t.c.updated_at < untouched_since,
+            )
+            .order_by(t.c.updated_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return list(self.conn.execute(q).all())
+
+    def touch_rebalance(self, rebalance_id: uuid.UUID) -> None:
+        """Stamp ``updated_at`` (now) without changing anything else."""
+        t = orm.rebalances
+        self.conn.execute(
+            sa.update(t).where(t.c.id == rebalance_id).values(updated_at=sa.func.now())
+        )
+
     def get_rebalance(self, rebalance_id: uuid.UUID, *, lock: bool = False) -> Row:
         t = orm.rebalances
         q = sa.select(t).where(t.c.id == rebalance_id, t.c.tenant_id == self.tenant_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -120,6 +120,41 @@ def request_rebalance(
     if commit:
         uow.commit()
     return rid, True
+
+
+def requeue_stalled(uow: UnitOfWork, untouched_since: datetime) -> list[uuid.UUID]:
+    """Publish ``rebalance_triggered`` again for requested rebalances nobody picked up.
+
+    A trigger's event can be stranded in the broker: pulsar-lite keeps the unacknowledged
+    messages of a consumer whose process was SIGKILLed mid-delivery until the broker restarts
+    (docs/reliability.md). Every single-account rebalance still ``requested`` and untouched
+    since ``untouched_since`` gets a new event (same rebalance id, reasons, priority; today's
+    ``as_of``) and a fresh ``updated_at``, so it is requeued at most once per timeout. Safe to
+    repeat: :func:`recommend` acts only on a rebalance still ``requested`` (row-locked), so a
+    stranded original delivered later does nothing. Commits once; returns the ids requeued.
+    """
+    as_of = uow.market.as_of() or date.today()
+    ids: list[uuid.UUID] = []
+    for row in uow.rebalancing.stalled_requests(untouched_since):
+        uow.publish(
+            new_event(
+                EventType.REBALANCE_TRIGGERED,
+                RebalanceTriggeredV1(
+                    account_id=row.account_id,
+                    rebalance_id=str(row.id),
+                    reasons=list(row.reasons),
+                    priority=row.priority,
+                    as_of=as_of,
+                ),
+                tenant_id=uow.tenant_id,
+                key=row.account_id,
+                correlation_id=str(row.id),
+            )
+        )
+        uow.rebalancing.touch_rebalance(row.id)
+        ids.append(row.id)
+    uow.commit()
+    return ids
 
 
 def _status_event(

@@ -1,0 +1,129 @@
+"""A requested rebalance whose trigger was stranded in the broker is triggered again.
+
+pulsar-lite keeps the unacknowledged messages of a consumer whose process was SIGKILLed
+mid-delivery until the broker restarts (docs/reliability.md); the sweeper publishes the trigger
+of a rebalance left ``requested`` and untouched again. Real embedded PostgreSQL; a stranded
+trigger is simulated by ageing the rebalance's ``updated_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from tradehelpers import make_book, rows
+
+from rebalancer.adapters import orm
+from rebalancer.config import Settings
+from rebalancer.entrypoints.sweeper import OrderSweeper
+from rebalancer.optimizer.engine import Recommender
+from rebalancer.service_layer.handlers import recommending
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+pytestmark = pytest.mark.integration
+
+
+def _age(engine: Any, rid: uuid.UUID, by: timedelta) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(orm.rebalances)
+            .where(orm.rebalances.c.id == rid)
+            .values(updated_at=sa.func.now() - by)
+        )
+
+
+def _triggers(engine: Any, rid: uuid.UUID) -> list[Any]:
+    """``rebalance_triggered`` outbox rows of rebalance ``rid``, oldest first."""
+    out = []
+    with engine.connect() as conn:
+        for row in conn.execute(
+            sa.select(orm.outbox)
+            .where(orm.outbox.c.type == "rebalance_triggered")
+            .order_by(orm.outbox.c.id)
+        ):
+            if json.loads(row.body)["payload"]["rebalance_id"] == str(rid):
+                out.append(row)
+    return out
+
+
+def _request(engine: Any, book: Any, account: str) -> uuid.UUID:
+    with UnitOfWork(engine, book.tenant) as uow:
+        rid, new = recommending.request_rebalance(uow, account, ["drift"], 2)
+    assert new
+    return rid
+
+
+def test_a_stalled_request_is_triggered_again_once_per_timeout(engine: Any) -> None:
+    book = make_book(engine, n_accounts=2)
+    stalled = _request(engine, book, book.accounts[0])
+    fresh = _request(engine, book, book.accounts[1])
+    _age(engine, stalled, timedelta(minutes=10))
+    (first,) = _triggers(engine, stalled)
+
+    with UnitOfWork(engine, book.tenant) as uow:
+        again = recommending.requeue_stalled(uow, datetime.now(UTC) - timedelta(minutes=5))
+    assert again == [stalled]  # the fresh request is left alone
+    assert len(_triggers(engine, fresh)) == 1
+    original, requeued = _triggers(engine, stalled)
+    assert original.event_id == first.event_id
+    assert requeued.event_id != first.event_id
+    body, old = json.loads(requeued.body), json.loads(first.body)
+    assert body["payload"]["reasons"] == old["payload"]["reasons"] == ["drift"]
+    assert body["payload"]["priority"] == 2
+    assert requeued.key == book.accounts[0]
+
+    # touched: not requeued again before another timeout has passed
+    with UnitOfWork(engine, book.tenant) as uow:
+        assert recommending.requeue_stalled(uow, datetime.now(UTC) - timedelta(minutes=5)) == []
+    (reb,) = rows(engine, orm.rebalances, id=stalled)
+    assert reb.status == "requested"
+    assert datetime.now(UTC) - reb.updated_at < timedelta(minutes=1)
+
+
+def test_the_duplicate_trigger_does_nothing_once_the_rebalance_moved_on(engine: Any) -> None:
+    book = make_book(engine, n_accounts=1)
+    rid = _request(engine, book, book.accounts[0])
+    optimizer = Recommender()
+    with UnitOfWork(engine, book.tenant) as uow:
+        assert recommending.recommend(uow, optimizer, rid) is not None
+    (reb,) = rows(engine, orm.rebalances, id=rid)
+    assert reb.status != "requested"
+    n_recs = len(rows(engine, orm.recommendations, rebalance_id=rid))
+    # the stranded original (or a requeued copy) delivered late: no second recommendation
+    with UnitOfWork(engine, book.tenant) as uow:
+        assert recommending.recommend(uow, optimizer, rid) is None
+    assert len(rows(engine, orm.recommendations, rebalance_id=rid)) == n_recs == 1
+    # and a rebalance past ``requested`` is never requeued, however old
+    _age(engine, rid, timedelta(hours=1))
+    with UnitOfWork(engine, book.tenant) as uow:
+        assert rid not in recommending.requeue_stalled(uow, datetime.now(UTC))
+
+
+def test_the_sweeper_requeues_on_its_schedule_and_settings_reach_it(engine: Any) -> None:
+    book = make_book(engine, n_accounts=1)
+    rid = _request(engine, book, book.accounts[0])
+    _age(engine, rid, timedelta(hours=2))
+    settings = Settings(rebalance_requeue_after_s=3600)
+    sweeper = OrderSweeper.from_settings(engine, settings)
+    assert sweeper.requeue_after == timedelta(hours=1)
+    now = datetime.now(UTC)
+    sweeper.sweep_once(now)
+    assert len(_triggers(engine, rid)) == 2
+    _age(engine, rid, timedelta(hours=2))
+    sweeper.sweep_once(now + timedelta(minutes=10))  # within a quarter of the timeout: no check
+    assert len(_triggers(engine, rid)) == 2
+    sweeper.sweep_once(now + timedelta(minutes=16))
+    assert len(_triggers(engine, rid)) == 3
+    off = OrderSweeper(engine, requeue_after=None)
+    _age(engine, rid, timedelta(hours=2))
+    off.sweep_once()
+    assert len(_triggers(engine, rid)) == 3
+
+
+def test_requeue_setting_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="rebalance_requeue_after_s"):
+        Settings(rebalance_requeue_after_s=0)
