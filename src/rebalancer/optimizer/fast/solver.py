@@ -118,7 +118,7 @@ def _from_barrier(sol: start.Solution) -> tuple[Solution, str]:
 def _convex_checks(prob: Any, data: ProblemData, trade: TradeVec) -> list[Check]:
     """NumPy checks of the constraints the convex problem encodes as given (the wash-sale rule
     and the exact sector risk shares are settled by the engine's rounds; relaxed limits are
-    off while diagnosing)."""
+    off while diagnosing). ``trade`` may be :meth:`TradeVec.summed` (same values)."""
     out: list[Check] = []
     for term in prob.limits:
         if not term.relaxed and not isinstance(term, (WashSale, SectorRiskShare)):
@@ -412,12 +412,13 @@ class FastSolver:
             )
             return out
         trade = trade_from(x, data)
-        bad = [c for c in _convex_checks(prob, data, trade) if not c.holds()]
+        summed = trade.summed()  # per-instrument sums once for the checks and the objective
+        bad = [c for c in _convex_checks(prob, data, summed) if not c.holds()]
         if bad:
             c = bad[0]
             out.reason = f"answer breaks {c.name.value} {c.subject}: {c.value:.6g} > {c.limit:.6g}"
             return out
-        mine = prob.objective(data, trade)
+        mine = prob.objective(data, summed)
         if not np.isfinite(value) or abs(mine - value) > _OBJ_ATOL + _OBJ_RTOL * abs(value):
             out.reason = f"objective {value:.8g} disagrees with the NumPy value {mine:.8g}"
             return out
