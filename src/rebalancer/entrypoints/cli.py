@@ -133,15 +133,26 @@ def worker(
 
 @app.command()
 def relay() -> None:
-    """Publish outbox rows to Pulsar until stopped."""
+    """Publish outbox rows to Pulsar until stopped; also runs the order sweeper (timeouts of
+    unacknowledged orders, overdue settlements, stalled rebalance requests), as the worker does
+    when it runs the relay itself (several sweepers may run side by side)."""
+    import threading
+
     from rebalancer.adapters.outbox_relay import OutboxRelay
     from rebalancer.bootstrap import bootstrap, install_signal_handlers
+    from rebalancer.entrypoints.sweeper import OrderSweeper
 
     rt = bootstrap(_settings())
     install_signal_handlers(rt)
     r = OutboxRelay(rt.engine, rt.publisher, rt.settings.outbox_batch_size)
+    sweeper = OrderSweeper.from_settings(rt.engine, rt.settings)
+    sweeping = threading.Thread(
+        target=sweeper.run, args=(rt.stop_event,), name="order-sweeper", daemon=True
+    )
+    sweeping.start()
     typer.echo("outbox relay running")
     r.run(rt.stop_event)
+    sweeping.join(15)
     rt.close()
     _leave()
 

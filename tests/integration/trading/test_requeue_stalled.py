@@ -50,6 +50,14 @@ def _triggers(engine: Any, rid: uuid.UUID) -> list[Any]:
     return out
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _request(engine: Any, book: Any, account: str) -> uuid.UUID:
     with UnitOfWork(engine, book.tenant) as uow:
         rid, new = recommending.request_rebalance(uow, account, ["drift"], 2)
@@ -127,3 +135,53 @@ def test_the_sweeper_requeues_on_its_schedule_and_settings_reach_it(engine: Any)
 def test_requeue_setting_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rebalance_requeue_after_s"):
         Settings(rebalance_requeue_after_s=0)
+
+
+def test_the_relay_process_runs_the_sweeper(scratch: Any, tmp_path: Any) -> None:
+    """``rebalancer relay`` (the production topology's separate relay) sweeps too: a stalled
+    request in its database is triggered again, and SIGTERM ends it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from rebalancer.adapters import migrate
+
+    migrate.upgrade(scratch)
+    book = make_book(scratch, n_accounts=1)
+    rid = _request(scratch, book, book.accounts[0])
+    _age(scratch, rid, timedelta(hours=1))
+    src = Path(__file__).resolve().parents[3] / "src"
+    env = {
+        **os.environ,
+        "REBALANCER_DATABASE_URL": scratch.url.render_as_string(hide_password=False),
+        # no broker here: the sweeper needs only the database, and the session's topics stay
+        # free of this scratch tenant's events
+        "REBALANCER_PULSAR_URL": f"pulsar://127.0.0.1:{_free_port()}",
+        "REBALANCER_DATA_DIR": str(tmp_path / "var"),
+        "REBALANCER_REBALANCE_REQUEUE_AFTER_S": "600",
+        "REBALANCER_ORDER_SWEEP_INTERVAL_S": "0.5",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(src) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    log_path = tmp_path / "relay.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rebalancer.entrypoints.cli", "relay"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_triggers(scratch, rid)) < 2:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, log_path.read_text()[-3000:]
+    assert len(_triggers(scratch, rid)) == 2  # once per timeout (600 s), not per sweep
