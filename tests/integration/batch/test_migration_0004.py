@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from migrationrows import seed_rebalance
 
 from rebalancer.adapters import migrate
 
@@ -24,14 +25,7 @@ def test_migration_0004_up_and_down_restores_the_full_requests(scratch: sa.Engin
     live = {**shared, "risk_model": {"instruments": ["A"], "covariance": [[0.01]]}}
     rm = uuid.uuid4()
     with scratch.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO tenants (id) VALUES ('t');"
-                "INSERT INTO accounts (id, tenant_id) VALUES ('a', 't');"
-                "INSERT INTO rebalances (id, tenant_id, account_id, status) "
-                "VALUES ('00000000-0000-0000-0000-000000000001', 't', 'a', 'no_trade');"
-            )
-        )
+        seed_rebalance(conn)
         conn.execute(
             sa.text(
                 "INSERT INTO risk_models (id, tenant_id, as_of, content) "

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from migrationrows import seed_rebalance
 
 from rebalancer.adapters import migrate
 
@@ -40,14 +41,7 @@ def test_migration_0005_stores_recommendations_without_pglz(scratch: sa.Engine) 
     response = {"decision": "rebalance", "trades": trades}
     request = {"instruments": [{"id": f"I{i:03d}", "price": 10.0 + i} for i in range(900)]}
     with scratch.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO tenants (id) VALUES ('t');"
-                "INSERT INTO accounts (id, tenant_id) VALUES ('a', 't');"
-                "INSERT INTO rebalances (id, tenant_id, account_id, status) "
-                "VALUES ('00000000-0000-0000-0000-000000000001', 't', 'a', 'no_trade');"
-            )
-        )
+        seed_rebalance(conn)
         conn.execute(
             sa.text(
                 "INSERT INTO recommendations (id, rebalance_id, tenant_id, account_id, "
