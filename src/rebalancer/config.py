@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     """Seconds a single-account rebalance may stay ``requested`` and untouched before the
     sweeper publishes its trigger again (an event stranded in the broker; idempotent)."""
     solver_chain: SolverChain = SolverChain.FAST
-    warm_buckets: str = "16x4x12,16x8x12,64x4x12"
+    warm_buckets: str = "16x4x16,32x4x24,64x4x12"
     warm_recent: int = Field(default=4, ge=0)
 
     @field_validator("solver_chain", mode="before")
