@@ -134,7 +134,7 @@ def test_nothing_lost_or_duplicated_under_sigkill(cluster: Cluster) -> None:
         f"{len(letters)} dead letters; settled down in {settle_s:.0f} s"
     )
     assert not violations, "\n".join(violations[:40])
-    assert not letters, letters[:10]
+    assert not letters, [(d.type, d.event_id, d.reason) for d in letters[:10]]  # type: ignore[attr-defined]
     assert c.log.kills == {t: ROUNDS for t in TARGETS}, c.log.kills
     assert len(c.log.approvals) >= ACCOUNTS // 2
     assert fills

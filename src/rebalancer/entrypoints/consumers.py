@@ -33,7 +33,7 @@ from rebalancer.contracts import (
     StatusUpdatedV1,
     parse_payload,
 )
-from rebalancer.domain.errors import NotFound
+from rebalancer.domain.errors import NotFound, RebalancerError
 from rebalancer.domain.model import ModelPortfolio
 from rebalancer.entrypoints.sweeper import OrderSweeper
 from rebalancer.service_layer.handlers import (
@@ -120,15 +120,35 @@ HANDLERS: dict[EventType, Callable[[Runtime, UnitOfWork, Any], None]] = {
 }
 
 
+_LOST_CONNECTION = (
+    sa.exc.InterfaceError,
+    sa.exc.TimeoutError,
+    sa.exc.DisconnectionError,
+    sa.exc.PendingRollbackError,
+    ConnectionError,
+)
+"""Errors that mean the connection under a transaction went away (SQLAlchemy raises
+``PendingRollbackError`` when a transaction is used again after its connection died)."""
+
+
 def infrastructure_error(exc: BaseException) -> bool:
     """Whether a handler error means the database is unreachable (or restarting), not that the
     event is bad: lost or refused connections, crash recovery, an exhausted pool, deadlocks and
-    serialization failures. The consumer loop retries these without dead-lettering."""
-    if is_transient(exc):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, (sa.exc.InterfaceError, sa.exc.TimeoutError, ConnectionError))
+    serialization failures, also when another exception was raised while handling one of those
+    (its ``__cause__`` / ``__context__`` chain). The consumer loop retries these without
+    dead-lettering. A business refusal (``RebalancerError``) never is."""
+    if isinstance(exc, RebalancerError):
+        return False
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen and len(seen) < 16:
+        seen.add(id(cur))
+        if is_transient(cur) or isinstance(cur, _LOST_CONNECTION):
+            return True
+        if isinstance(cur, sa.exc.DBAPIError) and cur.connection_invalidated:
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def _without_effect(rt: Runtime, env: Envelope, payload: Any) -> bool:
