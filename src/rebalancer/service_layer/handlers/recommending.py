@@ -186,15 +186,18 @@ def _status_event(
 def recommend(uow: UnitOfWork, optimizer: Optimizer, rebalance_id: uuid.UUID) -> uuid.UUID | None:
     """Compute and store the recommendation of a requested rebalance (idempotent).
 
-    Returns the recommendation id, or None if the rebalance already has one.
+    Returns the recommendation id, or None if the rebalance already has one or failed. A
+    rebalance whose request cannot be built (no price yet for an instrument it holds or
+    targets) or answered (infeasible limits, a failed re-check) ends ``failed`` with the reason
+    in its status event: a later trigger starts a new one, and the event is not dead-lettered.
     """
     reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
     if reb.status != "requested":
         return None
     account = uow.accounts.get(reb.account_id, lock=True)
     as_of = uow.market.as_of() or date.today()
-    request = build_request(uow, account, as_of)
     try:
+        request = build_request(uow, account, as_of)
         response = optimizer.analyze(request)
     except RebalancerError as exc:
         uow.rebalancing.set_rebalance_status(rebalance_id, "failed")
