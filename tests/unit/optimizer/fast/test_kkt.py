@@ -30,18 +30,25 @@ def _dense(e, m, delta, alpha, beta, vz, vt, weights):  # type: ignore[no-untype
     return H + U @ np.diag(weights) @ U.T, U
 
 
-@pytest.mark.parametrize(("seed", "spread"), [(0, 3.0), (1, 3.0), (2, 9.0), (3, 9.0)])
-def test_structured_solve_matches_the_dense_newton_matrix(seed: int, spread: float) -> None:
-    """``spread`` = decades of the bound and row weights (9: the end of a solve, where active
-    rows have lam / s ~ 1e9 and variables at a bound have huge bound terms)."""
-    rng = np.random.default_rng(seed)
-    K1, n, r = 5, 9, 4
+def _system(rng, K1, n, r, spread=3.0):  # type: ignore[no-untyped-def]
+    """A random condensed Newton system: lot masks, bound terms, per-instrument curvatures,
+    low-rank columns and their weights (``spread`` decades of weights)."""
     m = (rng.random((K1, n)) > 0.3).astype(float)
     e = m * np.r_[1.0, -np.ones(K1 - 1)][:, None]
     delta = np.where(m > 0, 10.0 ** rng.uniform(-2, spread - 2, (K1, n)), 1.0)
     alpha, beta = rng.random(n) * 10, 10.0 ** rng.uniform(-2, spread - 1, n)
     vz, vt = rng.normal(size=(n, r)), rng.normal(size=(n, r))
     weights = 10.0 ** rng.uniform(-2, spread, r)
+    return e, m, delta, alpha, beta, vz, vt, weights
+
+
+@pytest.mark.parametrize(("seed", "spread"), [(0, 3.0), (1, 3.0), (2, 9.0), (3, 9.0)])
+def test_structured_solve_matches_the_dense_newton_matrix(seed: int, spread: float) -> None:
+    """``spread`` = decades of the bound and row weights (9: the end of a solve, where active
+    rows have lam / s ~ 1e9 and variables at a bound have huge bound terms)."""
+    rng = np.random.default_rng(seed)
+    K1, n, r = 5, 9, 4
+    e, m, delta, alpha, beta, vz, vt, weights = _system(rng, K1, n, r, spread)
     H, U = _dense(e, m, delta, alpha, beta, vz, vt, weights)
     v = rng.normal(size=(K1, n))
     u = low_rank(vz.T, vt.T)
@@ -65,13 +72,8 @@ def test_zero_t_columns_are_skipped_without_changing_the_solve(tz: int) -> None:
     them and the solve still matches the dense Newton matrix."""
     rng = np.random.default_rng(10 + tz)
     K1, n, r = 5, 11, 4
-    m = (rng.random((K1, n)) > 0.3).astype(float)
-    e = m * np.r_[1.0, -np.ones(K1 - 1)][:, None]
-    delta = np.where(m > 0, 10.0 ** rng.uniform(-2, 1, (K1, n)), 1.0)
-    alpha, beta = rng.random(n) * 10, 10.0 ** rng.uniform(-2, 2, n)
-    vz, vt = rng.normal(size=(n, r)), rng.normal(size=(n, r))
+    e, m, delta, alpha, beta, vz, vt, weights = _system(rng, K1, n, r)
     vt[:, :tz] = 0.0
-    weights = 10.0 ** rng.uniform(-2, 3, r)
     H, _ = _dense(e, m, delta, alpha, beta, vz, vt, weights)
     v = rng.normal(size=(K1, n))
     u = low_rank(vz.T, vt[:, tz:].T)
@@ -85,12 +87,7 @@ def test_columns_weighted_out_leave_the_system() -> None:
     solves as if the column were not there, and its multiplier is 0."""
     rng = np.random.default_rng(21)
     K1, n, r = 5, 10, 5
-    m = (rng.random((K1, n)) > 0.3).astype(float)
-    e = m * np.r_[1.0, -np.ones(K1 - 1)][:, None]
-    delta = np.where(m > 0, 10.0 ** rng.uniform(-2, 1, (K1, n)), 1.0)
-    alpha, beta = rng.random(n) * 10, 10.0 ** rng.uniform(-2, 2, n)
-    vz, vt = rng.normal(size=(n, r)), rng.normal(size=(n, r))
-    weights = 10.0 ** rng.uniform(-2, 3, r)
+    e, m, delta, alpha, beta, vz, vt, weights = _system(rng, K1, n, r)
     wu = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     cinv = np.where(wu > 0, 1.0 / weights, 1.0)
     keep = wu > 0
