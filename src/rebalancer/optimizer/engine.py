@@ -63,6 +63,13 @@ def tightened(data: ProblemData) -> ProblemData:
     )
 
 
+def _restore(data: ProblemData, bounds: tuple[np.ndarray, np.ndarray]) -> None:
+    """Put back the buy and lot bounds saved by :meth:`Recommender._solve_refined` (in place:
+    the tightened copy of the data shares these arrays with the request's own)."""
+    data.buy_ub[:] = bounds[0]
+    data.lot_ub[:] = bounds[1]
+
+
 class Recommender:
     """Reusable engine holding compiled problems keyed by shape (one per worker process).
 
@@ -284,10 +291,38 @@ class Recommender:
         self, prob: CompiledProblem, data: ProblemData, first: SolveResult | None = None
     ) -> tuple[SolveResult, int]:
         """Solve (or take ``first``, the first solve already run on ``data``), then re-solve
-        to settle wash-sale conflicts and sector risk budgets."""
+        to settle wash-sale conflicts and sector risk budgets.
+
+        Settling closes one side of each wash-sale group by objective; when that leaves no
+        feasible answer (it closed loss sales a cash floor needs, say), the sides are chosen
+        again by each group's net trade in the first answer (:func:`wash.settle_by_net`).
+        An answer that stays infeasible leaves ``data``'s bounds as they came in, so a retry
+        (untightened limits, released lots) starts from the request's own bounds.
+        """
         prob.update(data)
+        bounds = (data.buy_ub.copy(), data.lot_ub.copy())
         wait = self.wait_for_compile
         res = first if first is not None else prob.solve(data, self.solvers, self.fast, wait)
+        relaxed = res.trade
+        res, solves = self._settle_rounds(prob, data, res)
+        if res.trade is None and relaxed is not None and solves > 1:
+            _restore(data, bounds)
+            wash.settle_by_net(data, relaxed, _WASH_TOL)
+            prob.update(data)
+            res, more = self._settle_rounds(
+                prob, data, prob.solve(data, self.solvers, self.fast, wait)
+            )
+            solves += more
+        if res.trade is None:
+            _restore(data, bounds)
+        return res, solves
+
+    def _settle_rounds(
+        self, prob: CompiledProblem, data: ProblemData, res: SolveResult
+    ) -> tuple[SolveResult, int]:
+        """Re-solve after ``res`` until no wash-sale conflict and no sector over its budget is
+        left; returns the last result and the solves counted (``res``'s included)."""
+        wait = self.wait_for_compile
         solves = 1
         for _ in range(_MAX_ROUNDS):
             if res.trade is None:

@@ -100,6 +100,23 @@ def settle_all(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
     return [data.group_names[k] for k in np.flatnonzero(conflict)]
 
 
+def settle_by_net(data: ProblemData, t: TradeVec, tol: float) -> None:
+    """Fix every group's direction by its net side in ``t`` (the fallback when the
+    objective-based :func:`settle_all` made the re-solve infeasible).
+
+    A group that sells more at a loss than it buys keeps its loss sales and may not buy;
+    every other group keeps its buys and may not sell at a loss. For a group of one
+    instrument this keeps its net trade, and it only ever lowers the gross trade, so ``t``
+    cut down to the kept side still meets every limit on net trades (cash floor, stress,
+    sector and risk limits), the turnover cap and the ADV caps: where the relaxed problem was
+    feasible the re-solve is too (groups of several instruments are not guaranteed).
+    """
+    sold, bought = group_sides(data, t)
+    sells = ((sold > tol) & (sold > bought))[data.group_index]
+    data.buy_ub[sells] = 0.0
+    data.lot_ub[~sells[:, None] & data.lot_loss] = 0.0
+
+
 def fix_directions(data: ProblemData, t: TradeVec, tol: float) -> None:
     """Close one side of every group for good: a group that sells at a loss in ``t`` may not
     buy; every other group may not sell at a loss. The next answer cannot conflict."""

@@ -9,6 +9,7 @@ from opt_factory import inst, lot, request
 
 from rebalancer.optimizer.data import ProblemData, build_data
 from rebalancer.optimizer.problem import CompiledProblem
+from rebalancer.optimizer.schemas import AnalyzeRequest
 from rebalancer.optimizer.terms.base import TradeVec
 from rebalancer.optimizer.wash import settle_all
 
@@ -110,3 +111,102 @@ def test_one_instrument_per_group_gives_the_same_deltas_as_the_general_grouping(
     fast = wash._delta(data, t, base, buy, loss_sell)
     base.single = False
     assert np.array_equal(fast, wash._delta(data, t, base, buy, loss_sell))
+
+
+def test_settling_by_net_keeps_each_groups_larger_side() -> None:
+    from rebalancer.optimizer.wash import settle_by_net
+
+    data = _data(target_x=0.2)
+    settle_by_net(data, _trade(data, 0.3, 0.1), 1e-7)  # X: net seller at a loss
+    assert data.buy_ub[0] == 0.0 and data.lot_ub[0, 0] > 0.0
+    data = _data(target_x=0.8)
+    settle_by_net(data, _trade(data, 0.1, 0.3), 1e-7)  # X: net buyer
+    assert data.lot_ub[0, 0] == 0.0 and data.buy_ub[0] > 0.0
+    data = _data(target_x=0.2)
+    settle_by_net(data, _trade(data, 0.0, 0.0), 1e-7)  # no trade: no loss sales
+    assert data.lot_ub[0, 0] == 0.0 and data.buy_ub[0] > 0.0
+
+
+def _conflict_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first wash-sale check of the next answer reports a conflict, whatever the solver
+    answered (later checks are the real ones)."""
+    from rebalancer.optimizer.terms.constraints import WashSale
+
+    real, calls = WashSale.conflicts, []
+
+    def first_conflicts(
+        self: WashSale, data: ProblemData, t: TradeVec, tol: float = 1e-9
+    ) -> dict[str, tuple[float, float]]:
+        calls.append(1)
+        return {"forced": (1.0, 1.0)} if len(calls) == 1 else real(self, data, t, tol)
+
+    monkeypatch.setattr(WashSale, "conflicts", first_conflicts)
+
+
+def _liquidation(seed: int) -> AnalyzeRequest:
+    from opt_factory import random_request
+
+    return random_request(seed, min_cash_weight=0.99)  # raise cash: almost every lot sells
+
+
+def test_a_settling_that_closes_loss_sales_the_cash_floor_needs_is_redone_by_net(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Settling by objective alone may close the loss sales a cash floor needs (seen on the fast
+    chain: a feasible liquidation answered as infeasible). Here every settling closes all loss
+    sales, so only the engine's fallback to the net side can answer."""
+    from rebalancer.optimizer import engine, wash
+    from rebalancer.optimizer.enums import Decision
+
+    def close_every_loss_sale(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
+        data.lot_ub[data.lot_loss] = 0.0
+        return []
+
+    monkeypatch.setattr(wash, "settle_all", close_every_loss_sale)
+    _conflict_first(monkeypatch)
+    req = _liquidation(0)
+    data = build_data(req)
+    assert data.lot_loss.any()
+    out = engine.Recommender().analyze(req)
+    assert out.decision is Decision.REBALANCE
+    assert out.cash_after >= 0.99 * out.nav
+    sold_at_a_loss = {s.lot_id for t in out.trades for s in t.lots if s.realized_gain < 0}
+    assert sold_at_a_loss  # the loss lots the floor needs are sold
+    bought = {t.instrument for t in out.trades if t.side.value == "buy"}
+    sold = {t.instrument for t in out.trades for s in t.lots if s.realized_gain < 0}
+    assert not bought & sold  # and never bought back in the same answer
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_liquidations_are_answered_on_both_chains(seed: int) -> None:
+    from rebalancer.optimizer import DEFAULT_CHAIN, FAST_CHAIN, Recommender
+
+    req = _liquidation(seed)
+    for chain in (FAST_CHAIN, DEFAULT_CHAIN):
+        out = Recommender(solvers=chain).analyze(req)
+        assert out.cash_after >= 0.99 * out.nav, chain
+
+
+def test_an_infeasible_answer_leaves_the_requests_bounds_as_they_were(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tightened data shares its bound arrays with the request's: a settling that ends
+    infeasible must not leave its closed sides behind for the untightened retry."""
+    from rebalancer.optimizer import Recommender, wash
+    from rebalancer.optimizer.engine import tightened
+
+    def close_every_loss_sale(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
+        data.lot_ub[data.lot_loss] = 0.0
+        return []
+
+    monkeypatch.setattr(wash, "settle_all", close_every_loss_sale)
+    monkeypatch.setattr(wash, "settle_by_net", close_every_loss_sale)
+    rec = Recommender()
+    data = build_data(_liquidation(0))
+    buy0, lot0 = data.buy_ub.copy(), data.lot_ub.copy()
+    prob, _ = rec.problem_for(data.shape)
+    _conflict_first(monkeypatch)
+    prob.set_relaxed(set())
+    res, solves = rec._solve_refined(prob, tightened(data))
+    assert res.trade is None and solves == 3  # first answer, settled, settled by net
+    assert np.array_equal(data.buy_ub, buy0) and np.array_equal(data.lot_ub, lot0)
