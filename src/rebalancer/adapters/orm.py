@@ -273,8 +273,9 @@ recommendations = sa.Table(
     sa.Column("decision", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("net_benefit", MONEY, nullable=False, server_default="0"),
-    sa.Column("request", pg.JSONB, nullable=False),
-    sa.Column("response", pg.JSONB, nullable=False),
+    # ``json``, not ``jsonb`` (migration 0006): written far more often than queried inside
+    sa.Column("request", pg.JSON, nullable=False),
+    sa.Column("response", pg.JSON, nullable=False),
     sa.Column("created_at", TS, nullable=False, server_default=_now()),
     sa.Column("approved_at", TS),
     sa.Column("approved_by", sa.Text),

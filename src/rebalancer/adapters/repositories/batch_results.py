@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from rebalancer.adapters import orm
 from rebalancer.adapters.repositories.bulk import copy_rows
@@ -75,9 +76,10 @@ def full_request(rec: sa.Table | Any = None) -> sa.ColumnElement[Any]:
     r = orm.recommendations if rec is None else rec
     m = orm.risk_models
     shared = sa.select(m.c.content).where(m.c.id == r.c.risk_model_id).scalar_subquery()
+    request = sa.cast(r.c.request, JSONB)  # stored as ``json`` (migration 0006)
     return sa.case(
-        (r.c.risk_model_id.is_(None), r.c.request),
-        else_=r.c.request.op("||")(sa.func.jsonb_build_object("risk_model", shared)),
+        (r.c.risk_model_id.is_(None), request),
+        else_=request.op("||")(sa.func.jsonb_build_object("risk_model", shared)),
     ).label("request")
 
 
