@@ -253,6 +253,13 @@ rebalances = sa.Table(
         "parent_rebalance_id", pg.UUID(as_uuid=True), sa.ForeignKey("rebalances.id"), unique=True
     ),
     sa.Column("remainder_round", sa.Integer, nullable=False, server_default="0"),
+    # migration 0007: what the sweeper's stalled_requests reads, without scanning the tenant
+    sa.Index(
+        "ix_rebalances_requested",
+        "tenant_id",
+        "updated_at",
+        postgresql_where=sa.text("status = 'requested' AND batch_id IS NULL"),
+    ),
 )
 
 recommendations = sa.Table(

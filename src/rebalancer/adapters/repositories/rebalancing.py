@@ -86,8 +86,13 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
         """Single-account rebalances still ``requested`` and unchanged since ``untouched_since``
         (row-locked, skipping rows another transaction holds; batch members excluded: their
         items are redelivered by the batch subscription)."""
+        return list(self.conn.execute(self._stalled_query(untouched_since, limit)).all())
+
+    def _stalled_query(self, untouched_since: datetime, limit: int) -> sa.Select[Any]:
+        """The query of :meth:`stalled_requests` (its filter matches the partial index
+        ``ix_rebalances_requested`` of migration 0007)."""
         t = orm.rebalances
-        q = (
+        return (
             sa.select(t)
             .where(
                 t.c.tenant_id == self.tenant_id,
@@ -99,7 +104,6 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return list(self.conn.execute(q).all())
 
     def touch_rebalance(self, rebalance_id: uuid.UUID) -> None:
         """Stamp ``updated_at`` (now) without changing anything else."""
