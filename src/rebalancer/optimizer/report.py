@@ -48,8 +48,7 @@ _Order = tuple[list[int], list[str]]
 
 def _label_order(codes: np.ndarray, names: list[str]) -> _Order:
     """The labels present in ``codes`` in order of first appearance (codes and names)."""
-    present, first = np.unique(codes, return_index=True)
-    order = present[np.argsort(first, kind="stable")].tolist()
+    order = list(dict.fromkeys(codes.tolist()))  # a dict keeps its keys' first insertion order
     return order, [names[k] for k in order]
 
 
@@ -248,12 +247,10 @@ def _trades(
         "estimated_tax": sum(tax_l),
     }
     sell_q, buy_q = s.lot.sum(axis=1), s.buy
-    # one row per trade: instrument, is-sell, shares; sells before buys of one instrument
-    sells, buys = np.flatnonzero(sell_q > 0), np.flatnonzero(buy_q > 0)
-    idx = np.concatenate((sells, buys))
-    is_sell = np.concatenate((np.ones(sells.size, bool), np.zeros(buys.size, bool)))
-    order = np.lexsort((~is_sell, idx))
-    idx, is_sell = idx[order], is_sell[order]
+    # one row per trade: instrument, is-sell, shares; sells before buys of one instrument.
+    # The flat positions of the (n, 2) sell/buy flags are 2 i + (0 sell, 1 buy): in order.
+    keys = np.flatnonzero(np.stack((sell_q > 0, buy_q > 0), axis=1))
+    idx, is_sell = keys >> 1, (keys & 1) == 0
     qty = np.where(is_sell, sell_q[idx], buy_q[idx])
     value = qty * data.price[idx]
     traded = value / data.nav
