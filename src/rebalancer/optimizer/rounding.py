@@ -98,12 +98,13 @@ def _fill_in_order(room: Arr, order: np.ndarray, rest: Arr) -> Arr:
 def round_shares(data: ProblemData, t: TradeVec, min_trade_value: float) -> Shares:
     """Round the continuous trade ``t`` to shares (no repair)."""
     ls = data.lot_size
-    buy = np.round(t.buy * data.nav / data.price / ls) * ls
+    # np.rint is np.round with no decimals (same halves-to-even) without its Python wrapper
+    buy = np.rint(t.buy * data.nav / data.price / ls) * ls
     wish = t.lot_sell * data.nav / data.price[:, None]
     cap = _sellable(data)
     held = cap.sum(axis=1)
     want = wish.sum(axis=1)
-    total = np.where(want >= held - ls / 2, held, np.minimum(np.round(want / ls) * ls, held))
+    total = np.where(want >= held - ls / 2, held, np.minimum(np.rint(want / ls) * ls, held))
     lot = np.zeros_like(wish)
     rows = np.flatnonzero((want > 0) & (total > 0))
     if rows.size:
