@@ -249,7 +249,10 @@ def _trades(
     sell_q, buy_q = s.lot.sum(axis=1), s.buy
     # one row per trade: instrument, is-sell, shares; sells before buys of one instrument.
     # The flat positions of the (n, 2) sell/buy flags are 2 i + (0 sell, 1 buy): in order.
-    keys = np.flatnonzero(np.stack((sell_q > 0, buy_q > 0), axis=1))
+    flags = np.empty((data.n, 2), dtype=bool)
+    np.greater(sell_q, 0, out=flags[:, 0])
+    np.greater(buy_q, 0, out=flags[:, 1])
+    keys = np.flatnonzero(flags)
     idx, is_sell = keys >> 1, (keys & 1) == 0
     qty = np.where(is_sell, sell_q[idx], buy_q[idx])
     value = qty * data.price[idx]
