@@ -47,7 +47,7 @@ def _fill(room: Arr, rest: Arr) -> Arr:
     Entry ``j`` gets ``min(room_j, left_j)`` where ``left_j`` is what the earlier entries left;
     a row stops once what is left is 1e-12 or less (the first entry always takes its part).
     """
-    before = np.cumsum(room, axis=1) - room
+    before = np.add.accumulate(room, axis=1) - room  # np.cumsum's own ufunc, called directly
     left = rest[:, None] - before
     take = np.minimum(room, left)
     go = left > 1e-12
@@ -87,11 +87,12 @@ def _spread_rows(
 
 def _fill_in_order(room: Arr, order: np.ndarray, rest: Arr) -> Arr:
     """:func:`_fill` of ``room`` (m, K) visiting each row's entries in ``order`` (m, K),
-    returned in the original column order. Fancy indexing with a column of row numbers is
-    ``take_along_axis`` / ``put_along_axis`` without their per-call index building."""
-    at = (np.arange(order.shape[0])[:, None], order)
+    returned in the original column order."""
+    # the flat positions of each row's entries in visiting order: take / put on them are
+    # take_along_axis / put_along_axis without building index grids
+    at = order + np.arange(0, room.size, room.shape[1])[:, None]
     out = np.zeros_like(room)
-    out[at] = _fill(room[at], rest)
+    out.put(at, _fill(room.take(at), rest))
     return out
 
 
