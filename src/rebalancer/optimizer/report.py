@@ -311,10 +311,9 @@ def build_response(
     """Render the final answer: plain fields throughout, validated once at the end (one
     pass of pydantic-core over the whole response costs less than a model per part)."""
     final = o.final if o.final is not None else o.shares.trade(data)
-    zero = TradeVec.zero(data.shape)
     after = data.w + final.z
     cash_after_w = data.cash / data.nav - float(final.z.sum())
-    p0, p1 = o.parts if o.parts is not None else (prob.parts(data, zero), prob.parts(data, final))
+    p0, p1 = o.parts or (prob.parts(data, TradeVec.zero(data.shape)), prob.parts(data, final))
     trades, sums = _trades(req, data, o.shares, final)
     net = (sum(p0.values()) - sum(p1.values())) * data.nav
     checks = o.checks if o.checks is not None else prob.checks(data, final)
