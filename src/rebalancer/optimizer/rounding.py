@@ -141,8 +141,7 @@ def repair(
     """
     s = s.copy()
     ls = data.lot_size
-    want_buy = target.buy * data.nav / data.price
-    want_sell = target.sell * data.nav / data.price
+    want: tuple[Arr, Arr] | None = None  # shares bought and sold by ``target``, when needed
     checked: TradeVec | None = None
     for _ in range(_MAX_STEPS):
         trade = s.trade(data).summed()
@@ -151,6 +150,9 @@ def repair(
             checked = trade  # the trade of ``s`` as it is returned to the risk repair
             break
         c = bad[0]
+        if want is None:
+            want = (target.buy * data.nav / data.price, target.sell * data.nav / data.price)
+        want_buy, want_sell = want
         excess_buy = np.where(s.buy > 0, (s.buy - want_buy) * data.price, -np.inf)
         sell_now = s.lot.sum(axis=1)
         if c.subject == "CASH":  # cash floor: fewer buys, else more sells
