@@ -17,16 +17,8 @@ from rebalancer.optimizer.rounding import Shares
 from rebalancer.optimizer.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
-    ConstraintReport,
-    CostBenefit,
-    DeferredLot,
     DriftReport,
-    FallbackStep,
-    ObjectiveBreakdown,
     RiskReport,
-    SolverReport,
-    StressResult,
-    TaxSummary,
 )
 from rebalancer.optimizer.terms.base import Arr, Check, TradeVec, sigma_times, volatility
 
@@ -50,38 +42,73 @@ class Outcome:
     """The trade of ``shares`` when already computed (``shares.trade(data)``, same values)."""
 
 
-def _by_label(codes: np.ndarray, names: list[str], values: Arr) -> dict[str, float]:
-    """Sum of ``values`` per label (``names[codes[i]]``), labels in order of first appearance."""
+_Order = tuple[list[int], list[str]]
+"""Label codes in order of first appearance, and their names."""
+
+
+def _label_order(codes: np.ndarray, names: list[str]) -> _Order:
+    """The labels present in ``codes`` in order of first appearance (codes and names)."""
+    order = list(dict.fromkeys(codes.tolist()))  # a dict keeps its keys' first insertion order
+    return order, [names[k] for k in order]
+
+
+def _by_label(codes: np.ndarray, names: list[str], values: Arr, order: _Order) -> dict[str, float]:
+    """Sum of ``values`` per label (``names[codes[i]]``), labels in ``order`` (from
+    :func:`_label_order` of the same codes)."""
     sums = np.bincount(codes, weights=values, minlength=len(names))
-    present, first = np.unique(codes, return_index=True)
-    order = present[np.argsort(first, kind="stable")].tolist()
-    return dict(zip([names[k] for k in order], sums[order].tolist(), strict=True))
+    return dict(zip(order[1], sums[order[0]].tolist(), strict=True))
 
 
-def drift_report(data: ProblemData, x: Arr, cash_w: float) -> DriftReport:
-    """Drift (weight minus target) per instrument, sector, asset class and for the account."""
+def _drift_orders(data: ProblemData) -> tuple[_Order, _Order]:
+    """Label orders of the sectors and asset classes (the same for every drift report)."""
+    return (
+        _label_order(data.sector_index, data.sector_names),
+        _label_order(data.asset_index, data.asset_names),
+    )
+
+
+def drift_report(
+    data: ProblemData, x: Arr, cash_w: float, orders: tuple[_Order, _Order] | None = None
+) -> DriftReport:
+    """Drift (weight minus target) per instrument, sector, asset class and for the account
+    (``orders``: :func:`_drift_orders` of ``data``, when already computed)."""
+    return DriftReport.model_validate(_drift_fields(data, x, cash_w, orders))
+
+
+def _drift_fields(
+    data: ProblemData, x: Arr, cash_w: float, orders: tuple[_Order, _Order] | None
+) -> dict[str, Any]:
+    """The fields of :func:`drift_report`."""
+    sectors, classes = orders if orders is not None else _drift_orders(data)
     d = x - data.target
     by_inst = dict(zip(data.ids, d.tolist(), strict=True))
     by_inst[CASH] = cash_w - data.cash_target
-    by_sector = _by_label(data.sector_index, data.sector_names, d)
-    by_class = _by_label(data.asset_index, data.asset_names, d)
+    by_sector = _by_label(data.sector_index, data.sector_names, d, sectors)
+    by_class = _by_label(data.asset_index, data.asset_names, d, classes)
     by_sector[CASH] = by_class[CASH] = by_inst[CASH]
-    return DriftReport(
-        by_instrument=by_inst,
-        by_sector=by_sector,
-        by_asset_class=by_class,
-        account=0.5 * sum(map(abs, by_inst.values())),
-    )
+    return {
+        "by_instrument": by_inst,
+        "by_sector": by_sector,
+        "by_asset_class": by_class,
+        "account": 0.5 * sum(map(abs, by_inst.values())),
+    }
 
 
 _Fields = dict[str, float]
 
 
-def _contributions(data: ProblemData, x: Arr) -> tuple[dict[str, _Fields], dict[str, _Fields]]:
+def _vol(x: Arr, sx: Arr) -> float:
+    """Volatility of weights ``x`` given ``sx = sigma_times(data, x)`` (the arithmetic of
+    :func:`volatility`, so the same value, without recomputing ``Sigma x``)."""
+    return float(np.sqrt(max(float(x @ sx), 0.0)))
+
+
+def _contributions(
+    data: ProblemData, x: Arr, sx: Arr, vol: float
+) -> tuple[dict[str, _Fields], dict[str, _Fields]]:
     """Marginal, component and share of volatility per instrument and per sector, as
-    :class:`RiskContribution` fields."""
-    vol = volatility(data, x)
-    marginal = sigma_times(data, x) / vol if vol > 0 else np.zeros(data.n)
+    :class:`RiskContribution` fields (``sx = sigma_times(data, x)``, ``vol`` its volatility)."""
+    marginal = sx / vol if vol > 0 else np.zeros(data.n)
     comp = x * marginal
     share = comp / vol if vol > 0 else np.zeros(data.n)
     by_inst = {
@@ -108,31 +135,43 @@ def _contributions(data: ProblemData, x: Arr) -> tuple[dict[str, _Fields], dict[
 
 def risk_report(data: ProblemData, before: Arr, after: Arr) -> RiskReport:
     """Ex-ante risk before and after, with contributions after the trades."""
+    return RiskReport.model_validate(_risk_fields(data, before, after))
+
+
+def _risk_fields(data: ProblemData, before: Arr, after: Arr) -> dict[str, Any]:
+    """The fields of :func:`risk_report` (each volatility computed once)."""
     loss_b = -(data.stress_returns @ before)
     loss_a = -(data.stress_returns @ after)
-    by_inst, by_sector = _contributions(data, after)
-    return RiskReport.model_validate(
-        {
-            "volatility_before": volatility(data, before),
-            "volatility_after": volatility(data, after),
-            "tracking_error_before": volatility(data, before - data.target),
-            "tracking_error_after": volatility(data, after - data.target),
-            "var_confidence": round(float(_confidence(data)), 10),
-            "var_before": data.z_alpha * volatility(data, before),
-            "var_after": data.z_alpha * volatility(data, after),
-            "stress": [
-                StressResult(
-                    name=name,
-                    loss_before=float(loss_b[s]),
-                    loss_after=float(loss_a[s]),
-                    limit=None if data.stress_limit[s] >= BIG else float(data.stress_limit[s]),
-                )
-                for s, name in enumerate(data.stress_names)
-            ],
-            "contributions_by_instrument": by_inst,
-            "contributions_by_sector": by_sector,
-        }
-    )
+    sx_a = sigma_times(data, after)
+    vol_b, vol_a = volatility(data, before), _vol(after, sx_a)
+    by_inst, by_sector = _contributions(data, after, sx_a, vol_a)
+    limits = data.stress_limit
+    return {
+        "volatility_before": vol_b,
+        "volatility_after": vol_a,
+        "tracking_error_before": volatility(data, before - data.target),
+        "tracking_error_after": volatility(data, after - data.target),
+        "var_confidence": round(float(_confidence(data)), 10),
+        "var_before": data.z_alpha * vol_b,
+        "var_after": data.z_alpha * vol_a,
+        "stress": [
+            {
+                "name": name,
+                "loss_before": lb,
+                "loss_after": la,
+                "limit": None if lim >= BIG else lim,
+            }
+            for name, lb, la, lim in zip(
+                data.stress_names,
+                loss_b.tolist(),
+                loss_a.tolist(),
+                limits.tolist(),
+                strict=True,
+            )
+        ],
+        "contributions_by_instrument": by_inst,
+        "contributions_by_sector": by_sector,
+    }
 
 
 def _confidence(data: ProblemData) -> float:
@@ -141,20 +180,25 @@ def _confidence(data: ProblemData) -> float:
     return NormalDist().cdf(data.z_alpha)
 
 
-def _breakdown(parts: dict[str, float], nav: float) -> ObjectiveBreakdown:
+def _breakdown(parts: dict[str, float], nav: float) -> dict[str, float]:
+    """:class:`ObjectiveBreakdown` fields of objective terms ``parts`` (fractions of NAV)."""
     total = sum(parts.values())
-    return ObjectiveBreakdown(
-        total=total,
-        tracking=parts["tracking"],
-        spread_and_fees=parts["spread_and_fees"],
-        impact=parts["impact"],
-        tax=parts["tax"],
-        total_currency=total * nav,
-        tracking_currency=parts["tracking"] * nav,
-        spread_and_fees_currency=parts["spread_and_fees"] * nav,
-        impact_currency=parts["impact"] * nav,
-        tax_currency=parts["tax"] * nav,
-    )
+    return {
+        "total": total,
+        "tracking": parts["tracking"],
+        "spread_and_fees": parts["spread_and_fees"],
+        "impact": parts["impact"],
+        "tax": parts["tax"],
+        "total_currency": total * nav,
+        "tracking_currency": parts["tracking"] * nav,
+        "spread_and_fees_currency": parts["spread_and_fees"] * nav,
+        "impact_currency": parts["impact"] * nav,
+        "tax_currency": parts["tax"] * nav,
+    }
+
+
+_TERMS = (Term.SHORT, Term.LONG)
+"""The term of a lot sale, indexed by ``lot_long``."""
 
 
 def _trades(
@@ -177,21 +221,25 @@ def _trades(
     loss_tax_by = np.bincount(r, weights=np.where(neg, tax, 0.0), minlength=n)
     long_l = data.lot_long[r, c].tolist()
     gain_l, tax_l = gain.tolist(), tax.tolist()
-    terms = [Term.LONG if x else Term.SHORT for x in long_l]
-    sales: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    lot_ids = data.lot_ids
-    for i, j, q, g, t, term in zip(
-        r.tolist(), c.tolist(), lot_qty.tolist(), gain_l, tax_l, terms, strict=True
-    ):
-        sales[i].append(
-            {
-                "lot_id": lot_ids[i][j],
-                "quantity": q,
-                "realized_gain": g,
-                "term": term,
-                "tax_currency": t,
-            }
+    r_l, lot_ids = r.tolist(), data.lot_ids
+    sales = [
+        {
+            "lot_id": lot_ids[i][j],
+            "quantity": q,
+            "realized_gain": g,
+            "term": term,
+            "tax_currency": t,
+        }
+        for i, j, q, g, term, t in zip(
+            r_l,
+            c.tolist(),
+            lot_qty.tolist(),
+            gain_l,
+            map(_TERMS.__getitem__, long_l),
+            tax_l,
+            strict=True,
         )
+    ]
     sums = {
         "short_term_gain": sum(compress(gain_l, [not x for x in long_l])),
         "long_term_gain": sum(compress(gain_l, long_l)),
@@ -199,19 +247,21 @@ def _trades(
         "estimated_tax": sum(tax_l),
     }
     sell_q, buy_q = s.lot.sum(axis=1), s.buy
-    # one row per trade: instrument, is-sell, shares; sells before buys of one instrument
-    sells, buys = np.flatnonzero(sell_q > 0), np.flatnonzero(buy_q > 0)
-    idx = np.concatenate((sells, buys))
-    is_sell = np.concatenate((np.ones(sells.size, bool), np.zeros(buys.size, bool)))
-    order = np.lexsort((~is_sell, idx))
-    idx, is_sell = idx[order], is_sell[order]
+    # one row per trade: instrument, is-sell, shares; sells before buys of one instrument.
+    # The flat positions of the (n, 2) sell/buy flags are 2 i + (0 sell, 1 buy): in order.
+    flags = np.empty((data.n, 2), dtype=bool)
+    np.greater(sell_q, 0, out=flags[:, 0])
+    np.greater(buy_q, 0, out=flags[:, 1])
+    keys = np.flatnonzero(flags)
+    idx, is_sell = keys >> 1, (keys & 1) == 0
     qty = np.where(is_sell, sell_q[idx], buy_q[idx])
     value = qty * data.price[idx]
     traded = value / data.nav
     cost = (data.cost[idx] * traded + data.impact[idx] * traded**1.5) * data.nav
     cost_bps = np.where(value > 0, cost / np.where(value > 0, value, 1.0) * 1e4, 0.0)
     effects = risk_effect_arrays(data, before, idx, np.where(is_sell, -traded, traded))
-    loss_groups = {data.groups[i] for i in np.flatnonzero((s.lot * data.lot_loss).sum(axis=1) > 0)}
+    loss_rows = np.flatnonzero((s.lot * data.lot_loss).sum(axis=1) > 0).tolist()
+    loss_groups = {data.groups[i] for i in loss_rows}
     why = Explainer(req, data, before, after, loss_groups)
     loss_k = np.where(is_sell, loss_by[idx], 0.0)
     loss_tax_k = np.where(is_sell, loss_tax_by[idx], 0.0)
@@ -220,13 +270,14 @@ def _trades(
     ids, bef, aft, tgt = data.ids, before.tolist(), after.tolist(), data.target.tolist()
     buy_sell = (Side.BUY, Side.SELL)
     no_lots: list[dict[str, Any]] = []
+    # the sales are in lot order, so instrument idx[k]'s are sales[lo[k]:hi[k]]
     out: list[dict[str, Any]] = [
         {
             "instrument": ids[i],
             "side": buy_sell[sell],
             "quantity": q,
             "value": v,
-            "lots": sales[i] if sell else no_lots,
+            "lots": sales[lo:hi] if sell else no_lots,
             "reasons": why_k,
             "explanation": text,
             "tax_currency": tx,
@@ -236,9 +287,11 @@ def _trades(
             "weight_after": aft[i],
             "target": tgt[i],
         }
-        for i, sell, q, v, bps, why_k, text, tx, eff in zip(
+        for i, sell, lo, hi, q, v, bps, why_k, text, tx, eff in zip(
             idx.tolist(),
             is_sell.tolist(),
+            np.searchsorted(r, idx, "left").tolist(),
+            np.searchsorted(r, idx, "right").tolist(),
             qty.tolist(),
             value.tolist(),
             cost_bps.tolist(),
@@ -255,16 +308,16 @@ def _trades(
 def build_response(
     req: AnalyzeRequest, data: ProblemData, prob: CompiledProblem, o: Outcome
 ) -> AnalyzeResponse:
-    """Render the final answer (one validation of the whole response at the end)."""
+    """Render the final answer: plain fields throughout, validated once at the end (one
+    pass of pydantic-core over the whole response costs less than a model per part)."""
     final = o.final if o.final is not None else o.shares.trade(data)
-    zero = TradeVec.zero(data.shape)
     after = data.w + final.z
     cash_after_w = data.cash / data.nav - float(final.z.sum())
-    p0, p1 = o.parts if o.parts is not None else (prob.parts(data, zero), prob.parts(data, final))
+    p0, p1 = o.parts or (prob.parts(data, TradeVec.zero(data.shape)), prob.parts(data, final))
     trades, sums = _trades(req, data, o.shares, final)
     net = (sum(p0.values()) - sum(p1.values())) * data.nav
     checks = o.checks if o.checks is not None else prob.checks(data, final)
-    r = o.result
+    orders = _drift_orders(data)
     body: dict[str, Any] = {
         "decision": o.decision,
         "nav": data.nav,
@@ -274,58 +327,69 @@ def build_response(
         "objective": _breakdown(p1, data.nav),
         "objective_before": _breakdown(p0, data.nav),
         "net_benefit": net,
-        "drift_before": drift_report(data, data.w, data.cash / data.nav),
-        "drift_after": drift_report(data, after, cash_after_w),
-        "risk": risk_report(data, data.w, after),
-        "tax": TaxSummary(
-            **sums,
-            deferred_lots=[
-                DeferredLot(
-                    lot_id=d.lot_id,
-                    instrument=d.instrument,
-                    long_term_on=d.long_term_on,
-                    days=d.days,
-                    tax_saved_currency=d.tax_saved,
-                    waiting_cost_currency=d.waiting_cost,
-                )
-                for d in data.deferred
-            ],
-            blocked_by_wash_sale=list(data.lot_blocked_wash),
-        ),
-        "cost_benefit": CostBenefit(
-            opportunity_cost_of_not_trading=p0["tracking"] * data.nav,
-            tracking_cost_after=p1["tracking"] * data.nav,
-            spread_and_fees=p1["spread_and_fees"] * data.nav,
-            impact=p1["impact"] * data.nav,
-            tax=p1["tax"] * data.nav,
-            net_benefit=net,
-        ),
+        "drift_before": _drift_fields(data, data.w, data.cash / data.nav, orders),
+        "drift_after": _drift_fields(data, after, cash_after_w, orders),
+        "risk": _risk_fields(data, data.w, after),
+        "tax": _tax_fields(data, sums),
+        "cost_benefit": {
+            "opportunity_cost_of_not_trading": p0["tracking"] * data.nav,
+            "tracking_cost_after": p1["tracking"] * data.nav,
+            "spread_and_fees": p1["spread_and_fees"] * data.nav,
+            "impact": p1["impact"] * data.nav,
+            "tax": p1["tax"] * data.nav,
+            "net_benefit": net,
+        },
         "constraints": [
-            ConstraintReport(
-                name=c.name,
-                fields=list(c.fields),
-                subject=c.subject,
-                value=c.value,
-                limit=c.limit,
-                slack=c.slack,
-                binding=c.slack <= 1e-6 * max(1.0, abs(c.limit)),
-            )
+            {
+                "name": c.name,
+                "fields": list(c.fields),
+                "subject": c.subject,
+                "value": c.value,
+                "limit": c.limit,
+                "slack": c.slack,
+                "binding": c.slack <= 1e-6 * max(1.0, abs(c.limit)),
+            }
             for c in checks
             if c.limit < BIG
         ],
-        "solver": SolverReport(
-            name=r.solver,
-            status=r.status,
-            iterations=r.iterations,
-            solve_time_ms=r.solve_time_ms,
-            total_time_ms=o.total_ms,
-            compiled_cache_hit=o.cache_hit,
-            solves=o.solves,
-            fallbacks=[FallbackStep(solver=s, reason=why) for s, why in r.fallbacks],
-        ),
+        "solver": _solver_fields(o),
         "messages": o.messages,
     }
     return AnalyzeResponse.model_validate(body)
+
+
+def _tax_fields(data: ProblemData, sums: dict[str, float]) -> dict[str, Any]:
+    """:class:`TaxSummary` fields: the sums of the lot sales, deferred and blocked lots."""
+    return {
+        **sums,
+        "deferred_lots": [
+            {
+                "lot_id": d.lot_id,
+                "instrument": d.instrument,
+                "long_term_on": d.long_term_on,
+                "days": d.days,
+                "tax_saved_currency": d.tax_saved,
+                "waiting_cost_currency": d.waiting_cost,
+            }
+            for d in data.deferred
+        ],
+        "blocked_by_wash_sale": list(data.lot_blocked_wash),
+    }
+
+
+def _solver_fields(o: Outcome) -> dict[str, Any]:
+    """:class:`SolverReport` fields of the outcome."""
+    r = o.result
+    return {
+        "name": r.solver,
+        "status": r.status,
+        "iterations": r.iterations,
+        "solve_time_ms": r.solve_time_ms,
+        "total_time_ms": o.total_ms,
+        "compiled_cache_hit": o.cache_hit,
+        "solves": o.solves,
+        "fallbacks": [{"solver": s, "reason": why} for s, why in r.fallbacks],
+    }
 
 
 __all__ = ["Outcome", "Reason", "build_response", "drift_report", "risk_report"]

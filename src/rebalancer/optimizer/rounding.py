@@ -47,7 +47,7 @@ def _fill(room: Arr, rest: Arr) -> Arr:
     Entry ``j`` gets ``min(room_j, left_j)`` where ``left_j`` is what the earlier entries left;
     a row stops once what is left is 1e-12 or less (the first entry always takes its part).
     """
-    before = np.cumsum(room, axis=1) - room
+    before = np.add.accumulate(room, axis=1) - room  # np.cumsum's own ufunc, called directly
     left = rest[:, None] - before
     take = np.minimum(room, left)
     go = left > 1e-12
@@ -56,12 +56,16 @@ def _fill(room: Arr, rest: Arr) -> Arr:
     return out
 
 
-def _spread_rows(data: ProblemData, rows: np.ndarray, total: Arr, wish: Arr) -> Arr:
+def _spread_rows(
+    data: ProblemData, rows: np.ndarray, total: Arr, wish: Arr, cap: Arr | None = None
+) -> Arr:
     """Shares of each lot of the instruments ``rows`` summing to ``total`` (m,), following
     ``wish`` (m, K): whole shares of the wished lots first, then the remainder to the lots
     wished most (ties: lowest tax) or taken back from the lots wished least (ties: highest
-    tax). A total at or above everything sellable sells everything sellable."""
-    cap: Arr = _sellable(data)[rows]
+    tax). A total at or above everything sellable sells everything sellable. ``cap`` is
+    ``_sellable(data)[rows]`` when already computed."""
+    if cap is None:
+        cap = _sellable(data)[rows]
     tax = data.lot_tax[rows]
     out: Arr = np.minimum(np.floor(np.minimum(wish, cap) + 1e-9), cap)
     rest = total - out.sum(axis=1)
@@ -70,35 +74,42 @@ def _spread_rows(data: ProblemData, rows: np.ndarray, total: Arr, wish: Arr) -> 
     if up.any():
         r = np.flatnonzero(up)
         order = np.lexsort((tax[r], -short[r]), axis=-1)
-        room = np.take_along_axis(cap[r] - out[r], order, axis=1)
-        add = np.zeros_like(room)
-        np.put_along_axis(add, order, _fill(room, rest[r]), axis=1)
-        out[r] += add
+        out[r] += _fill_in_order((cap - out)[r], order, rest[r])
     down = rest < 0
     if down.any():
         r = np.flatnonzero(down)
         order = np.lexsort((-tax[r], short[r]), axis=-1)
-        room = np.take_along_axis(out[r], order, axis=1)
-        take = np.zeros_like(room)
-        np.put_along_axis(take, order, _fill(room, -rest[r]), axis=1)
-        out[r] -= take
+        out[r] -= _fill_in_order(out[r], order, -rest[r])
     everything = total >= cap.sum(axis=1) - 1e-9
     out[everything] = cap[everything]
+    return out
+
+
+def _fill_in_order(room: Arr, order: np.ndarray, rest: Arr) -> Arr:
+    """:func:`_fill` of ``room`` (m, K) visiting each row's entries in ``order`` (m, K),
+    returned in the original column order."""
+    # the flat positions of each row's entries in visiting order: take / put on them are
+    # take_along_axis / put_along_axis without building index grids
+    at = order + np.arange(0, room.size, room.shape[1])[:, None]
+    out = np.zeros_like(room)
+    out.put(at, _fill(room.take(at), rest))
     return out
 
 
 def round_shares(data: ProblemData, t: TradeVec, min_trade_value: float) -> Shares:
     """Round the continuous trade ``t`` to shares (no repair)."""
     ls = data.lot_size
-    buy = np.round(t.buy * data.nav / data.price / ls) * ls
+    # np.rint is np.round with no decimals (same halves-to-even) without its Python wrapper
+    buy = np.rint(t.buy * data.nav / data.price / ls) * ls
     wish = t.lot_sell * data.nav / data.price[:, None]
-    held = _sellable(data).sum(axis=1)
+    cap = _sellable(data)
+    held = cap.sum(axis=1)
     want = wish.sum(axis=1)
-    total = np.where(want >= held - ls / 2, held, np.minimum(np.round(want / ls) * ls, held))
+    total = np.where(want >= held - ls / 2, held, np.minimum(np.rint(want / ls) * ls, held))
     lot = np.zeros_like(wish)
     rows = np.flatnonzero((want > 0) & (total > 0))
     if rows.size:
-        lot[rows] = _spread_rows(data, rows, total[rows], wish[rows])
+        lot[rows] = _spread_rows(data, rows, total[rows], wish[rows], cap[rows])
     buy[buy * data.price < min_trade_value] = 0.0
     small = lot.sum(axis=1) * data.price < min_trade_value
     lot[small] = 0.0
@@ -130,13 +141,18 @@ def repair(
     """
     s = s.copy()
     ls = data.lot_size
-    want_buy = target.buy * data.nav / data.price
-    want_sell = target.sell * data.nav / data.price
+    want: tuple[Arr, Arr] | None = None  # shares bought and sold by ``target``, when needed
+    checked: TradeVec | None = None
     for _ in range(_MAX_STEPS):
-        bad = [c for c in trading(s.trade(data)) if not c.holds()]
+        trade = s.trade(data).summed()
+        bad = [c for c in trading(trade) if not c.holds()]
         if not bad:
+            checked = trade  # the trade of ``s`` as it is returned to the risk repair
             break
         c = bad[0]
+        if want is None:
+            want = (target.buy * data.nav / data.price, target.sell * data.nav / data.price)
+        want_buy, want_sell = want
         excess_buy = np.where(s.buy > 0, (s.buy - want_buy) * data.price, -np.inf)
         sell_now = s.lot.sum(axis=1)
         if c.subject == "CASH":  # cash floor: fewer buys, else more sells
@@ -162,14 +178,18 @@ def repair(
             s.buy[i] = max(s.buy[i] - ls[i], 0.0)
         elif not _step_sell(data, s, i, -float(ls[i])):
             break
-    return _repair_risk(data, s, trading, risk)
+    return _repair_risk(data, s, trading, risk, checked)
 
 
-def _repair_risk(data: ProblemData, s: Shares, trading: CheckFn, risk: CheckFn) -> Shares:
-    """Greedy single steps toward zero trade until the risk limits hold (or no step helps)."""
+def _repair_risk(
+    data: ProblemData, s: Shares, trading: CheckFn, risk: CheckFn, trade: TradeVec | None = None
+) -> Shares:
+    """Greedy single steps toward zero trade until the risk limits hold (or no step helps);
+    ``trade`` is ``s.trade(data)`` when already computed."""
     ls = data.lot_size
     for _ in range(_MAX_STEPS):
-        v0 = _worst_violation(risk(s.trade(data)))
+        v0 = _worst_violation(risk(trade if trade is not None else s.trade(data)))
+        trade = None
         if v0 <= 0:
             return s
         best, best_v = None, v0
@@ -180,7 +200,7 @@ def _repair_risk(data: ProblemData, s: Shares, trading: CheckFn, risk: CheckFn) 
                     cand.buy[i] = max(cand.buy[i] + sign * ls[i], 0.0)
                 elif not _step_sell(data, cand, int(i), sign * float(ls[i])):
                     continue
-                t = cand.trade(data)
+                t = cand.trade(data).summed()  # summed once for both checks
                 if _worst_violation(trading(t)) > 0:
                     continue
                 v = _worst_violation(risk(t))
