@@ -50,7 +50,7 @@ from rebalancer.optimizer.fast.inputs import (
     warm_from,
 )
 from rebalancer.optimizer.fast.pdip import Settings, Solution, pack, solve_padded, unpack
-from rebalancer.optimizer.terms.base import Arr, Check, TradeVec
+from rebalancer.optimizer.terms.base import Arr, Check, ConstraintTerm, TradeVec
 from rebalancer.optimizer.terms.constraints import WashSale
 from rebalancer.optimizer.terms.risk import SectorRiskShare
 
@@ -115,15 +115,27 @@ def _from_barrier(sol: start.Solution) -> tuple[Solution, str]:
     return out, reason
 
 
-def _convex_checks(prob: Any, data: ProblemData, trade: TradeVec) -> list[Check]:
-    """NumPy checks of the constraints the convex problem encodes as given (the wash-sale rule
-    and the exact sector risk shares are settled by the engine's rounds; relaxed limits are
-    off while diagnosing). ``trade`` may be :meth:`TradeVec.summed` (same values)."""
-    out: list[Check] = []
-    for term in prob.limits:
-        if not term.relaxed and not isinstance(term, (WashSale, SectorRiskShare)):
-            out += term.check(data, trade)
-    return out
+def _convex_terms(prob: Any) -> list[ConstraintTerm]:
+    """The limits of ``prob`` the convex problem encodes as given (the wash-sale rule and the
+    exact sector risk shares are settled by the engine's rounds; relaxed limits are off while
+    diagnosing)."""
+    return [
+        term
+        for term in prob.limits
+        if not term.relaxed and not isinstance(term, (WashSale, SectorRiskShare))
+    ]
+
+
+def _broken(prob: Any, data: ProblemData, trade: TradeVec) -> Check | None:
+    """The first NumPy check of :func:`_convex_terms` that ``trade`` breaks (``None``: all
+    hold). ``trade`` may be :meth:`TradeVec.summed` (same values). Each group first tries
+    :meth:`ConstraintTerm.clearly_holds`, which builds no checks."""
+    for term in _convex_terms(prob):
+        if not term.clearly_holds(data, trade):
+            for c in term.check(data, trade):
+                if not c.holds():
+                    return c
+    return None
 
 
 class FastSolver:
@@ -413,9 +425,8 @@ class FastSolver:
             return out
         trade = trade_from(x, data)
         summed = trade.summed()  # per-instrument sums once for the checks and the objective
-        bad = [c for c in _convex_checks(prob, data, summed) if not c.holds()]
-        if bad:
-            c = bad[0]
+        c = _broken(prob, data, summed)
+        if c is not None:
             out.reason = f"answer breaks {c.name.value} {c.subject}: {c.value:.6g} > {c.limit:.6g}"
             return out
         mine = prob.objective(data, summed)

@@ -180,6 +180,13 @@ class ConstraintTerm(ABC):
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         """Evaluate every constraint of the group in NumPy on ``t``."""
 
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        """``True`` only when every check of :meth:`check` holds (:meth:`Check.holds`, the
+        same floats); ``False`` may also mean undecided (NaN, no entries, empty lot slots):
+        :meth:`check` then tells. Groups with one check per entity answer without building
+        the checks (a cheap test for a solver's answer that is expected to hold)."""
+        return all(c.holds() for c in self.check(data, t))
+
     def fields(self, data: ProblemData) -> list[str]:
         """Request fields that set this group's limits."""
         return data.policy_fields.get(self.name.value, [])

@@ -19,6 +19,20 @@ from rebalancer.optimizer.terms.base import (
 _EPS = 1e-12
 
 
+def _neg_tol(limits: np.ndarray) -> np.ndarray:
+    """``-1e-9 * max(1, |limit|)`` per entry: :meth:`Check.holds`'s tolerance, negated
+    (the same floats as there: negation and the product are exact in either order)."""
+    out: np.ndarray = np.abs(limits)
+    np.maximum(out, 1.0, out=out)
+    out *= -1e-9
+    return out
+
+
+def _slack(values: np.ndarray, limits: np.ndarray, lower: bool) -> np.ndarray:
+    out: np.ndarray = values - limits if lower else limits - values
+    return out
+
+
 def _vector(
     name: ConstraintName,
     fields: tuple[str, ...],
@@ -30,14 +44,18 @@ def _vector(
     """Per-entity checks without building one object per entity: violators, else the tightest."""
     if not subjects:
         return []
-    slack = values - limits if lower else limits - values
-    tol = 1e-9 * np.maximum(1.0, np.abs(limits))
-    idx = np.flatnonzero(slack < -tol)
-    if idx.size == 0:
-        idx = np.array([int(np.argmin(slack))])
+    slack = _slack(values, limits, lower)
+    bad = slack < _neg_tol(limits)
+    idx = bad.nonzero()[0] if bad.any() else (int(slack.argmin()),)
     return [
         Check(name, fields, subjects[k], float(values[k]), float(limits[k]), lower) for k in idx
     ]
+
+
+def _vector_holds(values: np.ndarray, limits: np.ndarray, lower: bool = False) -> bool:
+    """Whether :func:`_vector` of these values finds no check that fails :meth:`Check.holds`
+    (the same floats; ``False`` also for NaN or no entries, where the full checks decide)."""
+    return values.size > 0 and bool((_slack(values, limits, lower) >= _neg_tol(limits)).all())
 
 
 def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +138,9 @@ class AdvCap(ConstraintTerm):
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         return _vector(self.name, tuple(self.fields(data)), data.ids, t.traded, data.adv_cap)
 
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return not data.ids or _vector_holds(t.traded, data.adv_cap)
+
 
 class BuyBounds(ConstraintTerm):
     """No buys of ``no_buy``, of untargeted non-substitutes, or into a wash-sale conflict."""
@@ -138,6 +159,9 @@ class BuyBounds(ConstraintTerm):
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         f = ("policy.no_buy", "targets")
         return _vector(self.name, f, data.ids, t.buy, data.buy_ub)
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return not data.ids or _vector_holds(t.buy, data.buy_ub)
 
 
 class LotBounds(ConstraintTerm):
@@ -159,6 +183,11 @@ class LotBounds(ConstraintTerm):
         mask = data.lot_present
         return _vector(self.name, f, data.lot_names, t.lot_sell[mask], data.lot_ub[mask])
 
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        # the empty lot slots too (a zero bound): stricter than the present lots alone, so a
+        # True is still exact; a trade in an empty slot gives False and check() decides
+        return not data.lot_names or _vector_holds(t.lot_sell, data.lot_ub)
+
 
 class LongOnly(ConstraintTerm):
     """``w + z >= 0`` (implied by the lot bounds; checked independently)."""
@@ -172,6 +201,9 @@ class LongOnly(ConstraintTerm):
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         post = data.w + t.z
         return _vector(self.name, (), data.ids, post, np.zeros(data.n), lower=True)
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return not data.ids or _vector_holds(data.w + t.z, np.zeros(data.n), lower=True)
 
 
 class WashSale(ConstraintTerm):
