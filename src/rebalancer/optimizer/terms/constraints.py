@@ -19,18 +19,20 @@ from rebalancer.optimizer.terms.base import (
 _EPS = 1e-12
 
 
-def _neg_tol(limits: np.ndarray) -> np.ndarray:
-    """``-1e-9 * max(1, |limit|)`` per entry: :meth:`Check.holds`'s tolerance, negated
-    (the same floats as there: negation and the product are exact in either order)."""
-    out: np.ndarray = np.abs(limits)
-    np.maximum(out, 1.0, out=out)
-    out *= -1e-9
-    return out
-
-
-def _slack(values: np.ndarray, limits: np.ndarray, lower: bool) -> np.ndarray:
-    out: np.ndarray = values - limits if lower else limits - values
-    return out
+def _slack_tol(
+    values: np.ndarray, limits: np.ndarray | None, lower: bool
+) -> tuple[np.ndarray, np.ndarray | float]:
+    """Slack of each entry and :meth:`Check.holds`'s tolerance negated,
+    ``-1e-9 * max(1, |limit|)`` (the same floats as there: negation and the product are
+    exact in either order). ``limits`` ``None`` stands for all zero: the slack is then
+    ``values`` or ``-values`` (``0 - v`` is ``-v``) and the tolerance one number."""
+    if limits is None:
+        return (values if lower else -values), -1e-9
+    slack: np.ndarray = values - limits if lower else limits - values
+    neg_tol = np.abs(limits)
+    np.maximum(neg_tol, 1.0, out=neg_tol)
+    neg_tol *= -1e-9
+    return slack, neg_tol
 
 
 def _vector(
@@ -38,24 +40,36 @@ def _vector(
     fields: tuple[str, ...],
     subjects: list[str],
     values: np.ndarray,
-    limits: np.ndarray,
+    limits: np.ndarray | None,
     lower: bool = False,
 ) -> list[Check]:
-    """Per-entity checks without building one object per entity: violators, else the tightest."""
+    """Per-entity checks without building one object per entity: violators, else the tightest.
+    ``limits`` ``None``: every limit is zero."""
     if not subjects:
         return []
-    slack = _slack(values, limits, lower)
-    bad = slack < _neg_tol(limits)
+    slack, neg_tol = _slack_tol(values, limits, lower)
+    bad = slack < neg_tol
     idx = bad.nonzero()[0] if bad.any() else (int(slack.argmin()),)
     return [
-        Check(name, fields, subjects[k], float(values[k]), float(limits[k]), lower) for k in idx
+        Check(
+            name,
+            fields,
+            subjects[k],
+            float(values[k]),
+            0.0 if limits is None else float(limits[k]),
+            lower,
+        )
+        for k in idx
     ]
 
 
-def _vector_holds(values: np.ndarray, limits: np.ndarray, lower: bool = False) -> bool:
+def _vector_holds(values: np.ndarray, limits: np.ndarray | None, lower: bool = False) -> bool:
     """Whether :func:`_vector` of these values finds no check that fails :meth:`Check.holds`
     (the same floats; ``False`` also for NaN or no entries, where the full checks decide)."""
-    return values.size > 0 and bool((_slack(values, limits, lower) >= _neg_tol(limits)).all())
+    if values.size == 0:
+        return False
+    slack, neg_tol = _slack_tol(values, limits, lower)
+    return bool((slack >= neg_tol).all())
 
 
 def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]:
@@ -200,10 +214,10 @@ class LongOnly(ConstraintTerm):
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         post = data.w + t.z
-        return _vector(self.name, (), data.ids, post, np.zeros(data.n), lower=True)
+        return _vector(self.name, (), data.ids, post, None, lower=True)
 
     def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
-        return not data.ids or _vector_holds(data.w + t.z, np.zeros(data.n), lower=True)
+        return not data.ids or _vector_holds(data.w + t.z, None, lower=True)
 
 
 class WashSale(ConstraintTerm):
@@ -231,4 +245,4 @@ class WashSale(ConstraintTerm):
         found = self.conflicts(data, t, _EPS)
         subjects = ["recent_buys", *found]
         values = np.array([refused, *(min(s, b) for s, b in found.values())])
-        return _vector(self.name, f, subjects, values, np.zeros(values.size))
+        return _vector(self.name, f, subjects, values, None)
