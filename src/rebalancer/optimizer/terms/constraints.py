@@ -14,6 +14,7 @@ from rebalancer.optimizer.terms.base import (
     TradeVec,
     Variables,
     set_param,
+    within,
 )
 
 _EPS = 1e-12
@@ -108,11 +109,19 @@ class CashFloor(ConstraintTerm):
     def update(self, data: ProblemData) -> None:
         set_param(self.room, BIG if self.relaxed else data.cash / data.nav - data.cash_floor)
 
+    @staticmethod
+    def _after(data: ProblemData, t: TradeVec) -> float:
+        """Post-trade cash weight."""
+        return data.cash / data.nav - float(t.z.sum())
+
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        after = data.cash / data.nav - float(t.z.sum())
+        after = self._after(data, t)
         return [
             Check(self.name, tuple(self.fields(data)), "CASH", after, data.cash_floor, lower=True)
         ]
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return within(self._after(data, t), data.cash_floor, lower=True)
 
 
 class Turnover(ConstraintTerm):
@@ -134,6 +143,9 @@ class Turnover(ConstraintTerm):
                 self.name, tuple(self.fields(data)), "", float(t.traded.sum()), data.turnover_limit
             )
         ]
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return within(float(t.traded.sum()), data.turnover_limit)
 
 
 class AdvCap(ConstraintTerm):
