@@ -109,6 +109,33 @@ def test_lot_bounds_and_long_only() -> None:
     assert bound.subject == "a1" and not bound.holds()
 
 
+def test_clearly_holds_is_true_only_when_every_check_holds() -> None:
+    """``clearly_holds`` (no checks built) never says True where a check fails, including at
+    the tolerance's edge, for NaN and for a sale in an empty lot slot; on a trade whose
+    checks all hold it says True."""
+    data, prob = _setup()
+    lim = data.buy_ub[1]
+    tol = 1e-9 * max(1.0, lim)
+    trades = [
+        _trade(data, 0.1, 0.05, 0.05),
+        _trade(data, 0.45, 0.0, 0.0),
+        _trade(data, 0.0, 0.31, 0.0),
+        _trade(data, lim + tol, 0.0, 0.0),
+        _trade(data, lim + 2 * tol, 0.0, 0.0),
+        _trade(data, np.nan, 0.05, 0.0),
+        _trade(data, 0.0, 0.0, np.nan),
+    ]
+    empty = _trade(data, 0.0, 0.0, 0.0)
+    empty.lot_sell[1, 0] = 0.01  # instrument B holds no lot
+    trades.append(empty)
+    for t in trades:
+        for term in prob.limits:
+            every = all(c.holds() for c in term.check(data, t))
+            assert not term.clearly_holds(data, t) or every, (term.name, t)
+    for term in prob.limits:
+        assert term.clearly_holds(data, trades[0]), term.name
+
+
 def test_each_constraint_is_enforced_by_the_solver() -> None:
     data, prob = _setup()
     prob.update(data)

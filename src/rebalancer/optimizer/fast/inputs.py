@@ -69,13 +69,6 @@ class Bucket:
         )
 
 
-def _term(prob: CompiledProblem, kind: type) -> Any:
-    for term in prob.limits:
-        if isinstance(term, kind):
-            return term
-    return None
-
-
 def _pad(a: Arr, shape: tuple[int, ...]) -> Arr:
     out = np.zeros(shape)
     out[tuple(slice(0, s) for s in a.shape)] = a
@@ -93,13 +86,15 @@ def assemble(prob: CompiledProblem, data: ProblemData) -> tuple[dict[str, Arr], 
     ``b - Az z - At tt >= 0`` are, in order: cash, turnover, stress scenarios, sectors; ``on``
     switches padded rows off. The risk cones are ``te2`` and ``var2`` (``BIG`` squared when off).
     """
-    b = Bucket.of(data.shape)
+    shape = data.shape  # a property that builds the Shape: read once
+    b = Bucket.of(shape)
+    terms: dict[type, Any] = {type(t): t for t in prob.limits}  # one term per class
     n, K = data.lot_w.shape
     K1 = b.lots + 1
     ub = np.zeros((K1, b.n))
-    ub[0, :n] = _value(_term(prob, BuyBounds).ub)
-    ub[1 : K + 1, :n] = _value(_term(prob, LotBounds).ub).T
-    adv = _pad(_value(_term(prob, AdvCap).cap), (b.n,))
+    ub[0, :n] = _value(terms[BuyBounds].ub)
+    ub[1 : K + 1, :n] = _value(terms[LotBounds].ub).T
+    adv = _pad(_value(terms[AdvCap].cap), (b.n,))
     ub[:, adv <= 0] = 0.0
     mask = (ub > 0).astype(float)
     sign = np.full((K1, 1), -1.0)
@@ -110,21 +105,21 @@ def assemble(prob: CompiledProblem, data: ProblemData) -> tuple[dict[str, Arr], 
     rows = 2 + S + J
     Az, At = np.zeros((rows, b.n)), np.zeros((rows, b.n))
     rhs, on = np.ones(rows), np.zeros(rows)
-    Az[0, :n], rhs[0], on[0] = 1.0, float(_value(_term(prob, CashFloor).room)), 1.0
-    At[1, :n], rhs[1], on[1] = 1.0, float(_value(_term(prob, Turnover).cap)), 1.0
-    stress = _term(prob, StressLimit)
-    if stress is not None and data.shape.scenarios:
-        m = data.shape.scenarios
+    Az[0, :n], rhs[0], on[0] = 1.0, float(_value(terms[CashFloor].room)), 1.0
+    At[1, :n], rhs[1], on[1] = 1.0, float(_value(terms[Turnover].cap)), 1.0
+    stress = terms.get(StressLimit)
+    if stress is not None and shape.scenarios:
+        m = shape.scenarios
         Az[2 : 2 + m, :n], rhs[2 : 2 + m] = -_value(stress.returns), _value(stress.rhs)
         on[2 : 2 + m] = 1.0
-    sector = _term(prob, SectorRiskShare)
-    if sector is not None and data.shape.budget_sectors:
-        nj = data.shape.budget_sectors
+    sector = terms.get(SectorRiskShare)
+    if sector is not None and shape.budget_sectors:
+        nj = shape.budget_sectors
         coef = _value(sector.coef)
         Az[2 + S : 2 + S + nj, :n], rhs[2 + S : 2 + S + nj] = coef, _value(sector.rhs)
         on[2 + S : 2 + S + nj] = (np.abs(coef).max(axis=1) > 0).astype(float)
-    te = float(_value(_term(prob, TrackingErrorLimit).cap))
-    var = float(_value(_term(prob, VarLimit).cap))
+    te = float(_value(terms[TrackingErrorLimit].cap))
+    var = float(_value(terms[VarLimit].cap))
     te_on = float(te < BIG * (1 - 1e-12))
     var_on = float(var * data.z_alpha < BIG * (1 - 1e-12))
     p: dict[str, Arr] = {

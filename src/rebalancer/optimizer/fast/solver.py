@@ -35,6 +35,7 @@ import structlog
 
 from rebalancer.optimizer.data import ProblemData
 from rebalancer.optimizer.fast import barrier, start
+from rebalancer.optimizer.fast.answer import first_broken, from_barrier
 from rebalancer.optimizer.fast.compiling import CACHE_ENV as CACHE_ENV
 from rebalancer.optimizer.fast.compiling import barrier_spec, input_spec, lower_priority
 from rebalancer.optimizer.fast.compiling import bucket_label as bucket_label
@@ -50,9 +51,7 @@ from rebalancer.optimizer.fast.inputs import (
     warm_from,
 )
 from rebalancer.optimizer.fast.pdip import Settings, Solution, pack, solve_padded, unpack
-from rebalancer.optimizer.terms.base import Arr, Check, TradeVec
-from rebalancer.optimizer.terms.constraints import WashSale
-from rebalancer.optimizer.terms.risk import SectorRiskShare
+from rebalancer.optimizer.terms.base import Arr, TradeVec
 
 log = structlog.get_logger(__name__)
 
@@ -90,40 +89,6 @@ def shared_fast_solver(compile_cache: Path | bool | None = True) -> FastSolver:
         if _shared is None:
             _shared = FastSolver(compile_cache=compile_cache)
         return _shared
-
-
-def _from_barrier(sol: start.Solution) -> tuple[Solution, str]:
-    """A barrier-path answer in the interior-point path's layout, and why it failed ("" when
-    it converged). ``bound`` carries the barrier parameter ``t`` reached (the warm start's)."""
-    reason = ""
-    if not bool(sol.start_ok):
-        reason = "no strictly feasible starting point found (barrier path, risk cones)"
-    elif not bool(sol.converged):
-        reason = (
-            f"barrier path not converged after {int(sol.iterations)} iterations "
-            f"(min relative slack {float(sol.slack):.3g}, stalls {int(sol.stalls)})"
-        )
-    out = Solution(
-        x=np.swapaxes(np.asarray(sol.x), -1, -2),
-        objective=sol.objective,
-        iterations=sol.newton,
-        converged=sol.converged,
-        bound=sol.t,
-        perr=np.zeros_like(np.asarray(sol.t)),
-        warm_used=sol.warm_used,
-    )
-    return out, reason
-
-
-def _convex_checks(prob: Any, data: ProblemData, trade: TradeVec) -> list[Check]:
-    """NumPy checks of the constraints the convex problem encodes as given (the wash-sale rule
-    and the exact sector risk shares are settled by the engine's rounds; relaxed limits are
-    off while diagnosing). ``trade`` may be :meth:`TradeVec.summed` (same values)."""
-    out: list[Check] = []
-    for term in prob.limits:
-        if not term.relaxed and not isinstance(term, (WashSale, SectorRiskShare)):
-            out += term.check(data, trade)
-    return out
 
 
 class FastSolver:
@@ -338,7 +303,7 @@ class FastSolver:
         if cones:
             tw = max(1.0, warm[1] * _WARM_T_FACTOR) if warm is not None else 1.0
             raw = fn(barrier_inputs(p, bucket), xw.T, np.asarray(use), np.asarray(tw))
-            sol, reason = _from_barrier(jax.device_get(raw))
+            sol, reason = from_barrier(jax.device_get(raw))
         else:
             sol = unpack(np.asarray(fn(p, xw, np.asarray(use))), xw.shape)
         ms = (time.perf_counter() - t0) * 1e3
@@ -371,7 +336,7 @@ class FastSolver:
             xw = np.zeros((size, bucket.n, bucket.lots + 1))
             raw = jax.device_get(fn(stacked, xw, np.zeros(size), np.ones(size)))
             sols = [
-                _from_barrier(start.Solution(*(np.asarray(v)[j] for v in raw))) for j in range(size)
+                from_barrier(start.Solution(*(np.asarray(v)[j] for v in raw))) for j in range(size)
             ]
         else:
             stacked = {k: np.stack([a[k] for a, _ in assembled]) for k in assembled[0][0]}
@@ -413,9 +378,8 @@ class FastSolver:
             return out
         trade = trade_from(x, data)
         summed = trade.summed()  # per-instrument sums once for the checks and the objective
-        bad = [c for c in _convex_checks(prob, data, summed) if not c.holds()]
-        if bad:
-            c = bad[0]
+        c = first_broken(prob, data, summed)
+        if c is not None:
             out.reason = f"answer breaks {c.name.value} {c.subject}: {c.value:.6g} > {c.limit:.6g}"
             return out
         mine = prob.objective(data, summed)

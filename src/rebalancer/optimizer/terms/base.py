@@ -120,6 +120,14 @@ class Variables:
         self.traded = self.buy + self.sell
 
 
+def within(value: float, limit: float, lower: bool = False, tol: float = 1e-9) -> bool:
+    """Whether ``value <= limit`` (``value >= limit`` when ``lower``) holds within ``tol``
+    relative to ``max(1, |limit|)``: the test of :meth:`Check.holds`, for a term that answers
+    without building its check."""
+    slack = value - limit if lower else limit - value
+    return slack >= -tol * max(1.0, abs(limit))
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """One constraint evaluated in NumPy: it holds when ``slack >= 0`` (within tolerance)."""
@@ -137,7 +145,7 @@ class Check:
         return self.value - self.limit if self.lower else self.limit - self.value
 
     def holds(self, tol: float = 1e-9) -> bool:
-        return self.slack >= -tol * max(1.0, abs(self.limit))
+        return within(self.value, self.limit, self.lower, tol)
 
 
 class CostTerm(ABC):
@@ -179,6 +187,13 @@ class ConstraintTerm(ABC):
     @abstractmethod
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         """Evaluate every constraint of the group in NumPy on ``t``."""
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        """``True`` only when every check of :meth:`check` holds (:meth:`Check.holds`, the
+        same floats); ``False`` may also mean undecided (NaN, no entries, empty lot slots):
+        :meth:`check` then tells. Groups with one check per entity answer without building
+        the checks (a cheap test for a solver's answer that is expected to hold)."""
+        return all(c.holds() for c in self.check(data, t))
 
     def fields(self, data: ProblemData) -> list[str]:
         """Request fields that set this group's limits."""

@@ -14,9 +14,26 @@ from rebalancer.optimizer.terms.base import (
     TradeVec,
     Variables,
     set_param,
+    within,
 )
 
 _EPS = 1e-12
+
+
+def _slack_tol(
+    values: np.ndarray, limits: np.ndarray | None, lower: bool
+) -> tuple[np.ndarray, np.ndarray | float]:
+    """Slack of each entry and :meth:`Check.holds`'s tolerance negated,
+    ``-1e-9 * max(1, |limit|)`` (the same floats as there: negation and the product are
+    exact in either order). ``limits`` ``None`` stands for all zero: the slack is then
+    ``values`` or ``-values`` (``0 - v`` is ``-v``) and the tolerance one number."""
+    if limits is None:
+        return (values if lower else -values), -1e-9
+    slack: np.ndarray = values - limits if lower else limits - values
+    neg_tol = np.abs(limits)
+    np.maximum(neg_tol, 1.0, out=neg_tol)
+    neg_tol *= -1e-9
+    return slack, neg_tol
 
 
 def _vector(
@@ -24,20 +41,36 @@ def _vector(
     fields: tuple[str, ...],
     subjects: list[str],
     values: np.ndarray,
-    limits: np.ndarray,
+    limits: np.ndarray | None,
     lower: bool = False,
 ) -> list[Check]:
-    """Per-entity checks without building one object per entity: violators, else the tightest."""
+    """Per-entity checks without building one object per entity: violators, else the tightest.
+    ``limits`` ``None``: every limit is zero."""
     if not subjects:
         return []
-    slack = values - limits if lower else limits - values
-    tol = 1e-9 * np.maximum(1.0, np.abs(limits))
-    idx = np.flatnonzero(slack < -tol)
-    if idx.size == 0:
-        idx = np.array([int(np.argmin(slack))])
+    slack, neg_tol = _slack_tol(values, limits, lower)
+    bad = slack < neg_tol
+    idx = bad.nonzero()[0] if bad.any() else (int(slack.argmin()),)
     return [
-        Check(name, fields, subjects[k], float(values[k]), float(limits[k]), lower) for k in idx
+        Check(
+            name,
+            fields,
+            subjects[k],
+            float(values[k]),
+            0.0 if limits is None else float(limits[k]),
+            lower,
+        )
+        for k in idx
     ]
+
+
+def _vector_holds(values: np.ndarray, limits: np.ndarray | None, lower: bool = False) -> bool:
+    """Whether :func:`_vector` of these values finds no check that fails :meth:`Check.holds`
+    (the same floats; ``False`` also for NaN or no entries, where the full checks decide)."""
+    if values.size == 0:
+        return False
+    slack, neg_tol = _slack_tol(values, limits, lower)
+    return bool((slack >= neg_tol).all())
 
 
 def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]:
@@ -76,11 +109,19 @@ class CashFloor(ConstraintTerm):
     def update(self, data: ProblemData) -> None:
         set_param(self.room, BIG if self.relaxed else data.cash / data.nav - data.cash_floor)
 
+    @staticmethod
+    def _after(data: ProblemData, t: TradeVec) -> float:
+        """Post-trade cash weight."""
+        return data.cash / data.nav - float(t.z.sum())
+
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        after = data.cash / data.nav - float(t.z.sum())
+        after = self._after(data, t)
         return [
             Check(self.name, tuple(self.fields(data)), "CASH", after, data.cash_floor, lower=True)
         ]
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return within(self._after(data, t), data.cash_floor, lower=True)
 
 
 class Turnover(ConstraintTerm):
@@ -103,6 +144,9 @@ class Turnover(ConstraintTerm):
             )
         ]
 
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return within(float(t.traded.sum()), data.turnover_limit)
+
 
 class AdvCap(ConstraintTerm):
     """``|z_i| <= max_adv_fraction * adv_shares_i * price_i / NAV``."""
@@ -119,6 +163,9 @@ class AdvCap(ConstraintTerm):
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         return _vector(self.name, tuple(self.fields(data)), data.ids, t.traded, data.adv_cap)
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return not data.ids or _vector_holds(t.traded, data.adv_cap)
 
 
 class BuyBounds(ConstraintTerm):
@@ -138,6 +185,9 @@ class BuyBounds(ConstraintTerm):
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         f = ("policy.no_buy", "targets")
         return _vector(self.name, f, data.ids, t.buy, data.buy_ub)
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return not data.ids or _vector_holds(t.buy, data.buy_ub)
 
 
 class LotBounds(ConstraintTerm):
@@ -159,6 +209,11 @@ class LotBounds(ConstraintTerm):
         mask = data.lot_present
         return _vector(self.name, f, data.lot_names, t.lot_sell[mask], data.lot_ub[mask])
 
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        # the empty lot slots too (a zero bound): stricter than the present lots alone, so a
+        # True is still exact; a trade in an empty slot gives False and check() decides
+        return not data.lot_names or _vector_holds(t.lot_sell, data.lot_ub)
+
 
 class LongOnly(ConstraintTerm):
     """``w + z >= 0`` (implied by the lot bounds; checked independently)."""
@@ -171,7 +226,10 @@ class LongOnly(ConstraintTerm):
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         post = data.w + t.z
-        return _vector(self.name, (), data.ids, post, np.zeros(data.n), lower=True)
+        return _vector(self.name, (), data.ids, post, None, lower=True)
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return not data.ids or _vector_holds(data.w + t.z, None, lower=True)
 
 
 class WashSale(ConstraintTerm):
@@ -199,4 +257,4 @@ class WashSale(ConstraintTerm):
         found = self.conflicts(data, t, _EPS)
         subjects = ["recent_buys", *found]
         values = np.array([refused, *(min(s, b) for s, b in found.values())])
-        return _vector(self.name, f, subjects, values, np.zeros(values.size))
+        return _vector(self.name, f, subjects, values, None)

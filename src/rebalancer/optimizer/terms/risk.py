@@ -17,6 +17,7 @@ from rebalancer.optimizer.terms.base import (
     set_param,
     sigma_times,
     volatility,
+    within,
 )
 from rebalancer.optimizer.terms.costs import ActiveRisk
 
@@ -37,9 +38,17 @@ class TrackingErrorLimit(ConstraintTerm):
     def update(self, data: ProblemData) -> None:
         set_param(self.cap, self.limit(data.te_limit))
 
+    @staticmethod
+    def _te(data: ProblemData, t: TradeVec) -> float:
+        """Ex-ante tracking error after ``t``."""
+        return volatility(data, data.w + t.z - data.target)
+
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        te = volatility(data, data.w + t.z - data.target)
+        te = self._te(data, t)
         return [Check(self.name, ("policy.max_tracking_error",), "", te, data.te_limit)]
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return within(self._te(data, t), data.te_limit)
 
 
 class VarLimit(ConstraintTerm):
@@ -63,9 +72,17 @@ class VarLimit(ConstraintTerm):
         set_param(self.uw, data.factor_load.T @ data.target)
         set_param(self.vw, data.specific_sd * data.target)
 
+    @staticmethod
+    def _var(data: ProblemData, t: TradeVec) -> float:
+        """Parametric VaR after ``t`` (fraction of NAV)."""
+        return data.z_alpha * volatility(data, data.w + t.z)
+
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        var = data.z_alpha * volatility(data, data.w + t.z)
+        var = self._var(data, t)
         return [Check(self.name, tuple(self.fields(data)), "", var, data.var_limit)]
+
+    def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
+        return within(self._var(data, t), data.var_limit)
 
 
 class StressLimit(ConstraintTerm):
