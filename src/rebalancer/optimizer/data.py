@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from itertools import chain, repeat
-from operator import itemgetter
 from statistics import NormalDist
 from typing import Any
 
@@ -23,6 +22,7 @@ from rebalancer.domain.model import CASH
 from rebalancer.domain.wash_sale import is_wash_sale_loss
 from rebalancer.optimizer.memo import by_content, derived, frozen
 from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
+from rebalancer.optimizer.validation import RequestColumns, request_columns
 
 Arr = NDArray[np.float64]
 BIG = 10.0
@@ -133,97 +133,6 @@ class ProblemData:
         return len(self.ids)
 
 
-@dataclass(frozen=True, slots=True)
-class InstrumentColumns:
-    """Fields of ``req.instruments`` in request order, read once (:func:`request_columns`)."""
-
-    ids: list[str]
-    row: dict[str, int]
-    """Instrument id -> its row (the last one when an id repeats)."""
-    price: Arr
-    """Currency per share."""
-    adv_shares: Arr
-    daily_volatility: Arr
-    half_spread_bps: Arr
-    wash_sale_group: list[str | None]
-    sector: list[str]
-    asset_class: list[str]
-    lot_size: list[int]
-    substitutes: list[list[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class RequestColumns:
-    """Columns of a request read once and shared by the request checks and
-    :func:`build_data` (``validation.check_request`` returns them)."""
-
-    inst: InstrumentColumns
-    lot_instrument: list[str]
-    lot_quantity: list[float]
-    lot_cost_basis: list[float]
-    lot_acquired: list[date]
-    lot_id: list[str]
-    lot_row: NDArray[np.int64] | None
-    """Row of each lot's instrument; None when a lot holds an unknown instrument."""
-    risk: Arr | None = None
-    """``risk_model.covariance`` or ``risk_model.factor_exposures`` as floats (request
-    order), when already converted."""
-
-
-_LOT_FIELDS = ("instrument", "quantity", "cost_basis", "acquired", "lot_id")
-_INSTRUMENT_FIELDS = (
-    "id",
-    "price",
-    "adv_shares",
-    "daily_volatility",
-    "half_spread_bps",
-    "wash_sale_group",
-    "sector",
-    "asset_class",
-    "lot_size",
-    "substitutes",
-)
-
-
-def _columns(models: list[Any], names: tuple[str, ...]) -> list[list[Any]]:
-    """Field ``name`` of every model, per name (read from the models' ``__dict__``, where
-    pydantic keeps field values: about half the time of attribute access)."""
-    rows = [m.__dict__ for m in models]
-    return [list(map(itemgetter(name), rows)) for name in names]
-
-
-def _floats(values: list[Any]) -> Arr:
-    # fromiter: a third faster than np.array on a list of Python floats, same values
-    return np.fromiter(values, float, len(values))
-
-
-def instrument_columns(req: AnalyzeRequest) -> InstrumentColumns:
-    """The instrument fields of ``req`` in request order (numbers as float arrays)."""
-    ids, price, adv, vol, spread, group, sector, asset, lot_size, subs = _columns(
-        req.instruments, _INSTRUMENT_FIELDS
-    )
-    row = dict(zip(ids, range(len(ids)), strict=True))
-    return InstrumentColumns(
-        ids, row, _floats(price), _floats(adv), _floats(vol), _floats(spread), group, sector,
-        asset, lot_size, subs,
-    )  # fmt: skip
-
-
-def _lot_rows(row: dict[str, int], instruments: list[str]) -> NDArray[np.int64] | None:
-    """Row of each lot's instrument, or None when one is not in ``row``."""
-    try:
-        return np.fromiter(map(row.__getitem__, instruments), np.int64, len(instruments))
-    except KeyError:
-        return None
-
-
-def request_columns(req: AnalyzeRequest, risk: Arr | None = None) -> RequestColumns:
-    """The instrument and lot columns of ``req`` in request order (nothing checked)."""
-    inst = instrument_columns(req)
-    names, qty, basis, acq, ids = _columns(req.portfolio.lots, _LOT_FIELDS)
-    return RequestColumns(inst, names, qty, basis, acq, ids, _lot_rows(inst.row, names), risk)
-
-
 def _risk_factor(
     req: AnalyzeRequest, order: list[str], given: Arr | None = None
 ) -> tuple[Arr, Arr]:
@@ -255,7 +164,7 @@ def _factor_arrays(req: AnalyzeRequest, order: list[str], given: Arr | None) -> 
     b = (given if given is not None else np.asarray(rm.factor_exposures, dtype=float))[perm]
     f = np.asarray(rm.factor_covariance, dtype=float)
     load = b @ by_content("sqrt_factor", f, _shared_sqrt_factor)
-    spec = np.sqrt(_floats(rm.specific_variance)[perm])
+    spec = np.sqrt(np.asarray(rm.specific_variance, dtype=float)[perm])
     return load, spec
 
 
@@ -362,7 +271,7 @@ def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> Pr
     if rows is None:  # not checked: raises KeyError for the unknown instrument, as it did
         rows = np.fromiter(map(idx.__getitem__, cols_in.lot_instrument), np.int64, m)
     cols, row_major, K = _lot_arrays(rows, n)
-    q_in = _floats(cols_in.lot_quantity)
+    q_in = cols_in.lot_quantity
     qty = np.bincount(rows, weights=q_in, minlength=n) if rows.size else np.zeros(n)
     cash = float(req.portfolio.cash)
     nav = cash + float(qty @ price)
@@ -384,7 +293,7 @@ def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> Pr
     id_grid[flat] = lot_id_arr
     lot_ids: list[list[str | None]] = id_grid.reshape(n, K).tolist()
     lot_qty = _grid(flat, q_in, (n, K))
-    lot_basis = _grid(flat, _floats(cols_in.lot_cost_basis), (n, K))
+    lot_basis = _grid(flat, cols_in.lot_cost_basis, (n, K))
     held = _grid(flat, today - acquired, (n, K))
     present = _grid(flat, np.ones(m, dtype=bool), (n, K))
     lot_long = present & (held > pol.long_term_days)

@@ -1,20 +1,29 @@
-"""Cross-field checks of an :class:`AnalyzeRequest` (the per-field ones live in the models)."""
+"""Cross-field checks of an :class:`AnalyzeRequest` (the per-field ones live in the models).
+
+The checks read the request's instrument and lot fields once, as columns
+(:func:`request_columns`), and hand them to :func:`rebalancer.optimizer.data.build_data`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Container, KeysView
-from dataclasses import replace
+from collections.abc import Container, KeysView, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
 from itertools import chain
+from operator import itemgetter
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel
 
 from rebalancer.domain.errors import InvalidInput
 from rebalancer.domain.model import CASH, WEIGHT_TOLERANCE, validate_targets
-from rebalancer.optimizer.data import InstrumentColumns, RequestColumns, request_columns
 from rebalancer.optimizer.memo import by_content, derived, frozen
 from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel, FactorRiskModel
 
 _PSD_TOL = 1e-10
+Arr = NDArray[np.float64]
 
 
 def _finite(values: list[float] | np.ndarray, field: str) -> None:
@@ -269,3 +278,112 @@ def _symmetric_psd(f: np.ndarray) -> bool:
     return _symmetric(f) and not np.linalg.eigvalsh(f).min() < -_PSD_TOL * max(
         1.0, float(np.abs(f).max())
     )
+
+
+# Columns of a request, read once for the checks and build_data
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentColumns:
+    """Fields of ``req.instruments`` in request order, read once (:func:`request_columns`)."""
+
+    ids: list[str]
+    row: dict[str, int]
+    """Instrument id -> its row (the last one when an id repeats)."""
+    price: Arr
+    """Currency per share."""
+    adv_shares: Arr
+    daily_volatility: Arr
+    half_spread_bps: Arr
+    wash_sale_group: list[str | None]
+    sector: list[str]
+    asset_class: list[str]
+    lot_size: list[int]
+    substitutes: list[list[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestColumns:
+    """Columns of a request read once and shared by the request checks and
+    :func:`~rebalancer.optimizer.data.build_data` (:func:`check_request` returns them)."""
+
+    inst: InstrumentColumns
+    lot_instrument: list[str]
+    lot_quantity: Arr
+    """Shares."""
+    lot_cost_basis: Arr
+    """Currency per share."""
+    lot_acquired: list[date]
+    lot_id: list[str]
+    lot_row: NDArray[np.int64] | None
+    """Row of each lot's instrument; None when a lot holds an unknown instrument."""
+    risk: Arr | None = None
+    """``risk_model.covariance`` or ``risk_model.factor_exposures`` as floats (request
+    order), when already converted."""
+
+
+_LOT_FIELDS = ("instrument", "quantity", "cost_basis", "acquired", "lot_id")
+_INSTRUMENT_FIELDS = (
+    "id",
+    "price",
+    "adv_shares",
+    "daily_volatility",
+    "half_spread_bps",
+    "wash_sale_group",
+    "sector",
+    "asset_class",
+    "lot_size",
+    "substitutes",
+)
+
+
+def _columns(models: Sequence[BaseModel], names: tuple[str, ...]) -> list[list[Any]]:
+    """Field ``name`` of every model, per name, in the order of ``models``.
+
+    Read from the models' ``__dict__``, where pydantic keeps the field values (half the time
+    of attribute access), in declaration order however the model was made (validated,
+    constructed or copied; extra fields are forbidden). ``zip`` then transposes the values of
+    all models in one pass (a third faster than one pass per field); when the dicts are not
+    exactly the first model's class fields, fields are read by name.
+    """
+    rows = [m.__dict__ for m in models]
+    if rows:
+        fields = tuple(type(models[0]).model_fields)
+        # one column per field of the shortest dict: a dict lacking a field shows as a column less
+        table = list(zip(*map(dict.values, rows), strict=False))
+        if len(table) == len(fields) and tuple(rows[0]) == fields:
+            return [list(table[fields.index(name)]) for name in names]
+    return [list(map(itemgetter(name), rows)) for name in names]
+
+
+def _floats(values: list[Any]) -> Arr:
+    # fromiter: a third faster than np.array on a list of Python floats, same values
+    return np.fromiter(values, float, len(values))
+
+
+def instrument_columns(req: AnalyzeRequest) -> InstrumentColumns:
+    """The instrument fields of ``req`` in request order (numbers as float arrays)."""
+    ids, price, adv, vol, spread, group, sector, asset, lot_size, subs = _columns(
+        req.instruments, _INSTRUMENT_FIELDS
+    )
+    row = dict(zip(ids, range(len(ids)), strict=True))
+    price_a, adv_a, vol_a, spread_a = map(_floats, (price, adv, vol, spread))
+    return InstrumentColumns(
+        ids, row, price_a, adv_a, vol_a, spread_a, group, sector, asset, lot_size, subs
+    )
+
+
+def _lot_rows(row: dict[str, int], instruments: list[str]) -> NDArray[np.int64] | None:
+    """Row of each lot's instrument, or None when one is not in ``row``."""
+    try:
+        return np.fromiter(map(row.__getitem__, instruments), np.int64, len(instruments))
+    except KeyError:
+        return None
+
+
+def request_columns(req: AnalyzeRequest, risk: Arr | None = None) -> RequestColumns:
+    """The instrument and lot columns of ``req`` in request order (nothing checked)."""
+    inst = instrument_columns(req)
+    names, qty, basis, acq, ids = _columns(req.portfolio.lots, _LOT_FIELDS)
+    rows = _lot_rows(inst.row, names)
+    return RequestColumns(inst, names, _floats(qty), _floats(basis), acq, ids, rows, risk)
