@@ -338,21 +338,13 @@ _INSTRUMENT_FIELDS = (
 
 
 def _columns(models: Sequence[BaseModel], names: tuple[str, ...]) -> list[list[Any]]:
-    """Field ``name`` of every model, per name, in the order of ``models``.
+    """Field ``name`` of every model, per name (read from the models' ``__dict__``, where
+    pydantic keeps field values: about half the time of attribute access).
 
-    Read from the models' ``__dict__``, where pydantic keeps the field values (half the time
-    of attribute access), in declaration order however the model was made (validated,
-    constructed or copied; extra fields are forbidden). ``zip`` then transposes the values of
-    all models in one pass (a third faster than one pass per field); when the dicts are not
-    exactly the first model's class fields, fields are read by name.
+    One pass per field: transposing all fields at once by ``zip`` over the dicts' value views
+    is faster only while the cyclic collector is off (2,000 lots with it on: 1.8 ms, not 0.7).
     """
     rows = [m.__dict__ for m in models]
-    if rows:
-        fields = tuple(type(models[0]).model_fields)
-        # one column per field of the shortest dict: a dict lacking a field shows as a column less
-        table = list(zip(*map(dict.values, rows), strict=False))
-        if len(table) == len(fields) and tuple(rows[0]) == fields:
-            return [list(table[fields.index(name)]) for name in names]
     return [list(map(itemgetter(name), rows)) for name in names]
 
 
