@@ -3,7 +3,9 @@ paths of the request checks report exactly what the full checks report."""
 
 from __future__ import annotations
 
+import gc
 import math
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -13,8 +15,10 @@ from rebalancer.domain.errors import InvalidInput
 from rebalancer.optimizer import memo
 from rebalancer.optimizer.data import build_data
 from rebalancer.optimizer.samples import random_account
-from rebalancer.optimizer.schemas import AnalyzeRequest
-from rebalancer.optimizer.validation import check_request
+from rebalancer.optimizer.schemas import AnalyzeRequest, LotIn
+from rebalancer.optimizer.validation import _LOT_FIELDS, _columns, check_request
+
+DAY = date(2024, 1, 2)
 
 
 def _count(calls: list[int]) -> Any:
@@ -118,3 +122,26 @@ def test_a_target_outside_the_instruments_is_named() -> None:
         "target ZZZ is not in instruments; add its market data",
         ["targets.ZZZ"],
     )
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_columns_read_every_way_a_model_is_made(collector_on: bool) -> None:
+    validated = LotIn.model_validate(
+        {"lot_id": "a", "instrument": "X", "quantity": 2.0, "cost_basis": 3.0, "acquired": DAY}
+    )
+    constructed = LotIn.model_construct(
+        acquired=DAY, cost_basis=5.0, quantity=4.0, instrument="Y", lot_id="b"
+    )
+    copied = validated.model_copy(update={"quantity": 6.0, "lot_id": "c"})
+    lots = [validated, constructed, copied]
+    want = [[getattr(lot, name) for lot in lots] for name in _LOT_FIELDS]
+    given: dict[str, Any] = {"lot_id": "d", "instrument": "Z"}  # no quantity, basis, date
+    partial = LotIn.model_construct(**given)
+    was_on = gc.isenabled()
+    gc.enable() if collector_on else gc.disable()
+    try:
+        assert _columns(lots, _LOT_FIELDS) == want
+        with pytest.raises(KeyError):  # read by name: the missing field is not misplaced
+            _columns([*lots, partial], _LOT_FIELDS)
+    finally:
+        gc.enable() if was_on else gc.disable()
