@@ -294,8 +294,11 @@ class InstrumentColumns:
     price: Arr
     """Currency per share."""
     adv_shares: Arr
+    """Average daily volume, shares per day."""
     daily_volatility: Arr
+    """Daily return volatility (a fraction per day)."""
     half_spread_bps: Arr
+    """Half bid-ask spread, basis points of the price."""
     wash_sale_group: list[str | None]
     sector: list[str]
     asset_class: list[str]
