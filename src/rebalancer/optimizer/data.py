@@ -7,9 +7,10 @@ to instrument map is structural (row ``i`` holds the lots of instrument ``i``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from operator import itemgetter
+from itertools import chain, repeat
 from statistics import NormalDist
 from typing import Any
 
@@ -19,8 +20,9 @@ from numpy.typing import NDArray
 from rebalancer.domain.errors import InvalidInput
 from rebalancer.domain.model import CASH
 from rebalancer.domain.wash_sale import is_wash_sale_loss
-from rebalancer.optimizer.memo import derived, frozen
+from rebalancer.optimizer.memo import by_content, derived, frozen
 from rebalancer.optimizer.schemas import AnalyzeRequest, CovarianceRiskModel
+from rebalancer.optimizer.validation import RequestColumns, request_columns
 
 Arr = NDArray[np.float64]
 BIG = 10.0
@@ -131,48 +133,6 @@ class ProblemData:
         return len(self.ids)
 
 
-@dataclass(frozen=True, slots=True)
-class RequestColumns:
-    """Columns of a request read once and shared by the request checks and
-    :func:`build_data` (``validation.check_request`` returns them)."""
-
-    lot_instrument: list[str]
-    lot_quantity: list[float]
-    lot_cost_basis: list[float]
-    lot_acquired: list[date]
-    lot_id: list[str]
-    risk: Arr | None = None
-    """``risk_model.covariance`` or ``risk_model.factor_exposures`` as floats (request
-    order), when already converted."""
-
-
-_LOT_FIELDS = ("instrument", "quantity", "cost_basis", "acquired", "lot_id")
-_INSTRUMENT_FIELDS = (
-    "id",
-    "price",
-    "wash_sale_group",
-    "half_spread_bps",
-    "adv_shares",
-    "daily_volatility",
-    "sector",
-    "asset_class",
-    "lot_size",
-)
-
-
-def _columns(models: list[Any], names: tuple[str, ...]) -> list[list[Any]]:
-    """Field ``name`` of every model, per name (read from the models' ``__dict__``, where
-    pydantic keeps field values: about half the time of attribute access)."""
-    rows = [m.__dict__ for m in models]
-    return [list(map(itemgetter(name), rows)) for name in names]
-
-
-def request_columns(req: AnalyzeRequest, risk: Arr | None = None) -> RequestColumns:
-    """The lot columns of ``req`` in request order."""
-    inst, qty, basis, acq, ids = _columns(req.portfolio.lots, _LOT_FIELDS)
-    return RequestColumns(inst, qty, basis, acq, ids, risk)
-
-
 def _risk_factor(
     req: AnalyzeRequest, order: list[str], given: Arr | None = None
 ) -> tuple[Arr, Arr]:
@@ -200,20 +160,79 @@ def _factor_arrays(req: AnalyzeRequest, order: list[str], given: Arr | None) -> 
         cov = given if given is not None else np.asarray(rm.covariance, dtype=float)
         if not isinstance(perm, slice):
             cov = cov[np.ix_(perm, perm)]
-        lam, vec = np.linalg.eigh(cov)
-        return vec * np.sqrt(np.clip(lam, 0.0, None)), np.zeros(len(order))
+        return _sqrt_factor(cov), np.zeros(len(order))
     b = (given if given is not None else np.asarray(rm.factor_exposures, dtype=float))[perm]
-    lam, vec = np.linalg.eigh(np.asarray(rm.factor_covariance, dtype=float))
-    load = b @ (vec * np.sqrt(np.clip(lam, 0.0, None)))
+    f = np.asarray(rm.factor_covariance, dtype=float)
+    load = b @ by_content("sqrt_factor", f, _shared_sqrt_factor)
     spec = np.sqrt(np.asarray(rm.specific_variance, dtype=float)[perm])
     return load, spec
 
 
+def _sqrt_factor(cov: Arr) -> Arr:
+    """``R = V sqrt(max(lam, 0))`` of ``cov = V diag(lam) V'`` (``cov = R R'`` when ``cov``
+    is positive semidefinite)."""
+    lam, vec = np.linalg.eigh(cov)
+    root: Arr = vec * np.sqrt(np.clip(lam, 0.0, None))
+    return root
+
+
+def _shared_sqrt_factor(cov: Arr) -> Arr:
+    """:func:`_sqrt_factor`, read-only (it is shared through :func:`memo.by_content`)."""
+    root = _sqrt_factor(cov)
+    frozen(root)
+    return root
+
+
 def _codes(labels: list[str]) -> tuple[list[str], NDArray[np.int64]]:
     """Sorted distinct labels and each label's index into them."""
-    names = sorted(set(labels))
+    distinct = set(labels)
+    # distinct labels (e.g. instrument ids as wash-sale groups) often come sorted already:
+    # sorting the list then takes one pass, sorting the set a full sort
+    names = sorted(labels if len(distinct) == len(labels) else distinct)
+    if len(names) == 1:
+        return names, np.zeros(len(labels), dtype=np.int64)
+    if names == labels:  # distinct and sorted already (e.g. instrument ids as groups)
+        return names, np.arange(len(labels), dtype=np.int64)
     pos = {name: k for k, name in enumerate(names)}
     return names, np.fromiter(map(pos.__getitem__, labels), np.int64, len(labels))
+
+
+def _mask(row: dict[str, int], names: Iterable[str], n: int) -> NDArray[np.bool_]:
+    """The rows of the instruments ``names`` (ids not in ``row`` are skipped), (n,)."""
+    mask = np.zeros(n, dtype=bool)
+    hits = [r for r in map(row.get, names) if r is not None]
+    if hits:
+        mask[hits] = True
+    return mask
+
+
+def _cells(mask: NDArray[np.bool_]) -> Iterable[tuple[int, int]]:
+    """``(row, column)`` of every true cell of the 2-d ``mask``, row-major, as Python ints."""
+    rows, cols = mask.nonzero()
+    return zip(rows.tolist(), cols.tolist(), strict=True)
+
+
+def _deferred(
+    defer: NDArray[np.bool_],
+    lot_ids: list[list[str | None]],
+    ids: list[str],
+    as_of: date,
+    amounts: tuple[NDArray[np.int64], Arr, Arr],
+) -> list[DeferredInfo]:
+    """The deferred lots (``defer``, (n, K)); ``amounts``: the days each lot waits to turn
+    long term, the tax saved by waiting and the waiting cost (currency), each (n, K)."""
+    if not defer.any():
+        return []
+    days, saved, cost = (a[defer].tolist() for a in amounts)
+    return [
+        DeferredInfo(str(lot_ids[r][c]), ids[r], as_of + timedelta(days=d), d, s, w)
+        for (r, c), d, s, w in zip(_cells(defer), days, saved, cost, strict=True)
+    ]
+
+
+def _lookup(values: Mapping[str, float], ids: list[str]) -> Arr:
+    """``values[i]`` for every id (0 when absent), (n,)."""
+    return np.fromiter(map(values.get, ids, repeat(0.0)), float, len(ids))
 
 
 def _lot_arrays(
@@ -225,104 +244,95 @@ def _lot_arrays(
         return rows.copy(), rows.copy(), 1
     order = np.argsort(rows, kind="stable")
     counts = np.bincount(rows, minlength=n)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    starts = np.cumsum(counts) - counts
     cols = np.empty_like(rows)
-    cols[order] = np.arange(rows.size) - np.repeat(starts, counts)
+    cols[order] = np.arange(rows.size) - starts[rows[order]]
     return cols, order, max(1, int(counts.max()))
+
+
+def _grid(flat: NDArray[np.int64], values: NDArray[Any], shape: tuple[int, int]) -> NDArray[Any]:
+    """An array of ``shape`` holding ``values`` at the flat positions ``flat``, 0 elsewhere."""
+    out = np.zeros(shape[0] * shape[1], dtype=values.dtype)
+    out[flat] = values
+    return out.reshape(shape)
 
 
 def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> ProblemData:
     """Turn a checked request into arrays (see :func:`validation.check_request`, whose
-    :class:`RequestColumns` may be passed as ``columns`` so the lots are read once)."""
+    :class:`RequestColumns` may be passed as ``columns`` so the request is read once)."""
     pol = req.policy
-    insts = req.instruments
-    ids, price_in, group_in, spread_in, adv_in, vol_in, sector, asset_class, lot_size_in = _columns(
-        insts, _INSTRUMENT_FIELDS
-    )
-    idx = {inst: n for n, inst in enumerate(ids)}
-    n = len(ids)
-    price = np.array(price_in, dtype=float)
     cols_in = columns if columns is not None else request_columns(req)
-    inst_in, q_list, basis_in = cols_in.lot_instrument, cols_in.lot_quantity, cols_in.lot_cost_basis
+    inst = cols_in.inst
+    ids, idx, price = inst.ids, inst.row, inst.price
+    n = len(ids)
     acq_in, lot_id_in = cols_in.lot_acquired, cols_in.lot_id
-    m = len(inst_in)
-    rows = np.fromiter(map(idx.__getitem__, inst_in), np.int64, m)
+    m = len(lot_id_in)
+    rows = cols_in.lot_row
+    if rows is None:  # not checked: raises KeyError for the unknown instrument, as it did
+        rows = np.fromiter(map(idx.__getitem__, cols_in.lot_instrument), np.int64, m)
     cols, row_major, K = _lot_arrays(rows, n)
-    q_in = np.array(q_list, dtype=float)
+    q_in = cols_in.lot_quantity
     qty = np.bincount(rows, weights=q_in, minlength=n) if rows.size else np.zeros(n)
     cash = float(req.portfolio.cash)
     nav = cash + float(qty @ price)
     if nav <= 0:
         raise InvalidInput("portfolio NAV is zero; there is nothing to rebalance", ["portfolio"])
-    groups = [g or i for g, i in zip(group_in, ids, strict=True)]
-    group_names = sorted(set(groups))
-    gpos = {g: k for k, g in enumerate(group_names)}
-    group_index = np.array([gpos[g] for g in groups], dtype=np.int64)
+    group_in = inst.wash_sale_group
+    groups = [g or i for g, i in zip(group_in, ids, strict=True)] if any(group_in) else ids[:]
+    group_names, group_index = _codes(groups)
     as_of = req.as_of
     since = as_of - timedelta(days=pol.wash_sale_days)
     today = as_of.toordinal()
     acquired = np.fromiter(map(date.toordinal, acq_in), np.int64, m)
     recent = {groups[idx[b.instrument]] for b in req.recent_buys if since <= b.date <= as_of}
     fresh = (acquired >= since.toordinal()) & (acquired <= today)
-    recent |= {groups[r] for r in np.unique(rows[fresh]).tolist()}
-    id_grid = np.full((n, K), None, dtype=object)
+    recent |= {groups[r] for r in rows[fresh].tolist()}
+    flat = rows * K + cols  # position of each lot in the row-major (n, K) grids
+    id_grid = np.full(n * K, None, dtype=object)
     lot_id_arr = np.array(lot_id_in, dtype=object) if m else np.empty(0, dtype=object)
-    id_grid[rows, cols] = lot_id_arr
-    lot_ids: list[list[str | None]] = id_grid.tolist()
-    lot_qty, lot_basis = np.zeros((n, K)), np.zeros((n, K))
-    held = np.zeros((n, K), dtype=np.int64)
-    present = np.zeros((n, K), dtype=bool)
-    lot_qty[rows, cols] = q_in
-    lot_basis[rows, cols] = basis_in
-    held[rows, cols] = today - acquired
-    present[rows, cols] = True
+    id_grid[flat] = lot_id_arr
+    lot_ids: list[list[str | None]] = id_grid.reshape(n, K).tolist()
+    lot_qty = _grid(flat, q_in, (n, K))
+    lot_basis = _grid(flat, cols_in.lot_cost_basis, (n, K))
+    held = _grid(flat, today - acquired, (n, K))
+    present = _grid(flat, np.ones(m, dtype=bool), (n, K))
     lot_long = present & (held > pol.long_term_days)
-    half_spread_bps = np.array(spread_in, dtype=float)
+    pcol = price[:, None]
+    half_spread_bps = inst.half_spread_bps
     selling_bps = half_spread_bps + pol.commission_bps
-    lot_loss = present & is_wash_sale_loss(price[:, None], lot_basis, selling_bps[:, None])
-    adv_shares = np.array(adv_in, dtype=float)
-    no_sell = set(pol.no_sell)
-    sellable = np.array([i not in no_sell for i in ids], dtype=bool) & (adv_shares > 0)
-    recent_rows = np.array([g in recent for g in groups], dtype=bool)
+    lot_loss = present & is_wash_sale_loss(pcol, lot_basis, selling_bps[:, None])
+    adv_shares = inst.adv_shares
+    sellable = ~_mask(idx, pol.no_sell, n) & (adv_shares > 0)
+    recent_rows = (
+        np.fromiter(map(recent.__contains__, groups), bool, n) if recent else np.zeros(n, bool)
+    )
     blocked_mask = lot_loss & recent_rows[:, None]
     allowed = present & sellable[:, None] & ~blocked_mask
-    gain = (price[:, None] - lot_basis) * lot_qty
+    gain = (pcol - lot_basis) * lot_qty
     wait = pol.long_term_days + 1 - held
     defer = allowed & (gain > 0) & ~lot_long & (wait > 0) & (wait <= pol.lt_wait_days)
     saved = (pol.short_term_rate - pol.long_term_rate) * gain
-    wait_cost = pol.lt_wait_cost_bps_per_day * 1e-4 * wait * lot_qty * price[:, None]
+    wait_cost = pol.lt_wait_cost_bps_per_day * 1e-4 * wait * lot_qty * pcol
     defer &= saved > wait_cost
     allowed &= ~defer
-    deferred = [
-        DeferredInfo(
-            str(lot_ids[r][c]),
-            ids[r],
-            as_of + timedelta(days=int(wait[r, c])),
-            int(wait[r, c]),
-            float(saved[r, c]),
-            float(wait_cost[r, c]),
-        )
-        for r, c in zip(*np.nonzero(defer), strict=True)
-    ]
-    blocked = [str(lot_ids[r][c]) for r, c in zip(*np.nonzero(blocked_mask), strict=True)]
-    lot_ub = np.where(allowed, lot_qty * price[:, None] / nav, 0.0)
-    lot_w = lot_qty * price[:, None] / nav
+    deferred = _deferred(defer, lot_ids, ids, as_of, (wait, saved, wait_cost))
+    blocked = [str(lot_ids[r][c]) for r, c in _cells(blocked_mask)]
+    lot_w = lot_qty * pcol / nav
+    lot_ub = np.where(allowed, lot_w, 0.0)
     lot_rate = np.where(lot_long, pol.long_term_rate, pol.short_term_rate)
-    gain_frac = np.where(lot_qty > 0, 1.0 - lot_basis / price[:, None], 0.0)
-    target = np.array([req.targets.get(i, 0.0) for i in ids])
-    substitutes = {s for inst in insts for s in inst.substitutes}
-    no_buy = set(pol.no_buy)
+    gain_frac = np.where(lot_qty > 0, 1.0 - lot_basis / pcol, 0.0)
+    target = _lookup(req.targets, ids)
+    no_buy = _mask(idx, pol.no_buy, n)
     has_target = target > 0
     adv_value = adv_shares * price
     # a trade never exceeds the NAV: an open cap is BIG, not 1e9 (which the conic solver
     # cannot scale: it answered optimal_inaccurate on a 2-instrument case)
     adv_cap = np.minimum(pol.max_adv_fraction * adv_value / nav, BIG)
-    named = np.array([i in substitutes and i not in no_buy for i in ids], dtype=bool)
-    not_no_buy = np.array([i not in no_buy for i in ids], dtype=bool)
-    buy_ok = ((has_target & not_no_buy) | named) & (adv_value > 0)
+    named = _mask(idx, chain.from_iterable(inst.substitutes), n)
+    buy_ok = (has_target | named) & ~no_buy & (adv_value > 0)
     if not (pol.raise_cash == 0 or pol.raise_cash_allow_buys):
         buy_ok[:] = False
-    vol = np.array(vol_in, dtype=float)
+    vol = inst.daily_volatility
     impact = np.where(
         adv_value > 0,
         pol.impact_coefficient * vol * np.sqrt(nav / np.maximum(adv_value, 1e-300)),
@@ -331,9 +341,11 @@ def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> Pr
     load, spec = _risk_factor(req, ids, cols_in.risk)
     sectors = sorted(pol.max_sector_risk_share)
     scen = pol.stress_scenarios
-    stress = np.array([[s.returns.get(i, 0.0) for i in ids] for s in scen]).reshape(len(scen), n)
-    sector_names, sector_index = _codes(sector)
-    asset_names, asset_index = _codes(asset_class)
+    stress = np.zeros((len(scen), n))
+    for k, sc in enumerate(scen):
+        stress[k] = _lookup(sc.returns, ids)
+    sector_names, sector_index = _codes(inst.sector)
+    asset_names, asset_index = _codes(inst.asset_class)
     spos = {name: k for k, name in enumerate(sector_names)}
     budget_codes = np.array([spos.get(sec, -1) for sec in sectors], dtype=np.int64)
     fields = {
@@ -350,9 +362,9 @@ def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> Pr
         w=qty * price / nav,
         target=target,
         cash_target=float(req.targets.get(CASH, 0.0)),
-        lot_size=np.array(lot_size_in, dtype=float),
-        sector=sector,
-        asset_class=asset_class,
+        lot_size=np.array(inst.lot_size, dtype=float),
+        sector=inst.sector,
+        asset_class=inst.asset_class,
         groups=groups,
         has_target=has_target,
         lot_ids=lot_ids,
@@ -366,7 +378,7 @@ def build_data(req: AnalyzeRequest, columns: RequestColumns | None = None) -> Pr
         lot_blocked_wash=blocked,
         deferred=deferred,
         buy_ub=np.where(buy_ok, BIG, 0.0),
-        cost=np.full(n, pol.commission_bps / 1e4) + half_spread_bps / 1e4,
+        cost=pol.commission_bps / 1e4 + half_spread_bps / 1e4,
         impact=impact,
         adv_cap=adv_cap,
         factor_load=load,
