@@ -6,7 +6,6 @@ The checks read the request's instrument and lot fields once, as columns
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Container, KeysView, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -345,20 +344,9 @@ def _columns(models: Sequence[BaseModel], names: tuple[str, ...]) -> list[list[A
     """Field ``name`` of every model, per name, in the order of ``models``.
 
     Read from the models' ``__dict__``, where pydantic keeps the field values (half the time
-    of attribute access) in declaration order, however the model was made (validated,
-    constructed or copied; extra fields are forbidden). While the cyclic collector is off (as
-    during an analysis, see ``optimizer.gc_pause``) ``zip`` transposes the values of all models
-    in one pass: a fifth to a half faster than one pass per field, but with the collector on
-    its young collections over the per-model value views make it slower (2,000 lots: 1.8 ms,
-    not 0.7), so then each field is read in its own pass.
+    of attribute access), however the model was made (validated, constructed or copied).
     """
     rows = [m.__dict__ for m in models]
-    if rows and not gc.isenabled():
-        fields = tuple(type(models[0]).model_fields)
-        # one column per field of the shortest dict: a dict lacking a field shows as a column less
-        table = list(zip(*map(dict.values, rows), strict=False))
-        if len(table) == len(fields) and tuple(rows[0]) == fields:
-            return [list(table[fields.index(name)]) for name in names]
     return [list(map(itemgetter(name), rows)) for name in names]
 
 
