@@ -109,7 +109,7 @@ def _contributions(
     """Marginal, component and share of volatility per instrument and per sector, as
     :class:`RiskContribution` fields (``sx = sigma_times(data, x)``, ``vol`` its volatility)."""
     marginal = sx / vol if vol > 0 else np.zeros(data.n)
-    comp = x * marginal
+    comp = x * marginal + 0.0  # + 0.0: an emptied position contributes 0, not -0.0
     share = comp / vol if vol > 0 else np.zeros(data.n)
     by_inst = {
         i: {"marginal": m, "component": c, "share": sh}
@@ -201,6 +201,16 @@ _TERMS = (Term.SHORT, Term.LONG)
 """The term of a lot sale, indexed by ``lot_long``."""
 
 
+def weights_after(data: ProblemData, s: Shares, final: TradeVec) -> Arr:
+    """Weights after the trade ``final`` (``s`` in shares), exactly 0 where every share held is
+    sold and none bought: ``w + z`` sums the same shares in another order (total x price
+    against lot by lot), which leaves a -1e-17 or so that would show as "-0.00 %"."""
+    after: Arr = data.w + final.z
+    emptied = (s.buy == 0) & (data.w > 0) & (s.lot.sum(axis=1) == data.lot_qty.sum(axis=1))
+    after[emptied] = 0.0
+    return after
+
+
 def _trades(
     req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -208,7 +218,7 @@ def _trades(
     order; validated with the whole response) and the :class:`TaxSummary` sums of the lot
     sales (currency: ``short_term_gain``, ``long_term_gain``, ``harvested_losses``,
     ``estimated_tax``; each a plain left-to-right sum over the sales in lot order)."""
-    before, after = data.w, data.w + final.z
+    before, after = data.w, weights_after(data, s, final)
     sold = np.where(data.lot_present, s.lot, 0.0)
     r, c = np.nonzero(sold > 0)
     lot_qty = sold[r, c]
@@ -311,7 +321,7 @@ def build_response(
     """Render the final answer: plain fields throughout, validated once at the end (one
     pass of pydantic-core over the whole response costs less than a model per part)."""
     final = o.final if o.final is not None else o.shares.trade(data)
-    after = data.w + final.z
+    after = weights_after(data, o.shares, final)
     cash_after_w = data.cash / data.nav - float(final.z.sum())
     p0, p1 = o.parts or (prob.parts(data, TradeVec.zero(data.shape)), prob.parts(data, final))
     trades, sums = _trades(req, data, o.shares, final)

@@ -75,3 +75,30 @@ def test_lot_id_grid_of_an_account_without_lots() -> None:
     data = build_data(req, check_request(req))
     assert data.lot_ids == [[None]]
     assert data.lot_names == []
+
+
+def test_an_instrument_sold_out_ends_at_exactly_zero_weight() -> None:
+    """Selling every share held leaves weight 0, not the -1e-17 that summing the same shares
+    lot by lot leaves (an explanation would read "-0.00 %")."""
+    from opt_factory import random_request
+
+    from rebalancer.optimizer import FAST_CHAIN
+
+    emptied = 0
+    for chain in (FAST_CHAIN, None):
+        rec = REC if chain is None else Recommender(solvers=chain)
+        for seed in range(3):
+            req = random_request(seed, min_cash_weight=0.99)  # raise cash: most sell out
+            held = {}
+            for lt in req.portfolio.lots:
+                held[lt.instrument] = held.get(lt.instrument, 0.0) + lt.quantity
+            out = rec.analyze(req)
+            bought = {t.instrument for t in out.trades if t.side.value == "buy"}
+            for t in out.trades:
+                assert "-0.00%" not in t.explanation
+                sold_out = t.side.value == "sell" and t.quantity == held[t.instrument]
+                if sold_out and t.instrument not in bought:
+                    assert t.weight_after == 0.0
+                    assert out.drift_after.by_instrument[t.instrument] == -t.target
+                    emptied += 1
+    assert emptied > 0
