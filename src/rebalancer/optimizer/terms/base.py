@@ -7,7 +7,9 @@ itself in plain NumPy on a trade vector (``value`` / ``check``) for the independ
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cvxpy as cp
@@ -211,18 +213,59 @@ def set_param(param: cp.Parameter, value: float | Arr) -> None:
     Raises
     ------
     ValueError
-        The value has the wrong shape or is negative for a ``nonneg`` parameter.
+        The value has the wrong shape or is negative (or NaN) for a ``nonneg`` parameter.
     """
+    nonneg = param.attributes["nonneg"]
     if param.shape == ():
         val: float | Arr = float(value)  # type: ignore[arg-type]
-        arr = np.asarray(val)
+        # a Python comparison: False for a negative value and for NaN, as the array test
+        if nonneg and not val >= 0.0:
+            raise ValueError(f"parameter {param.name()} must be >= 0")
     else:
-        arr = val = np.asarray(value, dtype=np.float64)
-        if arr.shape != param.shape:
-            raise ValueError(f"parameter {param.name()} needs shape {param.shape}, got {arr.shape}")
-    if param.attributes["nonneg"] and not bool((arr >= 0).all()):
-        raise ValueError(f"parameter {param.name()} must be >= 0")
+        val = np.asarray(value, dtype=np.float64)
+        if val.shape != param.shape:
+            raise ValueError(f"parameter {param.name()} needs shape {param.shape}, got {val.shape}")
+        # ``min() >= 0`` is ``(val >= 0).all()`` (NaN propagates to the minimum and compares
+        # False) without the boolean temporary; an empty array holds no negative entry
+        if nonneg and val.size and not val.min() >= 0.0:
+            raise ValueError(f"parameter {param.name()} must be >= 0")
     param.save_value(val)  # type: ignore[no-untyped-call]
+
+
+class Memo:
+    """One array derived from some source arrays, made again only when a source is another
+    object than last time.
+
+    For arrays of :class:`ProblemData` that are never changed in place (``w``, ``target``,
+    ``factor_load``, ``specific_sd``: a request's values; not ``buy_ub`` / ``lot_ub``, which
+    wash-sale settling changes in place), so a second ``update`` of the same request reuses
+    the product (the same floats). The sources are held, so their identities cannot be reused
+    by other arrays; the value is read-only (a parameter may hold it).
+    """
+
+    __slots__ = ("_sources", "_value")
+
+    def __init__(self) -> None:
+        self._sources: tuple[Arr, ...] = ()
+        self._value: Arr | None = None
+
+    def get(self, sources: tuple[Arr, ...], make: Callable[[], Arr]) -> Arr:
+        """The value ``make()`` gave for these very ``sources`` (made now if they differ).
+
+        Parameters
+        ----------
+        sources
+            The arrays ``make`` reads (compared by identity).
+        make
+            Computes the value from ``sources``.
+        """
+        value = self._value
+        old = self._sources
+        if value is None or len(old) != len(sources) or not all(map(operator.is_, old, sources)):
+            value = make()
+            value.flags.writeable = False
+            self._sources, self._value = sources, value
+        return value
 
 
 def sigma_times(data: ProblemData, x: Arr) -> Arr:

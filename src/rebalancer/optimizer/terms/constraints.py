@@ -20,20 +20,29 @@ from rebalancer.optimizer.terms.base import (
 _EPS = 1e-12
 
 
-def _slack_tol(
-    values: np.ndarray, limits: np.ndarray | None, lower: bool
-) -> tuple[np.ndarray, np.ndarray | float]:
-    """Slack of each entry and :meth:`Check.holds`'s tolerance negated,
-    ``-1e-9 * max(1, |limit|)`` (the same floats as there: negation and the product are
-    exact in either order). ``limits`` ``None`` stands for all zero: the slack is then
-    ``values`` or ``-values`` (``0 - v`` is ``-v``) and the tolerance one number."""
+_LOOSEST_NEG_TOL = -1e-9
+"""The largest negated tolerance of :meth:`Check.holds` for any limit: ``-1e-9 * m`` with
+``m = max(1, |limit|) >= 1`` is at most ``-1e-9`` (rounding is monotone)."""
+
+
+def _slack(values: np.ndarray, limits: np.ndarray | None, lower: bool) -> np.ndarray:
+    """Slack of each entry (``limits`` ``None`` stands for all zero: the slack is then
+    ``values`` or ``-values``, as ``0 - v`` is ``-v``)."""
     if limits is None:
-        return (values if lower else -values), -1e-9
+        return values if lower else -values
     slack: np.ndarray = values - limits if lower else limits - values
-    neg_tol = np.abs(limits)
+    return slack
+
+
+def _neg_tol(limits: np.ndarray | None) -> np.ndarray | float:
+    """:meth:`Check.holds`'s tolerance negated, ``-1e-9 * max(1, |limit|)`` (the same floats
+    as there: negation and the product are exact in either order)."""
+    if limits is None:
+        return _LOOSEST_NEG_TOL
+    neg_tol: np.ndarray = np.abs(limits)
     np.maximum(neg_tol, 1.0, out=neg_tol)
     neg_tol *= -1e-9
-    return slack, neg_tol
+    return neg_tol
 
 
 def _vector(
@@ -48,9 +57,15 @@ def _vector(
     ``limits`` ``None``: every limit is zero."""
     if not subjects:
         return []
-    slack, neg_tol = _slack_tol(values, limits, lower)
-    bad = slack < neg_tol
-    idx = bad.nonzero()[0] if bad.any() else (int(slack.argmin()),)
+    slack = _slack(values, limits, lower)
+    tightest = int(slack.argmin())  # the first NaN if any (then the comparison is False)
+    if slack[tightest] >= _LOOSEST_NEG_TOL:
+        # every slack is at least the loosest tolerance, so none fails whatever its limit:
+        # no per-limit tolerances needed (the usual case of a solver's answer)
+        idx: tuple[int, ...] | np.ndarray = (tightest,)
+    else:
+        bad = slack < _neg_tol(limits)
+        idx = bad.nonzero()[0] if bad.any() else (tightest,)
     return [
         Check(
             name,
@@ -69,8 +84,9 @@ def _vector_holds(values: np.ndarray, limits: np.ndarray | None, lower: bool = F
     (the same floats; ``False`` also for NaN or no entries, where the full checks decide)."""
     if values.size == 0:
         return False
-    slack, neg_tol = _slack_tol(values, limits, lower)
-    return bool((slack >= neg_tol).all())
+    slack = _slack(values, limits, lower)
+    # the loosest tolerance first (see _vector): per-limit tolerances only when it fails
+    return bool(slack.min() >= _LOOSEST_NEG_TOL) or bool((slack >= _neg_tol(limits)).all())
 
 
 def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ from rebalancer.optimizer.data import ProblemData, Shape
 from rebalancer.optimizer.terms import atoms
 from rebalancer.optimizer.terms.base import (
     CostTerm,
+    Memo,
     TradeVec,
     Variables,
     set_param,
@@ -34,13 +35,15 @@ class ActiveRisk:
             self.u == self.load.T @ v.z + self.u0,
             self.v == atoms.multiply(self.sd, v.z) + self.v0,
         ]
+        self._u0, self._v0 = Memo(), Memo()
 
     def update(self, data: ProblemData) -> None:
-        active = data.w - data.target
         set_param(self.load, data.factor_load)
         set_param(self.sd, data.specific_sd)
-        set_param(self.u0, data.factor_load.T @ active)
-        set_param(self.v0, data.specific_sd * active)
+        # the same request's second update reuses the products (see Memo)
+        w, tgt, load, sd = data.w, data.target, data.factor_load, data.specific_sd
+        set_param(self.u0, self._u0.get((w, tgt, load), lambda: load.T @ (w - tgt)))
+        set_param(self.v0, self._v0.get((w, tgt, sd), lambda: sd * (w - tgt)))
 
 
 class TrackingTerm(CostTerm):

@@ -12,6 +12,7 @@ from rebalancer.optimizer.terms.base import (
     Arr,
     Check,
     ConstraintTerm,
+    Memo,
     TradeVec,
     Variables,
     set_param,
@@ -63,14 +64,16 @@ class VarLimit(ConstraintTerm):
         self.vw = cp.Parameter(shape.n, name="target_specific")
         total = atoms.hstack([risk.u + self.uw, risk.v + self.vw])
         self.constraints = [atoms.norm(total, 2) <= self.cap]
+        self._uw, self._vw = Memo(), Memo()
 
     def fields(self, data: ProblemData) -> list[str]:
         return ["policy.max_var", "policy.var_confidence"]
 
     def update(self, data: ProblemData) -> None:
         set_param(self.cap, self.limit(data.var_limit / data.z_alpha))
-        set_param(self.uw, data.factor_load.T @ data.target)
-        set_param(self.vw, data.specific_sd * data.target)
+        tgt, load, sd = data.target, data.factor_load, data.specific_sd
+        set_param(self.uw, self._uw.get((tgt, load), lambda: load.T @ tgt))  # see Memo
+        set_param(self.vw, self._vw.get((tgt, sd), lambda: sd * tgt))
 
     @staticmethod
     def _var(data: ProblemData, t: TradeVec) -> float:
