@@ -237,3 +237,29 @@ def test_vector_checks_shortcut_matches_the_plain_checks() -> None:
             assert [(c.subject, repr(c.value), c.limit) for c in got] == want, (values, limits)
             assert _vector_holds(values, limits, lower) == all_hold, (values, limits, lower)
             assert all_hold == all(c.holds() for c in got) or np.isnan(values).any()
+
+
+def test_exact_row_sum_is_numpys_row_sum_bit_for_bit() -> None:
+    from rebalancer.optimizer.terms.base import exact_row_sum
+
+    rng = np.random.default_rng(3)
+    for k in range(11):
+        a = rng.standard_normal((5000, k)) * np.exp(rng.uniform(-30, 30, (5000, k)))
+        if k:
+            a[:7] = rng.choice([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0], (7, k))
+            a[7] = -0.0  # a row of negative zeros sums to 0.0
+        with np.errstate(invalid="ignore"):  # inf - inf gives NaN in both
+            got, want = exact_row_sum(a), a.sum(axis=1)
+        assert got.tobytes() == want.tobytes(), k
+
+
+def test_sigma_times_gives_the_plain_floats_across_requests() -> None:
+    import dataclasses
+
+    from rebalancer.optimizer.terms.base import sigma_times
+
+    data, _ = _setup()
+    x = np.array([0.3, -0.2])
+    for d in (data, data, dataclasses.replace(data, specific_sd=data.specific_sd * 3.0)):
+        plain = d.factor_load @ (d.factor_load.T @ x) + d.specific_sd**2 * x
+        assert sigma_times(d, x).tobytes() == plain.tobytes()

@@ -43,6 +43,25 @@ def row_sum(a: Arr) -> Arr:
     return out
 
 
+_SEQUENTIAL_MAX = 7
+"""NumPy sums a reduction of up to 7 entries one by one from ``0.0`` (its pairwise summation
+unrolls from 8), so column adds from the left give its very floats up to this many columns."""
+
+
+def exact_row_sum(a: Arr) -> Arr:
+    """``a.sum(axis=1)`` of an ``(n, K)`` array, the same floats: for ``K <= 7`` as ``K``
+    column additions from the left starting at ``0.0`` (NumPy's order there; a third of the
+    time of its reduction along the short axis), else NumPy's own reduction."""
+    k = a.shape[1]
+    if not 0 < k <= _SEQUENTIAL_MAX:
+        out: Arr = a.sum(axis=1)
+        return out
+    out = a[:, 0] + 0.0  # a new array; ``0.0 + -0.0`` is ``0.0`` as in NumPy's sum
+    for j in range(1, k):
+        out += a[:, j]
+    return out
+
+
 @dataclass(slots=True)
 class TradeVec:
     """A trade in fractions of NAV: ``buy`` per instrument (n,), ``lot_sell`` per lot (n, K)."""
@@ -243,11 +262,12 @@ class Memo:
     by other arrays; the value is read-only (a parameter may hold it).
     """
 
-    __slots__ = ("_sources", "_value")
+    __slots__ = ("_entry",)
 
     def __init__(self) -> None:
-        self._sources: tuple[Arr, ...] = ()
-        self._value: Arr | None = None
+        # sources and value in one tuple: a reader never pairs one call's value with
+        # another's sources
+        self._entry: tuple[tuple[Arr, ...], Arr] | None = None
 
     def get(self, sources: tuple[Arr, ...], make: Callable[[], Arr]) -> Arr:
         """The value ``make()`` gave for these very ``sources`` (made now if they differ).
@@ -259,18 +279,28 @@ class Memo:
         make
             Computes the value from ``sources``.
         """
-        value = self._value
-        old = self._sources
-        if value is None or len(old) != len(sources) or not all(map(operator.is_, old, sources)):
-            value = make()
-            value.flags.writeable = False
-            self._sources, self._value = sources, value
+        entry = self._entry
+        if (
+            entry is not None
+            and len(entry[0]) == len(sources)
+            and all(map(operator.is_, entry[0], sources))
+        ):
+            return entry[1]
+        value = make()
+        value.flags.writeable = False
+        self._entry = (sources, value)
         return value
+
+
+_SD_SQUARED = Memo()
+"""``specific_sd**2`` of the request last seen (see :class:`Memo`)."""
 
 
 def sigma_times(data: ProblemData, x: Arr) -> Arr:
     """``Sigma @ x`` from the factor form, never building the n x n matrix."""
-    out: Arr = data.factor_load @ (data.factor_load.T @ x) + data.specific_sd**2 * x
+    sd = data.specific_sd
+    sd2 = _SD_SQUARED.get((sd,), lambda: sd**2)  # the same floats, squared once per request
+    out: Arr = data.factor_load @ (data.factor_load.T @ x) + sd2 * x
     return out
 
 

@@ -13,6 +13,7 @@ from rebalancer.optimizer.terms.base import (
     ConstraintTerm,
     TradeVec,
     Variables,
+    exact_row_sum,
     set_param,
     within,
 )
@@ -95,7 +96,7 @@ def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]
     NAV)."""
     m = len(data.group_names)
     sold = np.bincount(
-        data.group_index, weights=(t.lot_sell * data.lot_loss).sum(axis=1), minlength=m
+        data.group_index, weights=exact_row_sum(t.lot_sell * data.lot_loss), minlength=m
     )
     bought = np.bincount(data.group_index, weights=t.buy, minlength=m)
     return sold, bought
