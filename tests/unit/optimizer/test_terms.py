@@ -243,8 +243,8 @@ def test_exact_row_sum_is_numpys_row_sum_bit_for_bit() -> None:
     from rebalancer.optimizer.terms.base import exact_row_sum
 
     rng = np.random.default_rng(3)
-    for k in range(11):
-        a = rng.standard_normal((5000, k)) * np.exp(rng.uniform(-30, 30, (5000, k)))
+    for k, rows in [(k, rows) for k in range(11) for rows in (5000, 20)]:  # adds, reduction
+        a = rng.standard_normal((rows, k)) * np.exp(rng.uniform(-30, 30, (rows, k)))
         if k:
             a[:7] = rng.choice([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0], (7, k))
             a[7] = -0.0  # a row of negative zeros sums to 0.0
@@ -263,3 +263,19 @@ def test_sigma_times_gives_the_plain_floats_across_requests() -> None:
     for d in (data, data, dataclasses.replace(data, specific_sd=data.specific_sd * 3.0)):
         plain = d.factor_load @ (d.factor_load.T @ x) + d.specific_sd**2 * x
         assert sigma_times(d, x).tobytes() == plain.tobytes()
+
+
+def test_wash_sale_check_without_conflicts_is_the_vector_check() -> None:
+    from rebalancer.optimizer.terms.constraints import _vector, recent_mask
+
+    data, prob = _setup()
+    data.lot_loss[0, 1] = True  # lot a2 is at a loss
+    f = ("policy.wash_sale_days", "recent_buys")
+    for recent in (set(), {data.group_names[0]}):
+        data.recent_groups = recent
+        for t in (_trade(data, 0.0, 0.01, 0.02), _trade(data, 0.1, 0.0, 0.0)):
+            mask = recent_mask(data)
+            refused = float((t.lot_sell * data.lot_loss)[mask].sum()) if mask.any() else 0.0
+            assert not prob.wash.conflicts(data, t, 1e-12)
+            want = _vector(prob.wash.name, f, ["recent_buys"], np.array([refused]), None)
+            assert prob.wash.check(data, t) == want

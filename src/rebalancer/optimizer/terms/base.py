@@ -48,12 +48,17 @@ _SEQUENTIAL_MAX = 7
 unrolls from 8), so column adds from the left give its very floats up to this many columns."""
 
 
+_ROWS_PER_COLUMN = 50
+"""Rows per column from which the column adds beat NumPy's reduction along the short axis
+(measured: that costs a fixed few us plus about 0.025 us per row of 4; an add about 1.7 us)."""
+
+
 def exact_row_sum(a: Arr) -> Arr:
-    """``a.sum(axis=1)`` of an ``(n, K)`` array, the same floats: for ``K <= 7`` as ``K``
-    column additions from the left starting at ``0.0`` (NumPy's order there; a third of the
-    time of its reduction along the short axis), else NumPy's own reduction."""
-    k = a.shape[1]
-    if not 0 < k <= _SEQUENTIAL_MAX:
+    """``a.sum(axis=1)`` of an ``(n, K)`` array, the same floats, faster for many rows: for
+    ``K <= 7`` and ``n >= 50 K`` as ``K`` column additions from the left starting at ``0.0``
+    (NumPy's order there), else NumPy's own reduction."""
+    n, k = a.shape
+    if not 0 < k <= _SEQUENTIAL_MAX or n < _ROWS_PER_COLUMN * k:
         out: Arr = a.sum(axis=1)
         return out
     out = a[:, 0] + 0.0  # a new array; ``0.0 + -0.0`` is ``0.0`` as in NumPy's sum

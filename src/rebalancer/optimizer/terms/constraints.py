@@ -272,6 +272,8 @@ class WashSale(ConstraintTerm):
         recent = recent_mask(data)
         refused = float((t.lot_sell * data.lot_loss)[recent].sum()) if recent.any() else 0.0
         found = self.conflicts(data, t, _EPS)
+        if not found:  # what _vector gives for the one entry, without its arrays
+            return [Check(self.name, f, "recent_buys", refused, 0.0)]
         subjects = ["recent_buys", *found]
         values = np.array([refused, *(min(s, b) for s, b in found.values())])
         return _vector(self.name, f, subjects, values, None)
