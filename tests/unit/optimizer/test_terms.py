@@ -279,3 +279,27 @@ def test_wash_sale_check_without_conflicts_is_the_vector_check() -> None:
             assert not prob.wash.conflicts(data, t, 1e-12)
             want = _vector(prob.wash.name, f, ["recent_buys"], np.array([refused]), None)
             assert prob.wash.check(data, t) == want
+
+
+def test_set_param_fixed_keeps_only_the_very_object_it_checked() -> None:
+    from rebalancer.optimizer.terms.base import set_param
+
+    vec = cp.Parameter(3, nonneg=True, name="v")
+    ok = np.array([1.0, 2.0, 3.0])
+    set_param(vec, ok, fixed=True)
+    set_param(vec, ok, fixed=True)  # the same object: kept as stored
+    assert vec.value is ok
+    with pytest.raises(ValueError, match="must be >= 0"):
+        set_param(vec, np.array([1.0, -2.0, 3.0]), fixed=True)  # another object: checked
+    with pytest.raises(ValueError, match="needs shape"):
+        set_param(vec, np.zeros(2), fixed=True)
+
+
+def test_second_update_of_a_request_sets_the_same_values() -> None:
+    data, prob = _setup()
+    params = list(prob.problem.parameters())
+    prob.update(data)
+    first = {p.name(): np.array(p.value, copy=True) for p in params}
+    prob.update(data)
+    for p in params:
+        assert np.array_equal(p.value, first[p.name()]), p.name()

@@ -226,19 +226,23 @@ class ConstraintTerm(ABC):
         return data.policy_fields.get(self.name.value, [])
 
 
-def set_param(param: cp.Parameter, value: float | Arr) -> None:
+def set_param(param: cp.Parameter, value: float | Arr, fixed: bool = False) -> None:
     """Store ``value`` in ``param`` with a shape and sign check only.
 
     CVXPY's ``Parameter.value`` setter projects every value onto the parameter's attributes
     (``allclose`` on each array), which dominated a request's time; the values here come from
     :class:`ProblemData`, so checking the shape and, for ``nonneg`` parameters, the sign is
-    enough.
+    enough. With ``fixed`` (``value`` is an array of the request that is never changed in
+    place, or a read-only :class:`Memo` value) a parameter that already holds this very object
+    keeps it unchecked: it was checked when stored (the same request's second update).
 
     Raises
     ------
     ValueError
         The value has the wrong shape or is negative (or NaN) for a ``nonneg`` parameter.
     """
+    if fixed and param.value is value:
+        return
     nonneg = param.attributes["nonneg"]
     if param.shape == ():
         val: float | Arr = float(value)  # type: ignore[arg-type]

@@ -176,7 +176,10 @@ class AdvCap(ConstraintTerm):
         self.constraints = [v.traded <= self.cap]
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.cap, np.full(data.n, self.limit(0.0)) if self.relaxed else data.adv_cap)
+        if self.relaxed:
+            set_param(self.cap, np.full(data.n, self.limit(0.0)))
+        else:
+            set_param(self.cap, data.adv_cap, fixed=True)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         return _vector(self.name, tuple(self.fields(data)), data.ids, t.traded, data.adv_cap)

@@ -38,12 +38,12 @@ class ActiveRisk:
         self._u0, self._v0 = Memo(), Memo()
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.load, data.factor_load)
-        set_param(self.sd, data.specific_sd)
+        set_param(self.load, data.factor_load, fixed=True)
+        set_param(self.sd, data.specific_sd, fixed=True)
         # the same request's second update reuses the products (see Memo)
         w, tgt, load, sd = data.w, data.target, data.factor_load, data.specific_sd
-        set_param(self.u0, self._u0.get((w, tgt, load), lambda: load.T @ (w - tgt)))
-        set_param(self.v0, self._v0.get((w, tgt, sd), lambda: sd * (w - tgt)))
+        set_param(self.u0, self._u0.get((w, tgt, load), lambda: load.T @ (w - tgt)), fixed=True)
+        set_param(self.v0, self._v0.get((w, tgt, sd), lambda: sd * (w - tgt)), fixed=True)
 
 
 class TrackingTerm(CostTerm):
@@ -83,7 +83,7 @@ class SpreadFeesTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.rate, data.cost)
+        set_param(self.rate, data.cost, fixed=True)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float(data.cost @ t.traded)
@@ -103,7 +103,7 @@ class ImpactTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.coef, data.impact)
+        set_param(self.coef, data.impact, fixed=True)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float(data.impact @ np.maximum(t.traded, 0.0) ** 1.5)
@@ -123,7 +123,7 @@ class TaxTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.rate, data.lot_tax)
+        set_param(self.rate, data.lot_tax, fixed=True)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float((data.lot_tax * t.lot_sell).sum())  # np.sum's own call, less wrapping

@@ -72,8 +72,8 @@ class VarLimit(ConstraintTerm):
     def update(self, data: ProblemData) -> None:
         set_param(self.cap, self.limit(data.var_limit / data.z_alpha))
         tgt, load, sd = data.target, data.factor_load, data.specific_sd
-        set_param(self.uw, self._uw.get((tgt, load), lambda: load.T @ tgt))  # see Memo
-        set_param(self.vw, self._vw.get((tgt, sd), lambda: sd * tgt))
+        set_param(self.uw, self._uw.get((tgt, load), lambda: load.T @ tgt), fixed=True)  # see Memo
+        set_param(self.vw, self._vw.get((tgt, sd), lambda: sd * tgt), fixed=True)
 
     @staticmethod
     def _var(data: ProblemData, t: TradeVec) -> float:
@@ -101,7 +101,7 @@ class StressLimit(ConstraintTerm):
 
     def update(self, data: ProblemData) -> None:
         lim = np.full_like(data.stress_limit, BIG) if self.relaxed else data.stress_limit
-        set_param(self.returns, data.stress_returns)
+        set_param(self.returns, data.stress_returns, fixed=True)
         set_param(self.rhs, lim + data.stress_returns @ data.w)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
