@@ -303,3 +303,12 @@ def test_second_update_of_a_request_sets_the_same_values() -> None:
     prob.update(data)
     for p in params:
         assert np.array_equal(p.value, first[p.name()]), p.name()
+
+
+def test_summed_post_is_the_plain_sum_for_each_weights_object() -> None:
+    data, _ = _setup()
+    t = _trade(data, 0.07, 0.02, 0.06)
+    s = t.summed()
+    for w in (data.w, data.w, data.w * 2.0):
+        assert s.post(w).tobytes() == (w + t.z).tobytes() == t.post(w).tobytes()
+    assert s.post(data.w) is s.post(data.w)  # made once per weights object

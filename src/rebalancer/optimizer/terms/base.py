@@ -89,6 +89,11 @@ class TradeVec:
         """Gross traded weight per instrument (buys plus sells, fraction of NAV)."""
         return self.buy + self.sell
 
+    def post(self, w: Arr) -> Arr:
+        """Post-trade weights ``w + z`` per instrument (fraction of NAV)."""
+        out: Arr = w + self.z
+        return out
+
     @staticmethod
     def zero(shape: Shape) -> TradeVec:
         return TradeVec(np.zeros(shape.n), np.zeros((shape.n, shape.lots_per_instrument)))
@@ -110,6 +115,8 @@ class SummedTradeVec(TradeVec):
     sell_: Arr
     z_: Arr
     traded_: Arr
+    post_: tuple[Arr, Arr] | None = None
+    """The weights ``w`` last given to :meth:`post` and ``w + z`` (read-only)."""
 
     @property
     def sell(self) -> Arr:
@@ -122,6 +129,17 @@ class SummedTradeVec(TradeVec):
     @property
     def traded(self) -> Arr:
         return self.traded_
+
+    def post(self, w: Arr) -> Arr:
+        """``w + z`` made once for the terms that all read it (the same floats), again only
+        for another ``w`` object (a request's weights are never changed in place)."""
+        last = self.post_
+        if last is not None and last[0] is w:
+            return last[1]
+        out: Arr = w + self.z_
+        out.flags.writeable = False
+        self.post_ = (w, out)
+        return out
 
 
 class Variables:

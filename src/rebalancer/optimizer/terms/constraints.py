@@ -245,11 +245,11 @@ class LongOnly(ConstraintTerm):
         return None
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        post = data.w + t.z
+        post = t.post(data.w)
         return _vector(self.name, (), data.ids, post, None, lower=True)
 
     def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
-        return not data.ids or _vector_holds(data.w + t.z, None, lower=True)
+        return not data.ids or _vector_holds(t.post(data.w), None, lower=True)
 
 
 class WashSale(ConstraintTerm):

@@ -65,7 +65,7 @@ class TrackingTerm(CostTerm):
         set_param(self.gamma, data.gamma)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
-        a = data.w + t.z - data.target
+        a = t.post(data.w) - data.target
         return data.gamma * float(a @ sigma_times(data, a))
 
 

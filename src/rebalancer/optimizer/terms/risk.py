@@ -42,7 +42,7 @@ class TrackingErrorLimit(ConstraintTerm):
     @staticmethod
     def _te(data: ProblemData, t: TradeVec) -> float:
         """Ex-ante tracking error after ``t``."""
-        return volatility(data, data.w + t.z - data.target)
+        return volatility(data, t.post(data.w) - data.target)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         te = self._te(data, t)
@@ -78,7 +78,7 @@ class VarLimit(ConstraintTerm):
     @staticmethod
     def _var(data: ProblemData, t: TradeVec) -> float:
         """Parametric VaR after ``t`` (fraction of NAV)."""
-        return data.z_alpha * volatility(data, data.w + t.z)
+        return data.z_alpha * volatility(data, t.post(data.w))
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         var = self._var(data, t)
@@ -105,7 +105,7 @@ class StressLimit(ConstraintTerm):
         set_param(self.rhs, lim + data.stress_returns @ data.w)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        loss = -(data.stress_returns @ (data.w + t.z))
+        loss = -(data.stress_returns @ t.post(data.w))
         return [
             Check(
                 self.name,
@@ -164,7 +164,7 @@ class SectorRiskShare(ConstraintTerm):
         set_param(self.rhs, -(coef / scale) @ data.w)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        shares = sector_shares(data, data.w + t.z)
+        shares = sector_shares(data, t.post(data.w))
         return [
             Check(
                 self.name,
