@@ -13,6 +13,7 @@ from rebalancer.optimizer.terms.base import (
     ConstraintTerm,
     TradeVec,
     Variables,
+    exact_row_sum,
     set_param,
     within,
 )
@@ -20,20 +21,29 @@ from rebalancer.optimizer.terms.base import (
 _EPS = 1e-12
 
 
-def _slack_tol(
-    values: np.ndarray, limits: np.ndarray | None, lower: bool
-) -> tuple[np.ndarray, np.ndarray | float]:
-    """Slack of each entry and :meth:`Check.holds`'s tolerance negated,
-    ``-1e-9 * max(1, |limit|)`` (the same floats as there: negation and the product are
-    exact in either order). ``limits`` ``None`` stands for all zero: the slack is then
-    ``values`` or ``-values`` (``0 - v`` is ``-v``) and the tolerance one number."""
+_LOOSEST_NEG_TOL = -1e-9
+"""The largest negated tolerance of :meth:`Check.holds` for any limit: ``-1e-9 * m`` with
+``m = max(1, |limit|) >= 1`` is at most ``-1e-9`` (rounding is monotone)."""
+
+
+def _slack(values: np.ndarray, limits: np.ndarray | None, lower: bool) -> np.ndarray:
+    """Slack of each entry (``limits`` ``None`` stands for all zero: the slack is then
+    ``values`` or ``-values``, as ``0 - v`` is ``-v``)."""
     if limits is None:
-        return (values if lower else -values), -1e-9
+        return values if lower else -values
     slack: np.ndarray = values - limits if lower else limits - values
-    neg_tol = np.abs(limits)
+    return slack
+
+
+def _neg_tol(limits: np.ndarray | None) -> np.ndarray | float:
+    """:meth:`Check.holds`'s tolerance negated, ``-1e-9 * max(1, |limit|)`` (the same floats
+    as there: negation and the product are exact in either order)."""
+    if limits is None:
+        return _LOOSEST_NEG_TOL
+    neg_tol: np.ndarray = np.abs(limits)
     np.maximum(neg_tol, 1.0, out=neg_tol)
     neg_tol *= -1e-9
-    return slack, neg_tol
+    return neg_tol
 
 
 def _vector(
@@ -48,9 +58,15 @@ def _vector(
     ``limits`` ``None``: every limit is zero."""
     if not subjects:
         return []
-    slack, neg_tol = _slack_tol(values, limits, lower)
-    bad = slack < neg_tol
-    idx = bad.nonzero()[0] if bad.any() else (int(slack.argmin()),)
+    slack = _slack(values, limits, lower)
+    tightest = int(slack.argmin())  # the first NaN if any (then the comparison is False)
+    if slack[tightest] >= _LOOSEST_NEG_TOL:
+        # every slack is at least the loosest tolerance, so none fails whatever its limit:
+        # no per-limit tolerances needed (the usual case of a solver's answer)
+        idx: tuple[int, ...] | np.ndarray = (tightest,)
+    else:
+        bad = slack < _neg_tol(limits)
+        idx = bad.nonzero()[0] if bad.any() else (tightest,)
     return [
         Check(
             name,
@@ -69,8 +85,9 @@ def _vector_holds(values: np.ndarray, limits: np.ndarray | None, lower: bool = F
     (the same floats; ``False`` also for NaN or no entries, where the full checks decide)."""
     if values.size == 0:
         return False
-    slack, neg_tol = _slack_tol(values, limits, lower)
-    return bool((slack >= neg_tol).all())
+    slack = _slack(values, limits, lower)
+    # the loosest tolerance first (see _vector): per-limit tolerances only when it fails
+    return bool(slack.min() >= _LOOSEST_NEG_TOL) or bool((slack >= _neg_tol(limits)).all())
 
 
 def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +96,7 @@ def group_sides(data: ProblemData, t: TradeVec) -> tuple[np.ndarray, np.ndarray]
     NAV)."""
     m = len(data.group_names)
     sold = np.bincount(
-        data.group_index, weights=(t.lot_sell * data.lot_loss).sum(axis=1), minlength=m
+        data.group_index, weights=exact_row_sum(t.lot_sell * data.lot_loss), minlength=m
     )
     bought = np.bincount(data.group_index, weights=t.buy, minlength=m)
     return sold, bought
@@ -159,7 +176,10 @@ class AdvCap(ConstraintTerm):
         self.constraints = [v.traded <= self.cap]
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.cap, np.full(data.n, self.limit(0.0)) if self.relaxed else data.adv_cap)
+        if self.relaxed:
+            set_param(self.cap, np.full(data.n, self.limit(0.0)))
+        else:
+            set_param(self.cap, data.adv_cap, fixed=True)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         return _vector(self.name, tuple(self.fields(data)), data.ids, t.traded, data.adv_cap)
@@ -225,11 +245,11 @@ class LongOnly(ConstraintTerm):
         return None
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        post = data.w + t.z
+        post = t.post(data.w)
         return _vector(self.name, (), data.ids, post, None, lower=True)
 
     def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
-        return not data.ids or _vector_holds(data.w + t.z, None, lower=True)
+        return not data.ids or _vector_holds(t.post(data.w), None, lower=True)
 
 
 class WashSale(ConstraintTerm):
@@ -255,6 +275,8 @@ class WashSale(ConstraintTerm):
         recent = recent_mask(data)
         refused = float((t.lot_sell * data.lot_loss)[recent].sum()) if recent.any() else 0.0
         found = self.conflicts(data, t, _EPS)
+        if not found:  # what _vector gives for the one entry, without its arrays
+            return [Check(self.name, f, "recent_buys", refused, 0.0)]
         subjects = ["recent_buys", *found]
         values = np.array([refused, *(min(s, b) for s, b in found.values())])
         return _vector(self.name, f, subjects, values, None)

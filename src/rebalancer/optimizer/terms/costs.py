@@ -9,6 +9,7 @@ from rebalancer.optimizer.data import ProblemData, Shape
 from rebalancer.optimizer.terms import atoms
 from rebalancer.optimizer.terms.base import (
     CostTerm,
+    Memo,
     TradeVec,
     Variables,
     set_param,
@@ -34,13 +35,15 @@ class ActiveRisk:
             self.u == self.load.T @ v.z + self.u0,
             self.v == atoms.multiply(self.sd, v.z) + self.v0,
         ]
+        self._u0, self._v0 = Memo(), Memo()
 
     def update(self, data: ProblemData) -> None:
-        active = data.w - data.target
-        set_param(self.load, data.factor_load)
-        set_param(self.sd, data.specific_sd)
-        set_param(self.u0, data.factor_load.T @ active)
-        set_param(self.v0, data.specific_sd * active)
+        set_param(self.load, data.factor_load, fixed=True)
+        set_param(self.sd, data.specific_sd, fixed=True)
+        # the same request's second update reuses the products (see Memo)
+        w, tgt, load, sd = data.w, data.target, data.factor_load, data.specific_sd
+        set_param(self.u0, self._u0.get((w, tgt, load), lambda: load.T @ (w - tgt)), fixed=True)
+        set_param(self.v0, self._v0.get((w, tgt, sd), lambda: sd * (w - tgt)), fixed=True)
 
 
 class TrackingTerm(CostTerm):
@@ -62,7 +65,7 @@ class TrackingTerm(CostTerm):
         set_param(self.gamma, data.gamma)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
-        a = data.w + t.z - data.target
+        a = t.post(data.w) - data.target
         return data.gamma * float(a @ sigma_times(data, a))
 
 
@@ -80,7 +83,7 @@ class SpreadFeesTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.rate, data.cost)
+        set_param(self.rate, data.cost, fixed=True)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float(data.cost @ t.traded)
@@ -100,7 +103,7 @@ class ImpactTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.coef, data.impact)
+        set_param(self.coef, data.impact, fixed=True)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
         return float(data.impact @ np.maximum(t.traded, 0.0) ** 1.5)
@@ -120,7 +123,7 @@ class TaxTerm(CostTerm):
         return self._expr
 
     def update(self, data: ProblemData) -> None:
-        set_param(self.rate, data.lot_tax)
+        set_param(self.rate, data.lot_tax, fixed=True)
 
     def value(self, data: ProblemData, t: TradeVec) -> float:
-        return float(np.sum(data.lot_tax * t.lot_sell))
+        return float((data.lot_tax * t.lot_sell).sum())  # np.sum's own call, less wrapping

@@ -12,6 +12,7 @@ from rebalancer.optimizer.terms.base import (
     Arr,
     Check,
     ConstraintTerm,
+    Memo,
     TradeVec,
     Variables,
     set_param,
@@ -41,7 +42,7 @@ class TrackingErrorLimit(ConstraintTerm):
     @staticmethod
     def _te(data: ProblemData, t: TradeVec) -> float:
         """Ex-ante tracking error after ``t``."""
-        return volatility(data, data.w + t.z - data.target)
+        return volatility(data, t.post(data.w) - data.target)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         te = self._te(data, t)
@@ -63,19 +64,21 @@ class VarLimit(ConstraintTerm):
         self.vw = cp.Parameter(shape.n, name="target_specific")
         total = atoms.hstack([risk.u + self.uw, risk.v + self.vw])
         self.constraints = [atoms.norm(total, 2) <= self.cap]
+        self._uw, self._vw = Memo(), Memo()
 
     def fields(self, data: ProblemData) -> list[str]:
         return ["policy.max_var", "policy.var_confidence"]
 
     def update(self, data: ProblemData) -> None:
         set_param(self.cap, self.limit(data.var_limit / data.z_alpha))
-        set_param(self.uw, data.factor_load.T @ data.target)
-        set_param(self.vw, data.specific_sd * data.target)
+        tgt, load, sd = data.target, data.factor_load, data.specific_sd
+        set_param(self.uw, self._uw.get((tgt, load), lambda: load.T @ tgt), fixed=True)  # see Memo
+        set_param(self.vw, self._vw.get((tgt, sd), lambda: sd * tgt), fixed=True)
 
     @staticmethod
     def _var(data: ProblemData, t: TradeVec) -> float:
         """Parametric VaR after ``t`` (fraction of NAV)."""
-        return data.z_alpha * volatility(data, data.w + t.z)
+        return data.z_alpha * volatility(data, t.post(data.w))
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         var = self._var(data, t)
@@ -98,11 +101,11 @@ class StressLimit(ConstraintTerm):
 
     def update(self, data: ProblemData) -> None:
         lim = np.full_like(data.stress_limit, BIG) if self.relaxed else data.stress_limit
-        set_param(self.returns, data.stress_returns)
+        set_param(self.returns, data.stress_returns, fixed=True)
         set_param(self.rhs, lim + data.stress_returns @ data.w)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        loss = -(data.stress_returns @ (data.w + t.z))
+        loss = -(data.stress_returns @ t.post(data.w))
         return [
             Check(
                 self.name,
@@ -161,7 +164,7 @@ class SectorRiskShare(ConstraintTerm):
         set_param(self.rhs, -(coef / scale) @ data.w)
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
-        shares = sector_shares(data, data.w + t.z)
+        shares = sector_shares(data, t.post(data.w))
         return [
             Check(
                 self.name,
