@@ -105,9 +105,10 @@ class Settings(BaseSettings):
     settlement_overdue_grace_business_days: int = Field(default=1, ge=0)
     """Business days after a fill's expected settlement date before ``settlement_overdue``."""
     order_ack_timeout_s: float = Field(default=30.0, gt=0)
-    """Seconds the venue has to acknowledge an order send, counted from when its event left
-    the outbox, before the sweeper re-sends it (and, after ``order_max_sends``, requests a
-    cancel, then expires it after one more timeout)."""
+    """Seconds the venue has to acknowledge the first send of an order, counted from when its
+    event left the outbox, before the sweeper re-sends it; each later send waits twice as long
+    as the one before (at most 8 times this). After ``order_max_sends`` sends and that wait it
+    requests a cancel, then expires the order after one more timeout."""
     order_max_sends: int = Field(default=3, ge=1)
     """Sends of an unacknowledged order (the first included) before a cancel is requested."""
     order_sweep_interval_s: float = Field(default=5.0, gt=0)

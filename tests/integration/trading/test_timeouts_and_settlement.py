@@ -86,6 +86,26 @@ def test_unacknowledged_orders_are_resent_then_cancelled_then_expired(engine: An
     assert _sweep(engine, book.tenant, 8).resent == []
 
 
+def test_each_resend_waits_twice_as_long_as_the_one_before(engine: Any) -> None:
+    """Late acknowledgements (our consumers behind the venue's reports) are not answered with
+    a duplicate every timeout: after a re-send the next waits two timeouts, then four."""
+    book = make_book(engine, n_accounts=1, cash="100000")
+    rec = make_recommendation(engine, book, book.accounts[0], [(book.a, "sell", 10)])
+    with UnitOfWork(engine, book.tenant) as uow:
+        (order,) = trading.approve(uow, rec, "t")
+    oid = order["id"]
+    assert _sweep(engine, book.tenant, 0.5).resent == []  # within the first timeout
+    assert _sweep(engine, book.tenant, 1.5).resent == [oid]  # send 2
+    assert _sweep(engine, book.tenant, 1.5).resent == []  # send 2 waits 2 timeouts, not 1
+    assert _sweep(engine, book.tenant, 2.5).resent == [oid]  # send 3
+    result = _sweep(engine, book.tenant, 3.5)  # send 3 waits 4 timeouts before the cancel
+    assert result.resent == [] and result.cancel_requested == []
+    assert _sweep(engine, book.tenant, 4.5).cancel_requested == [oid]
+    assert _sweep(engine, book.tenant, 1.5).expired == [oid]  # a cancel waits one timeout
+    (stored,) = rows(engine, orm.orders, id=uuid.UUID(oid))
+    assert stored.status == "expired" and stored.send_attempts == 4
+
+
 def test_a_resent_order_reaching_the_venue_twice_fills_once(engine: Any) -> None:
     book = make_book(engine, n_accounts=1, cash="100000")
     rec = make_recommendation(engine, book, book.accounts[0], [(book.c, "buy", 30)])

@@ -4,7 +4,12 @@ An order (or block order) is *unacknowledged* while the venue has sent no report
 it. :func:`sweep_timeouts` looks at those whose last send is older than ``timeout``:
 
 1. while ``send_attempts < max_sends``: publish the same ``order_placed`` again (same order
-   id, so the venue deduplicates it) and stamp a new send time;
+   id, so the venue deduplicates it) and stamp a new send time. Each re-send waits twice as
+   long as the one before (``timeout``, then ``2 * timeout``, ``4 * timeout``, at most
+   ``8 * timeout``; :func:`resend_wait`): when acknowledgements are late because our own
+   consumers lag behind the venue's reports, every duplicate the venue answers adds reports to
+   that backlog, and re-sending at a fixed pace fed it (the demo re-sent 800 times for 697
+   orders);
 2. then: request a cancel (``cancel_requested``, reason given) so that a venue that did get it
    stops working it;
 3. when the cancel request is also unanswered after ``timeout``: ``expired`` with the reason
@@ -37,6 +42,16 @@ from rebalancer.service_layer.unit_of_work import UnitOfWork
 DEFAULT_MAX_SENDS = 3
 """Sends (the first one included) before an unacknowledged order is given up."""
 
+_MAX_DOUBLINGS = 3
+"""A send waits at most ``2**3 = 8`` timeouts for its acknowledgement."""
+
+
+def resend_wait(timeout: timedelta, sends: int) -> timedelta:
+    """How long an order sent ``sends`` times (>= 1) waits after its last send before the
+    sweeper acts again: ``timeout`` after the first send, doubling with each send after it, at
+    most ``8 * timeout``. A cancel request is judged after one plain ``timeout``."""
+    return timeout * (1 << min(max(sends - 1, 0), _MAX_DOUBLINGS))
+
 
 @dataclass
 class SweepResult:
@@ -59,9 +74,10 @@ def sweep_timeouts(
     Parameters
     ----------
     now
-        Current time (timezone-aware); rows sent before ``now - timeout`` are due.
+        Current time (timezone-aware); a row is due once its last send is older than
+        ``now - resend_wait(timeout, send_attempts)`` (a cancel request: ``now - timeout``).
     timeout
-        How long the venue has to answer a send.
+        How long the venue has to answer the first send.
     max_sends
         Sends before giving up (>= 1).
     """
@@ -69,11 +85,21 @@ def sweep_timeouts(
     result = SweepResult()
     cutoff = now - timeout
     for row in repo.unacknowledged(orm.orders, cutoff):
-        _handle(uow, row, order_from_row(row), orm.orders, max_sends, timeout, result)
+        if _due(row, now, timeout):
+            _handle(uow, row, order_from_row(row), orm.orders, max_sends, timeout, result)
     for row in repo.unacknowledged(orm.block_orders, cutoff):
-        _handle(uow, row, block_from_row(row), orm.block_orders, max_sends, timeout, result)
+        if _due(row, now, timeout):
+            _handle(uow, row, block_from_row(row), orm.block_orders, max_sends, timeout, result)
     uow.commit()
     return result
+
+
+def _due(row: Any, now: datetime, timeout: timedelta) -> bool:
+    """Whether the sweeper acts on ``row`` now (the query returned every row whose last send
+    is older than one ``timeout``)."""
+    if row.status == str(OrderStatus.CANCEL_REQUESTED):
+        return True
+    return bool(row.sent_at < now - resend_wait(timeout, row.send_attempts))
 
 
 def _handle(
@@ -96,7 +122,8 @@ def _handle(
     if order.status == OrderStatus.SENT:
         reason = (
             f"no acknowledgement from the venue after {row.send_attempts} sends "
-            f"{timeout.total_seconds():.0f} s apart; cancel requested"
+            f"(waiting {timeout.total_seconds():.0f} s after the first, twice as long after "
+            "each next); cancel requested"
         )
         transition(order, OrderStatus.CANCEL_REQUESTED)
         account = BLOCK_ACCOUNT_ID if is_block else order.account_id
