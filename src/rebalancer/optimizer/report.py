@@ -212,13 +212,14 @@ def weights_after(data: ProblemData, s: Shares, final: TradeVec) -> Arr:
 
 
 def _trades(
-    req: AnalyzeRequest, data: ProblemData, s: Shares, final: TradeVec
+    req: AnalyzeRequest, data: ProblemData, s: Shares, after: Arr
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """The fields of one :class:`TradeOut` per instrument and side (sells first, instrument
     order; validated with the whole response) and the :class:`TaxSummary` sums of the lot
     sales (currency: ``short_term_gain``, ``long_term_gain``, ``harvested_losses``,
-    ``estimated_tax``; each a plain left-to-right sum over the sales in lot order)."""
-    before, after = data.w, weights_after(data, s, final)
+    ``estimated_tax``; each a plain left-to-right sum over the sales in lot order).
+    ``after`` is :func:`weights_after` of the trade ``s``."""
+    before = data.w
     sold = np.where(data.lot_present, s.lot, 0.0)
     r, c = np.nonzero(sold > 0)
     lot_qty = sold[r, c]
@@ -324,7 +325,7 @@ def build_response(
     after = weights_after(data, o.shares, final)
     cash_after_w = data.cash / data.nav - float(final.z.sum())
     p0, p1 = o.parts or (prob.parts(data, TradeVec.zero(data.shape)), prob.parts(data, final))
-    trades, sums = _trades(req, data, o.shares, final)
+    trades, sums = _trades(req, data, o.shares, after)
     net = (sum(p0.values()) - sum(p1.values())) * data.nav
     checks = o.checks if o.checks is not None else prob.checks(data, final)
     orders = _drift_orders(data)
