@@ -43,7 +43,7 @@ def parse_bucket(spec: str) -> tuple[Bucket, bool]:
     """The bucket of ``NxLxF[xSxJ][+cones]``: instruments, lots per instrument, factors, and
     optionally stress scenarios and budgeted sectors, each rounded up to its bucket as a
     request of these sizes would be (``500x4x10`` is bucket ``512x4x12``); ``+cones`` is the
-    barrier path (tracking-error or VaR limits). Inverse of
+    variant that carries the risk cones (tracking-error or VaR limits). Inverse of
     :func:`~rebalancer.optimizer.fast.solver.bucket_label`.
 
     Raises

@@ -57,9 +57,9 @@ def enable_compile_cache(path: Path | None) -> Path | None:
 
 def bucket_label(bucket: Bucket, cones: bool = False) -> str:
     """``NxLxF`` (instruments x lots per instrument x factors, padded), then ``xSxJ`` when
-    there is more than one stress-scenario or sector row, then ``+cones`` for the barrier path
-    (tracking-error or VaR limits); :func:`rebalancer.optimizer.warmup.parse_bucket` reads it
-    back."""
+    there is more than one stress-scenario or sector row, then ``+cones`` for the variant that
+    carries the risk cones (tracking-error or VaR limits);
+    :func:`rebalancer.optimizer.warmup.parse_bucket` reads it back."""
     out = f"{bucket.n}x{bucket.lots}x{bucket.factors}"
     if bucket.scenarios > 1 or bucket.sectors > 1:
         out += f"x{bucket.scenarios}x{bucket.sectors}"
@@ -90,24 +90,6 @@ def input_spec(b: Bucket, batch: int | None) -> tuple[dict[str, Any], Any, Any]:
     for key in ("gamma", "te2", "var2"):
         p[key] = s()
     return p, s(K1, b.n), s()
-
-
-def barrier_spec(b: Bucket, batch: int | None) -> tuple[dict[str, Any], Any, Any, Any]:
-    f = jax.numpy.float64
-
-    def s(*shape: int) -> jax.ShapeDtypeStruct:
-        return jax.ShapeDtypeStruct(((batch,) if batch else ()) + shape, f)  # type: ignore[no-untyped-call]
-
-    K1 = b.lots + 1
-    p = {key: s(b.n, K1) for key in ("ub", "mask", "e", "lin")}
-    p["L"] = s(b.n, b.factors)
-    p.update(R=s(b.scenarios, b.n), Rrhs=s(b.scenarios), Ron=s(b.scenarios))
-    p.update(C=s(b.sectors, b.n), Crhs=s(b.sectors), Con=s(b.sectors))
-    for key in ("any", "cost", "impact", "adv", "wa", "wx", "d"):
-        p[key] = s(b.n)
-    for key in ("gamma", "room", "turn", "te_on", "te2", "var_on", "var2", "nbar"):
-        p[key] = s()
-    return p, s(b.n, K1), s(), s()
 
 
 def lower_priority() -> None:

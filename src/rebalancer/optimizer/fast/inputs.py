@@ -164,42 +164,6 @@ def warm_from(t: TradeVec, b: Bucket) -> Arr:
 
 
 def has_cones(p: dict[str, Arr]) -> bool:
-    """Whether a tracking-error or VaR limit is active (those rows go to the barrier path)."""
+    """Whether a tracking-error or VaR limit is active (the solve then carries the two risk-cone
+    rows, :attr:`.iterate.Settings.cones`)."""
     return bool(np.asarray(p["on"])[-2:].any())
-
-
-def barrier_inputs(p: dict[str, Arr], b: Bucket) -> dict[str, Arr]:
-    """The same problem in the barrier path's layout (rows per instrument, named rows)."""
-    S = b.scenarios
-    on = np.asarray(p["on"])
-    mask = p["mask"].T
-    out = {
-        "ub": p["ub"].T.copy(),
-        "mask": mask.copy(),
-        "e": p["e"].T.copy(),
-        "lin": p["lin"].T.copy(),
-        "any": p["any"],
-        "cost": p["cost"],
-        "impact": p["impact"],
-        "adv": p["adv"],
-        "wa": p["wa"],
-        "wx": p["wx"],
-        "L": p["L"],
-        "d": p["d"],
-        "gamma": p["gamma"],
-        "room": np.asarray(p["b"][0]),
-        "turn": np.asarray(p["b"][1]),
-        "R": -p["Az"][2 : 2 + S],
-        "Rrhs": p["b"][2 : 2 + S].copy(),
-        "Ron": on[2 : 2 + S].copy(),
-        "C": p["Az"][2 + S :].copy(),
-        "Crhs": p["b"][2 + S :].copy(),
-        "Con": on[2 + S : -2].copy(),
-        "te_on": np.asarray(on[-2]),
-        "te2": p["te2"],
-        "var_on": np.asarray(on[-1]),
-        "var2": p["var2"],
-    }
-    nbar = 2 * mask.sum() + p["any"].sum() + 2 + out["Ron"].sum() + out["Con"].sum() + on[-2:].sum()
-    out["nbar"] = np.asarray(float(nbar))
-    return out

@@ -34,11 +34,13 @@ class Settings(NamedTuple):
     """Largest violation of a constraint row (fraction of NAV, cones relative to their cap)."""
     max_iter: int = 80
     cones: bool = False
-    """Whether the method carries the two risk-cone rows. The service sends problems with an
-    active tracking-error or VaR limit to the barrier path (:func:`.inputs.has_cones`), so here
-    they are off: left out of the residuals and of the Newton system (its low-rank columns are
-    then constant during a solve and built once); a problem with a cone on reports
-    ``converged=False`` instead of a wrong answer."""
+    """Whether the method carries the two risk-cone rows (squared, normalized tracking error
+    and VaR; their curvature enters the factor weights and their gradients are low-rank
+    columns rebuilt each iteration). :class:`~.solver.FastSolver` compiles both variants and
+    sets this per problem (:func:`.inputs.has_cones`): without an active cone the rows are
+    left out of the residuals and of the Newton system, whose low-rank columns are then
+    constant during a solve and built once. A problem with a cone on, solved without them,
+    reports ``converged=False`` instead of a wrong answer."""
     mu0: float = 0.1
     """Starting complementarity (bps of NAV per unit of weight) of a cold start."""
     warm_mu: float = 1e-2

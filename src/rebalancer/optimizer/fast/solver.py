@@ -34,18 +34,16 @@ import numpy as np
 import structlog
 
 from rebalancer.optimizer.data import ProblemData
-from rebalancer.optimizer.fast import barrier, start
-from rebalancer.optimizer.fast.answer import first_broken, from_barrier
+from rebalancer.optimizer.fast.answer import first_broken
 from rebalancer.optimizer.fast.compiling import CACHE_ENV as CACHE_ENV
-from rebalancer.optimizer.fast.compiling import barrier_spec, input_spec, lower_priority
 from rebalancer.optimizer.fast.compiling import bucket_label as bucket_label
 from rebalancer.optimizer.fast.compiling import default_cache_dir as default_cache_dir
 from rebalancer.optimizer.fast.compiling import enable_compile_cache as enable_compile_cache
 from rebalancer.optimizer.fast.compiling import freeze_long_lived as freeze_long_lived
+from rebalancer.optimizer.fast.compiling import input_spec, lower_priority
 from rebalancer.optimizer.fast.inputs import (
     Bucket,
     assemble,
-    barrier_inputs,
     has_cones,
     trade_from,
     warm_from,
@@ -56,9 +54,8 @@ from rebalancer.optimizer.terms.base import Arr, TradeVec
 log = structlog.get_logger(__name__)
 
 _OBJ_RTOL, _OBJ_ATOL = 1e-6, 1e-9
-_WARM_T_FACTOR = 1e-3
 Key = tuple[Bucket, bool]
-"""A compiled single-problem function: its bucket and whether it is the barrier path."""
+"""A compiled single-problem function: its bucket and whether it carries the risk cones."""
 
 
 @dataclass(slots=True)
@@ -122,15 +119,14 @@ class FastSolver:
         target = default_cache_dir() if compile_cache is True else compile_cache or None
         self.compile_cache: Path | None = enable_compile_cache(target)
         """The persistent compilation cache directory in use (``None``: memory only)."""
-        self.barrier_settings = barrier.Settings()
-        """Settings of the barrier path (problems with tracking-error or VaR limits)."""
         self._cache: OrderedDict[tuple[Bucket, int], Callable[..., Any]] = OrderedDict()
-        self._barrier: OrderedDict[tuple[Bucket, int], Callable[..., Any]] = OrderedDict()
+        self._cones: OrderedDict[tuple[Bucket, int], Callable[..., Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.compile_ms: dict[tuple[Bucket, int], float] = {}
         """Compile time (ms) of each bucket and batch size (0: single problem)."""
-        self.barrier_compile_ms: dict[tuple[Bucket, int], float] = {}
-        """The same for the barrier path."""
+        self.cones_compile_ms: dict[tuple[Bucket, int], float] = {}
+        """The same for the variant that carries the risk cones (tracking-error and VaR
+        limits)."""
         self._inflight: dict[tuple[Bucket, int, bool], threading.Event] = {}
         self._queue: queue.Queue[Key] = queue.Queue()
         self._queued: dict[Key, None] = {}
@@ -143,10 +139,10 @@ class FastSolver:
         compile (the warm-up freezes the garbage collector's long-lived objects there)."""
 
     def ready(self, bucket: Bucket, cones: bool = False, batch: int = 0) -> bool:
-        """Whether the solve of ``bucket`` (the barrier path when ``cones``; batched when
-        ``batch`` > 0) is compiled in memory, so a solve starts at once. Never compiles."""
+        """Whether the solve of ``bucket`` (the variant with risk cones when ``cones``; batched
+        when ``batch`` > 0) is compiled in memory, so a solve starts at once. Never compiles."""
         with self._lock:
-            return (bucket, batch) in (self._barrier if cones else self._cache)
+            return (bucket, batch) in (self._cones if cones else self._cache)
 
     def compiling(self) -> list[str]:
         """Labels (:func:`bucket_label`) of the buckets queued or being compiled in the
@@ -155,7 +151,7 @@ class FastSolver:
             return [
                 bucket_label(b, c)
                 for b, c in self._queued
-                if (b, 0) not in (self._barrier if c else self._cache)
+                if (b, 0) not in (self._cones if c else self._cache)
             ]
 
     def compile_later(self, bucket: Bucket, cones: bool = False) -> bool:
@@ -165,7 +161,7 @@ class FastSolver:
         queued already)."""
         key = (bucket, cones)
         with self._lock:
-            if key in self._queued or (bucket, 0) in (self._barrier if cones else self._cache):
+            if key in self._queued or (bucket, 0) in (self._cones if cones else self._cache):
                 return False
             self._queued[key] = None
             if self._worker is None or not self._worker.is_alive():
@@ -217,14 +213,14 @@ class FastSolver:
     def compiled(
         self, bucket: Bucket, batch: int = 0, cones: bool = False
     ) -> tuple[Callable[..., Any], float]:
-        """The compiled solve of ``bucket`` (batched when ``batch`` > 0; the barrier path when
-        ``cones``) and the compile time in ms spent now (0.0 on an in-memory hit; a load from
-        the persistent cache is counted and is much shorter than a compile; waiting for the
-        same compile running in another thread counts as well). One compile per bucket even
-        when several threads ask at once."""
+        """The compiled solve of ``bucket`` (batched when ``batch`` > 0; the variant that carries
+        the risk cones when ``cones``) and the compile time in ms spent now (0.0 on an
+        in-memory hit; a load from the persistent cache is counted and is much shorter than a
+        compile; waiting for the same compile running in another thread counts as well). One
+        compile per bucket even when several threads ask at once."""
         key = (bucket, batch)
         cache, times = (
-            (self._barrier, self.barrier_compile_ms) if cones else (self._cache, self.compile_ms)
+            (self._cones, self.cones_compile_ms) if cones else (self._cache, self.compile_ms)
         )
         t0 = time.perf_counter()
         while True:
@@ -255,20 +251,16 @@ class FastSolver:
         return fn, ms
 
     def _compile(self, bucket: Bucket, batch: int, cones: bool) -> tuple[Callable[..., Any], float]:
-        cfg, bcfg = self.settings, self.barrier_settings
+        # the cone rows change the Newton system's low-rank columns every iteration, so a
+        # problem without them runs a variant whose columns are built once per solve
+        cfg = self.settings._replace(cones=cones)
 
         def one(p: Any, warm: Any, use: Any) -> Any:
             return pack(solve_padded(p, warm, use, cfg))
 
-        def one_barrier(p: Any, warm: Any, use: Any, tw: Any) -> start.Solution:
-            return start.solve_padded(p, warm, use, tw, bcfg)
-
-        target: Callable[..., Any] = one_barrier if cones else one
-        if batch:
-            target = jax.vmap(target)
-        spec = barrier_spec(bucket, batch or None) if cones else input_spec(bucket, batch or None)
+        target: Callable[..., Any] = jax.vmap(one) if batch else one
         t0 = time.perf_counter()
-        fn = jax.jit(target).lower(*spec).compile()
+        fn = jax.jit(target).lower(*input_spec(bucket, batch or None)).compile()
         return fn, (time.perf_counter() - t0) * 1e3
 
     def solve(
@@ -299,15 +291,9 @@ class FastSolver:
         if warm is not None:
             xw, use = warm_from(warm[0], bucket), 1.0
         t0 = time.perf_counter()
-        reason = ""
-        if cones:
-            tw = max(1.0, warm[1] * _WARM_T_FACTOR) if warm is not None else 1.0
-            raw = fn(barrier_inputs(p, bucket), xw.T, np.asarray(use), np.asarray(tw))
-            sol, reason = from_barrier(jax.device_get(raw))
-        else:
-            sol = unpack(np.asarray(fn(p, xw, np.asarray(use))), xw.shape)
+        sol = unpack(np.asarray(fn(p, xw, np.asarray(use))), xw.shape)
         ms = (time.perf_counter() - t0) * 1e3
-        return self._outcome(prob, data, sol, ms, compile_ms, reason)
+        return self._outcome(prob, data, sol, ms, compile_ms)
 
     def solve_batch(
         self, probs: Sequence[Any], datas: Sequence[ProblemData]
@@ -317,7 +303,7 @@ class FastSolver:
         Each ``probs[j]`` is updated with ``datas[j]`` before its values are read, so one
         compiled problem may serve the whole batch. Returns the outcomes, the batch solve time
         and the compile time spent now (ms). A batch with any tracking-error or VaR limit runs
-        the barrier path for all of its problems.
+        the variant that carries the risk cones for all of its problems.
         """
         assembled = []
         for pr, d in zip(probs, datas, strict=True):
@@ -330,29 +316,20 @@ class FastSolver:
         cones = any(has_cones(a) for a, _ in assembled)
         fn, compile_ms = self.compiled(bucket, size, cones)
         t0 = time.perf_counter()
-        if cones:
-            parts = [barrier_inputs(a, bucket) for a, _ in assembled]
-            stacked = {k: np.stack([a[k] for a in parts]) for k in parts[0]}
-            xw = np.zeros((size, bucket.n, bucket.lots + 1))
-            raw = jax.device_get(fn(stacked, xw, np.zeros(size), np.ones(size)))
-            sols = [
-                from_barrier(start.Solution(*(np.asarray(v)[j] for v in raw))) for j in range(size)
-            ]
-        else:
-            stacked = {k: np.stack([a[k] for a, _ in assembled]) for k in assembled[0][0]}
-            xw = np.zeros((size, bucket.lots + 1, bucket.n))
-            raw = np.asarray(fn(stacked, xw, np.zeros(size)))
-            sols = [(unpack(raw[j], xw.shape[1:]), "") for j in range(size)]
+        stacked = {k: np.stack([a[k] for a, _ in assembled]) for k in assembled[0][0]}
+        xw = np.zeros((size, bucket.lots + 1, bucket.n))
+        raw = np.asarray(fn(stacked, xw, np.zeros(size)))
+        sols = [unpack(raw[j], xw.shape[1:]) for j in range(size)]
         ms = (time.perf_counter() - t0) * 1e3
         outs = [
-            self._outcome(pr, d, sol, ms / size, 0.0, reason)
-            for pr, d, (sol, reason) in zip(probs, datas, sols, strict=True)
+            self._outcome(pr, d, sol, ms / size, 0.0)
+            for pr, d, sol in zip(probs, datas, sols, strict=True)
         ]
         return outs, ms, compile_ms
 
     @staticmethod
     def _outcome(
-        prob: Any, data: ProblemData, sol: Solution, ms: float, compile_ms: float, reason: str
+        prob: Any, data: ProblemData, sol: Solution, ms: float, compile_ms: float
     ) -> FastOutcome:
         x: Arr = np.asarray(sol.x)
         value = float(sol.objective)
@@ -366,9 +343,6 @@ class FastSolver:
             float(sol.bound),
             bool(sol.warm_used),
         )
-        if reason:
-            out.reason = reason
-            return out
         if not bool(sol.converged):
             out.reason = (
                 f"not converged after {int(sol.iterations)} iterations "

@@ -12,6 +12,7 @@ from rebalancer.optimizer import Recommender, SolverName
 from rebalancer.optimizer.data import build_data
 from rebalancer.optimizer.engine import tightened
 from rebalancer.optimizer.fast import Bucket
+from rebalancer.optimizer.schemas import AnalyzeRequest
 
 
 def test_risk_limits_hold_and_match_the_reference(
@@ -52,12 +53,85 @@ def test_risk_limits_hold_and_match_the_reference(
     assert mine is not None and ref is not None
     assert abs(mine - ref) <= 1e-6 * abs(ref) + 5e-5
     assert improvement(b) >= 0.98 * improvement(a)
-    # a VaR limit the current portfolio breaks: the barrier path (risk cones) finds no strictly
-    # feasible start for the first round (the conic solver answers it), later rounds may
+    # a VaR limit the current portfolio breaks: the infeasible-start method needs no strictly
+    # feasible point (the barrier method it replaced found none here and fell back)
     cut = hard_request(5, 50, max_turnover=0.3, max_var=0.8 * before.var_before)
     out = fast_rec.analyze(cut)
+    assert out.solver.name is SolverName.FAST, out.solver.fallbacks
     assert out.risk.var_after <= 0.8 * before.var_before + 1e-12
     assert_clean(cut, out)
+
+
+def _cone_request(seed: int, case: str) -> AnalyzeRequest:
+    """A seeded problem with a tracking-error or VaR limit that binds (``*_bind``) or that the
+    current portfolio breaks (``*_viol``)."""
+    base = Recommender().analyze(hard_request(seed, 50)).risk
+    te_mid = 0.5 * (base.tracking_error_before + base.tracking_error_after)
+    extra = {
+        "te_bind": {"max_tracking_error": te_mid},
+        "te_viol": {"max_tracking_error": 0.8 * base.tracking_error_before},
+        "var_viol": {"max_var": 0.8 * base.var_before},
+        "both": {"max_tracking_error": te_mid, "max_var": 0.9 * base.var_before},
+    }[case]
+    return hard_request(seed, 50, **extra)
+
+
+@pytest.mark.parametrize(
+    ("seed", "case"), [(0, "te_bind"), (0, "te_viol"), (2, "var_viol"), (3, "both")]
+)
+def test_risk_cones_run_the_primal_dual_method(
+    ref_rec: Recommender, fast_rec: Recommender, seed: int, case: str
+) -> None:
+    """Tracking-error and VaR limits are rows of the primal-dual method (their duals enter the
+    Newton system): the fast path answers, captures the reference's improvement, and one
+    convex solve agrees with Clarabel's."""
+    req = _cone_request(seed, case)
+    a, b = ref_rec.analyze(req), fast_rec.analyze(req)
+    assert b.solver.name is SolverName.FAST and not b.solver.fallbacks, b.solver.fallbacks
+    assert improvement(b) >= 0.999 * improvement(a)
+    assert_clean(req, b)
+    if req.policy.max_tracking_error is not None:
+        assert b.risk.tracking_error_after <= req.policy.max_tracking_error + 1e-12
+    if req.policy.max_var is not None:
+        assert b.risk.var_after <= req.policy.max_var + 1e-12
+    data = tightened(build_data(req))
+    prob = fast_rec.problem_for(data.shape)[0]
+    prob.set_relaxed(set())
+    prob.update(data)
+    fast = fast_rec.fast
+    assert fast is not None
+    out = fast.solve(prob, data)
+    ref = prob.solve(data, (SolverName.CLARABEL,)).value
+    assert out.trade is not None and out.value is not None and ref is not None
+    # values are fractions of NAV; the solve stops at a proven bound of Settings.gap bps
+    assert -1e-9 <= out.value - ref <= fast.settings.gap / 1e4
+    assert any(Bucket.of(data.shape) == k[0] for k in fast.cones_compile_ms)
+
+
+def test_cone_problems_batch_like_single_solves(fast_rec: Recommender) -> None:
+    fast = fast_rec.fast
+    assert fast is not None
+    datas = [
+        tightened(build_data(_cone_request(s, c))) for s, c in ((0, "te_viol"), (2, "var_viol"))
+    ]
+    assert len({Bucket.of(d.shape) for d in datas}) == 1
+    probs = [fast_rec.problem_for(d.shape)[0] for d in datas]
+    for pr, d in zip(probs, datas, strict=True):
+        pr.set_relaxed(set())
+        pr.update(d)
+        one = fast.solve(pr, d)
+        many = fast.solve_batch([pr, pr], [d, d])[0]
+        assert one.trade is not None and all(m.trade is not None for m in many)
+        assert one.value is not None and many[0].value is not None
+        assert abs(one.value - many[0].value) <= 1e-7
+
+
+def test_an_infeasible_risk_limit_falls_back_and_is_named(fast_rec: Recommender) -> None:
+    """A VaR limit no trade within the other limits can meet: the fast path says it did not
+    converge, the conic chain proves the problem infeasible, and the error names the limits."""
+    req = _cone_request(1, "var_viol")
+    with pytest.raises(InfeasibleRebalance):
+        fast_rec.analyze(req)
 
 
 def test_sector_risk_budget_is_settled_like_the_reference(
@@ -115,7 +189,7 @@ def test_one_compiled_function_per_bucket_and_batch_matches_single(
     for one, many in zip(singles, outs, strict=True):
         assert one.trade is not None and many.trade is not None
         # The vmapped and the single kernels follow slightly different floating-point paths;
-        # both stop at the barrier's accuracy (docs/optimizer.md), so they agree on the
+        # both stop at the method's accuracy (docs/optimizer.md), so they agree on the
         # objective to 1e-7 of NAV and on every trade to 1e-5 of NAV (measured: 7e-9 and 1e-6).
         assert one.value is not None and many.value is not None
         assert abs(one.value - many.value) <= 1e-7
