@@ -293,7 +293,20 @@ class FastSolver:
         t0 = time.perf_counter()
         sol = unpack(np.asarray(fn(p, xw, np.asarray(use))), xw.shape)
         ms = (time.perf_counter() - t0) * 1e3
-        return self._outcome(prob, data, sol, ms, compile_ms)
+        out = self._outcome(prob, data, sol, ms, compile_ms)
+        if out.trade is None and warm is not None:
+            # a warm start that fails is retried cold before the caller falls back (seen with
+            # a tracking-error limit the current portfolio breaks: the previous round's answer
+            # sits on the cone and its small restart duals stall the method)
+            t0 = time.perf_counter()
+            sol = unpack(np.asarray(fn(p, np.zeros_like(xw), np.asarray(0.0))), xw.shape)
+            cold = self._outcome(prob, data, sol, (time.perf_counter() - t0) * 1e3, compile_ms)
+            cold.iterations += out.iterations
+            cold.solve_ms += out.solve_ms
+            if cold.trade is None:
+                cold.reason = f"{out.reason}; retried cold: {cold.reason}"
+            out = cold
+        return out
 
     def solve_batch(
         self, probs: Sequence[Any], datas: Sequence[ProblemData]

@@ -77,7 +77,9 @@ def _cone_request(seed: int, case: str) -> AnalyzeRequest:
 
 
 @pytest.mark.parametrize(
-    ("seed", "case"), [(0, "te_bind"), (0, "te_viol"), (2, "var_viol"), (3, "both")]
+    ("seed", "case"),
+    # (5, te_viol): its warm-started wash-sale round stalls and is retried cold
+    [(0, "te_bind"), (0, "te_viol"), (2, "var_viol"), (3, "both"), (5, "te_viol")],
 )
 def test_risk_cones_run_the_primal_dual_method(
     ref_rec: Recommender, fast_rec: Recommender, seed: int, case: str
@@ -102,9 +104,12 @@ def test_risk_cones_run_the_primal_dual_method(
     assert fast is not None
     out = fast.solve(prob, data)
     ref = prob.solve(data, (SolverName.CLARABEL,)).value
-    assert out.trade is not None and out.value is not None and ref is not None
-    # values are fractions of NAV; the solve stops at a proven bound of Settings.gap bps
-    assert -1e-9 <= out.value - ref <= fast.settings.gap / 1e4
+    assert out.trade is not None and out.value is not None
+    # values are fractions of NAV; the solve stops at a proven bound of Settings.gap bps.
+    # (Clarabel gives no answer to seed 5's first-round problem; its chain retries untightened)
+    assert ref is not None or seed == 5
+    if ref is not None:
+        assert -1e-9 <= out.value - ref <= fast.settings.gap / 1e4
     assert any(Bucket.of(data.shape) == k[0] for k in fast.cones_compile_ms)
 
 
@@ -263,3 +268,42 @@ def test_settings_with_cones_carried_solve_a_cone_free_problem_alike(
     assert all(bool(s.converged) for s in sols)
     assert all(float(s.bound) <= Settings().accept for s in sols)
     assert abs(float(sols[0].objective) - float(sols[1].objective)) <= 1e-8
+
+
+def test_a_failed_warm_start_is_retried_cold(
+    fast_rec: Recommender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the warm-started solve does not converge, the same problem is solved again from
+    the cold start before the engine falls back; iterations and time count both."""
+    from rebalancer.optimizer.fast import solver as fast_solver
+
+    fast = fast_rec.fast
+    assert fast is not None
+    data = tightened(build_data(hard_request(3, 50)))
+    prob = fast_rec.problem_for(data.shape)[0]
+    prob.set_relaxed(set())
+    prob.update(data)
+    first = fast.solve(prob, data)
+    assert first.trade is not None
+    real = fast_solver.unpack
+    calls: list[bool] = []
+
+    def stalled_once(raw: np.ndarray, shape: tuple[int, int]) -> fast_solver.Solution:
+        sol = real(raw, shape)
+        calls.append(bool(sol.warm_used))
+        return sol._replace(converged=False) if len(calls) == 1 else sol
+
+    monkeypatch.setattr(fast_solver, "unpack", stalled_once)
+    out = fast.solve(prob, data, (first.trade, first.t_final))
+    assert calls == [True, False]  # the warm solve, then the cold retry
+    assert out.trade is not None and not out.warm_used
+    assert out.value is not None and first.value is not None
+    assert abs(out.value - first.value) <= 1e-9
+    assert out.iterations > first.iterations
+    # a retry that fails as well names both attempts
+    calls.clear()
+    monkeypatch.setattr(
+        fast_solver, "unpack", lambda raw, shape: real(raw, shape)._replace(converged=False)
+    )
+    failed = fast.solve(prob, data, (first.trade, first.t_final))
+    assert failed.trade is None and "retried cold: not converged" in failed.reason
