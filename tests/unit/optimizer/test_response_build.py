@@ -101,4 +101,6 @@ def test_an_instrument_sold_out_ends_at_exactly_zero_weight() -> None:
                     assert t.weight_after == 0.0
                     assert out.drift_after.by_instrument[t.instrument] == -t.target
                     emptied += 1
+            (long_only,) = [c for c in out.constraints if c.name.value == "long_only"]
+            assert long_only.slack >= 0.0, long_only
     assert emptied > 0

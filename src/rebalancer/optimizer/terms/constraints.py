@@ -246,6 +246,12 @@ class LongOnly(ConstraintTerm):
 
     def check(self, data: ProblemData, t: TradeVec) -> list[Check]:
         post = t.post(data.w)
+        # an instrument sold out (every lot sold in full, nothing bought) holds exactly 0: ``w``
+        # sums the lots in another order than ``z``, which leaves -1e-17 or so that the
+        # answer's constraint list would show as a negative slack
+        emptied = (t.buy == 0) & (data.w > 0) & (t.lot_sell == data.lot_w).all(axis=1)
+        if emptied.any():
+            post = np.where(emptied, 0.0, post)
         return _vector(self.name, (), data.ids, post, None, lower=True)
 
     def clearly_holds(self, data: ProblemData, t: TradeVec) -> bool:
