@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rebalancer.optimizer.fast.solver import FastOutcome, FastSolver
 
 Warm = tuple[TradeVec, float] | None
-"""A fast answer and the barrier parameter it ended at (the next round's warm start)."""
+"""A fast answer and its proven optimality bound (bps of NAV): the next round's warm start."""
 First = tuple[SolveResult, Warm]
 """An account's first solve and the warm start it leaves."""
 

@@ -272,8 +272,9 @@ class FastSolver:
     ) -> FastOutcome:
         """Solve the problem ``prob`` holds for ``data`` (after ``prob.update(data)``).
 
-        ``warm`` is a previous answer of the same account and its ``t_final``; the method
-        starts from it, moved strictly inside this problem's bounds. With ``wait=False`` a
+        ``warm`` is a previous answer of the same account and its ``t_final`` (only the answer
+        is used); the method starts from it, moved strictly inside this problem's bounds, and a
+        warm start that fails is retried once from the cold start. With ``wait=False`` a
         bucket that is not compiled yet is not compiled here: it is queued
         (:meth:`compile_later`) and the outcome fails at once with the reason
         ``fast path compiling bucket <label>``, so the caller's fallback answers.
