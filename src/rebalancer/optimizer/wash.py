@@ -18,6 +18,10 @@ from rebalancer.optimizer.data import ProblemData
 from rebalancer.optimizer.terms.base import Arr, TradeVec, sigma_times
 from rebalancer.optimizer.terms.constraints import group_sides
 
+MATERIAL = 1e-5
+"""Least trade (fraction of NAV, 0.1 bp) a group counts as selling at a loss or buying when
+its direction is settled."""
+
 
 def _by_group(data: ProblemData, per_instrument: Arr) -> Arr:
     out = np.bincount(data.group_index, weights=per_instrument, minlength=len(data.group_names))
@@ -78,6 +82,7 @@ def settle_all(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
     solve; see docs/optimizer.md for what that costs and saves).
     """
     sold, bought = group_sides(data, t)
+    tol = max(tol, MATERIAL)
     conflict = (sold > tol) & (bought > tol)
     if conflict.any():
         g = data.group_index
