@@ -21,7 +21,8 @@ factorization (predictor and Mehrotra corrector) and takes separate primal and d
 stop is a proof: with the dual residual moved into the bound duals the Lagrangian is
 stationary, so ``F(x) - F*`` is at most the bound computed in :func:`.newton.step` (bps of
 NAV). The solve ends when that bound is below ``Settings.gap``, or once an acceptable iterate
-(bound below ``Settings.accept``, every row within ``feas``) stops improving; it returns the
+(bound below ``Settings.accept``, every row within ``feas``) has its step blocked or stops
+improving below ``Settings.stall``; it returns the
 best acceptable iterate. No feasible start is needed; an infeasible problem simply does not
 converge. Without ``Settings.cones`` the two cone rows are left out of the iteration.
 
