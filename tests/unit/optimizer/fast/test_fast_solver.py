@@ -9,9 +9,10 @@ from test_quality import assert_clean, improvement
 
 from rebalancer.domain.errors import InfeasibleRebalance
 from rebalancer.optimizer import Recommender, SolverName
-from rebalancer.optimizer.data import build_data
+from rebalancer.optimizer.data import ProblemData, build_data
 from rebalancer.optimizer.engine import tightened
-from rebalancer.optimizer.fast import Bucket
+from rebalancer.optimizer.fast import Bucket, FastSolver
+from rebalancer.optimizer.problem import CompiledProblem
 from rebalancer.optimizer.schemas import AnalyzeRequest
 
 
@@ -62,6 +63,20 @@ def test_risk_limits_hold_and_match_the_reference(
     assert_clean(cut, out)
 
 
+def _first_round(
+    fast_rec: Recommender, req: AnalyzeRequest
+) -> tuple[FastSolver, ProblemData, CompiledProblem]:
+    """The fast solver, the tightened data and the updated compiled problem of ``req``'s first
+    convex round (no limit relaxed)."""
+    fast = fast_rec.fast
+    assert fast is not None
+    data = tightened(build_data(req))
+    prob = fast_rec.problem_for(data.shape)[0]
+    prob.set_relaxed(set())
+    prob.update(data)
+    return fast, data, prob
+
+
 def _cone_request(seed: int, case: str) -> AnalyzeRequest:
     """A seeded problem with a tracking-error or VaR limit that binds (``*_bind``) or that the
     current portfolio breaks (``*_viol``)."""
@@ -96,12 +111,7 @@ def test_risk_cones_run_the_primal_dual_method(
         assert b.risk.tracking_error_after <= req.policy.max_tracking_error + 1e-12
     if req.policy.max_var is not None:
         assert b.risk.var_after <= req.policy.max_var + 1e-12
-    data = tightened(build_data(req))
-    prob = fast_rec.problem_for(data.shape)[0]
-    prob.set_relaxed(set())
-    prob.update(data)
-    fast = fast_rec.fast
-    assert fast is not None
+    fast, data, prob = _first_round(fast_rec, req)
     out = fast.solve(prob, data)
     ref = prob.solve(data, (SolverName.CLARABEL,)).value
     assert out.trade is not None and out.value is not None
@@ -277,12 +287,7 @@ def test_a_failed_warm_start_is_retried_cold(
     the cold start before the engine falls back; iterations and time count both."""
     from rebalancer.optimizer.fast import solver as fast_solver
 
-    fast = fast_rec.fast
-    assert fast is not None
-    data = tightened(build_data(hard_request(3, 50)))
-    prob = fast_rec.problem_for(data.shape)[0]
-    prob.set_relaxed(set())
-    prob.update(data)
+    fast, data, prob = _first_round(fast_rec, hard_request(3, 50))
     first = fast.solve(prob, data)
     assert first.trade is not None
     real = fast_solver.unpack
@@ -318,12 +323,7 @@ def test_a_bound_that_grows_once_far_above_the_noise_floor_does_not_end_the_solv
     (99.88 % of its improvement). It now goes on below ``Settings.stall``."""
     from bench.analyze import make_request
 
-    fast = fast_rec.fast
-    assert fast is not None
-    data = tightened(build_data(make_request(64, 50)))
-    prob = fast_rec.problem_for(data.shape)[0]
-    prob.set_relaxed(set())
-    prob.update(data)
+    fast, data, prob = _first_round(fast_rec, make_request(64, 50))
     out = fast.solve(prob, data)
     assert out.trade is not None
     assert out.t_final <= fast.settings.stall
