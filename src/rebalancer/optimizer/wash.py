@@ -72,7 +72,8 @@ def settle_all(data: ProblemData, t: TradeVec, tol: float) -> list[str]:
     """Fix the direction of every wash-sale group from the answer ``t``; return the groups
     that conflicted.
 
-    A conflicting group (sells at a loss and buys, both above ``tol``) compares two ways out,
+    A side counts from ``max(tol, MATERIAL)`` up (below it is an interior-point residue). A
+    conflicting group (sells at a loss and buys, both counted) compares two ways out,
     each keeping the group's net trade where it can: close its loss sales (and buy that much
     less) or close its buys (and sell that much less at a loss, the sales scaled evenly). The
     way that raises the objective less is taken. A group that only sells at a loss may no
