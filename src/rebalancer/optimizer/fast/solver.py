@@ -291,17 +291,18 @@ class FastSolver:
         xw = np.zeros((bucket.lots + 1, bucket.n))
         if warm is not None:
             xw, use = warm_from(warm[0], bucket), 1.0
-        t0 = time.perf_counter()
-        sol = unpack(np.asarray(fn(p, xw, np.asarray(use))), xw.shape)
-        ms = (time.perf_counter() - t0) * 1e3
-        out = self._outcome(prob, data, sol, ms, compile_ms)
+
+        def run(start: Arr, use: float) -> FastOutcome:
+            t0 = time.perf_counter()
+            sol = unpack(np.asarray(fn(p, start, np.asarray(use))), start.shape)
+            return self._outcome(prob, data, sol, (time.perf_counter() - t0) * 1e3, compile_ms)
+
+        out = run(xw, use)
         if out.trade is None and warm is not None:
             # a warm start that fails is retried cold before the caller falls back (seen with
             # a tracking-error limit the current portfolio breaks: the previous round's answer
             # sits on the cone and its small restart duals stall the method)
-            t0 = time.perf_counter()
-            sol = unpack(np.asarray(fn(p, np.zeros_like(xw), np.asarray(0.0))), xw.shape)
-            cold = self._outcome(prob, data, sol, (time.perf_counter() - t0) * 1e3, compile_ms)
+            cold = run(np.zeros_like(xw), 0.0)
             cold.iterations += out.iterations
             cold.solve_ms += out.solve_ms
             if cold.trade is None:
