@@ -78,17 +78,11 @@ def _first_round(
 
 
 def _cone_request(seed: int, case: str) -> AnalyzeRequest:
-    """A seeded problem with a tracking-error or VaR limit that binds (``*_bind``) or that the
-    current portfolio breaks (``*_viol``)."""
-    base = Recommender().analyze(hard_request(seed, 50)).risk
-    te_mid = 0.5 * (base.tracking_error_before + base.tracking_error_after)
-    extra = {
-        "te_bind": {"max_tracking_error": te_mid},
-        "te_viol": {"max_tracking_error": 0.8 * base.tracking_error_before},
-        "var_viol": {"max_var": 0.8 * base.var_before},
-        "both": {"max_tracking_error": te_mid, "max_var": 0.9 * base.var_before},
-    }[case]
-    return hard_request(seed, 50, **extra)
+    """The seeded 50-instrument problem of ``bench/cones.py`` with the risk limit ``case``
+    (``*_bind``: binding; ``*_viol``: broken by the current portfolio)."""
+    from bench.cones import cone_request
+
+    return cone_request(Recommender(), seed, 50, case)
 
 
 @pytest.mark.parametrize(
