@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     warm_recent
         Also warm up to this many buckets that requests had to compile in earlier runs
         (remembered in the JAX cache directory; 0: off).
+    worker_xla_threads
+        Threads of XLA's CPU pool in each ``rebalancer worker`` process (0: one per CPU,
+        XLA's default). One by default: a worker process is the unit of parallelism, and a
+        larger pool spin-waits between its threads on the fast path's small kernels (see
+        :mod:`rebalancer.entrypoints.xla_threads`). The API process keeps XLA's default.
     """
 
     model_config = SettingsConfigDict(
@@ -121,6 +126,7 @@ class Settings(BaseSettings):
     solver_chain: SolverChain = SolverChain.FAST
     warm_buckets: str = "16x4x16,32x4x24,64x4x12"
     warm_recent: int = Field(default=4, ge=0)
+    worker_xla_threads: int = Field(default=1, ge=0)
 
     @field_validator("solver_chain", mode="before")
     @classmethod

@@ -114,9 +114,23 @@ def worker(
     """Consume events (market data, reports, settlements, rebalance requests) until stopped."""
     from rebalancer.adapters.pulsar_subscribe import SubscribeCancelled
     from rebalancer.bootstrap import bootstrap, install_signal_handlers
+    from rebalancer.config import SolverChain
+    from rebalancer.entrypoints.batch_worker import BatchSolver, default_solver, parse_solver
     from rebalancer.entrypoints.consumers import Worker
+    from rebalancer.entrypoints.xla_threads import limit_xla_threads
 
-    rt = bootstrap(_settings())
+    settings = _settings()
+    try:
+        batch_solver = parse_solver(solver) if solver else default_solver()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--solver") from None
+    uses_jax = batch_solver is BatchSolver.FAST or (
+        threads > 0 and settings.solver_chain is SolverChain.FAST
+    )
+    # before anything starts JAX (its CPU pool is sized once); a Clarabel-only worker never
+    # loads JAX
+    pool = limit_xla_threads(settings.worker_xla_threads) if uses_jax else None
+    rt = bootstrap(settings)
     install_signal_handlers(rt)
     try:
         w = Worker(rt, threads=threads, with_relay=relay, solver=solver)
@@ -124,7 +138,8 @@ def worker(
         rt.close()
         _leave()
     w.start()
-    typer.echo(f"worker consuming with {threads} threads")
+    pool_note = f", XLA CPU pool of {pool} thread(s)" if pool else ""
+    typer.echo(f"worker consuming with {threads} threads{pool_note}")
     rt.stop_event.wait()
     w.join()
     rt.close()

@@ -132,6 +132,9 @@ def test_two_worker_processes_share_the_service_subscriptions(
     workers.start()
     workers.start()
     workers.wait_ready()
+    if len(os.sched_getaffinity(0)) > 1:  # settings.worker_xla_threads: one by default
+        for path in workers.logs:
+            assert "XLA CPU pool of 1 thread(s)" in path.read_text(errors="ignore")
     model_ids = [f"two-{uuid.uuid4().hex[:10]}" for _ in range(EVENTS)]
     events = [
         new_event(

@@ -37,7 +37,7 @@ from rebalancer.optimizer.terms.risk import (
 
 _N_BUCKETS = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048)
 _K_BUCKETS = (1, 2, 4, 8, 16, 32)
-_F_BUCKETS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+_F_BUCKETS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128)
 
 
 def _up(v: int, buckets: tuple[int, ...]) -> int:
