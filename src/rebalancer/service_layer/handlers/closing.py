@@ -72,7 +72,7 @@ def _open_follow_up(uow: UnitOfWork, parent: Any) -> tuple[uuid.UUID, bool]:
         return uuid.UUID(str(existing.id)), False
     reason = REMAINDER_REASON.format(rebalance_id=parent.id)
     priority = max(int(parent.priority), 1)
-    uow.accounts.get(parent.account_id, lock=True)
+    uow.accounts.lock(parent.account_id)
     new_id = repo.insert_follow_up(parent, [reason], priority)
     if new_id is None:  # lost a race past the row lock: the constraint kept it single
         row = repo.follow_up_of(parent.id)
@@ -125,7 +125,7 @@ def reoptimize_remainder(
         The rebalance is not ``partially_complete`` or ``failed`` (still trading, or complete).
     """
     account_id = uow.rebalancing.get_rebalance(rebalance_id).account_id
-    uow.accounts.get(account_id, lock=True)  # account, then rebalance: every handler's order
+    uow.accounts.lock(account_id)  # account, then rebalance: every handler's order
     reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
     if reb.status not in REOPTIMIZABLE:
         raise Conflict(
@@ -173,7 +173,7 @@ def on_status_updated(
         return None
     try:
         rid = uuid.UUID(event.entity_id)
-        uow.accounts.get(event.account_id, lock=True)  # account, then rebalance (no deadlock)
+        uow.accounts.lock(event.account_id)  # account, then rebalance (no deadlock)
         reb = uow.rebalancing.get_rebalance(rid, lock=True)
     except (ValueError, NotFound):
         return None

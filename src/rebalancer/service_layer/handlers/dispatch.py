@@ -189,7 +189,7 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
     be left waiting because each saw the other's change uncommitted.
     """
     rec = uow.rebalancing.get_recommendation(recommendation_id)
-    uow.accounts.get(rec.account_id, lock=True)
+    uow.accounts.lock(rec.account_id)
     reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
     rows = uow.rebalancing.orders(recommendation_id=rec.id)
     orders = [order_from_row(r) for r in rows]

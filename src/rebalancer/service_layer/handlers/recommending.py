@@ -92,7 +92,7 @@ def request_rebalance(
     Returns the rebalance id and whether it is new. A new one emits ``rebalance_triggered``,
     which a worker consumes to compute the recommendation.
     """
-    uow.accounts.get(account_id, lock=True)  # serializes concurrent triggers of one account
+    uow.accounts.lock(account_id)  # serializes concurrent triggers of one account
     open_row = uow.rebalancing.open_rebalance(account_id)
     if open_row is not None:
         uow.rebalancing.merge_rebalance_reasons(open_row.id, reasons, priority)

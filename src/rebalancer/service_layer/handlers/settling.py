@@ -143,7 +143,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
     coordination.refresh_unsettled(account.id)
     coordination.clear_overdue_alert(event.report_id)
     after_order_change(uow, uuid.UUID(order.recommendation_id))
-    monitoring.refresh_account(uow, account.id)  # positions changed: new drift snapshot
+    monitoring.refresh_account(uow, account.id, account=account)  # new drift snapshot
     uow.commit()
     return True
 
@@ -232,7 +232,7 @@ def account_cash(uow: UnitOfWork, account_id: str, default_currency: str) -> dic
     NotFound
         No such account for the tenant.
     """
-    uow.accounts.get(account_id)
+    uow.accounts.require(account_id)
     row = CoordinationRepository(uow.conn, uow.tenant_id).cash_row(account_id)
     zero = Decimal(0)
     settled = zero if row is None else Decimal(row.settled)

@@ -79,7 +79,7 @@ def get_account(account_id: AccountId, ctx: ReadCtx) -> AccountOut:
 def replace_account_route(account_id: AccountId, body: AccountBody, ctx: AdminCtx) -> AccountOut:
     """Replace an account's sleeves, lots and cash (a full state update)."""
     with ctx.uow() as uow:
-        uow.accounts.get(account_id)
+        uow.accounts.require(account_id)
         if body.household_id is not None:
             ensure_household(uow.conn, uow.tenant_id, body.household_id)
         uow.audit.record(ctx.actor, "replace", "account", account_id, {"lots": len(body.lots)})
@@ -102,7 +102,7 @@ def list_alerts(
 ) -> list[AlertOut]:
     """Drift alerts of the account, newest first."""
     with ctx.uow() as uow:
-        uow.accounts.get(account_id)
+        uow.accounts.require(account_id)
         rows = uow.rebalancing.alerts(account_id, limit=limit)
     return [AlertOut.model_validate(r, from_attributes=True) for r in rows]
 
@@ -115,7 +115,7 @@ def list_alerts(
 def acknowledge_alert(account_id: AccountId, alert_id: uuid.UUID, ctx: TradeCtx) -> AlertOut:
     """Mark an alert as seen (who and when are recorded)."""
     with ctx.uow() as uow:
-        uow.accounts.get(account_id)
+        uow.accounts.require(account_id)
         row = uow.rebalancing.acknowledge_alert(account_id, alert_id, ctx.actor)
         uow.audit.record(
             ctx.actor, "acknowledge", "alert", str(alert_id), {"account_id": account_id}
@@ -136,6 +136,6 @@ def list_trigger_evaluations(
 ) -> list[TriggerEvaluationOut]:
     """The trigger evaluation log of the account (fired or not, and why), newest first."""
     with ctx.uow() as uow:
-        uow.accounts.get(account_id)
+        uow.accounts.require(account_id)
         rows = uow.rebalancing.trigger_evaluations(account_id, limit=limit)
     return [TriggerEvaluationOut.model_validate(r, from_attributes=True) for r in rows]

@@ -167,7 +167,7 @@ def list_orders(
     """The tenant's orders, oldest first, optionally filtered."""
     with ctx.uow() as uow:
         if account_id is not None:
-            uow.accounts.get(account_id)
+            uow.accounts.require(account_id)
         rows = uow.rebalancing.orders(
             account_id=account_id,
             recommendation_id=recommendation_id,

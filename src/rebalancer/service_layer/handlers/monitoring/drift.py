@@ -84,6 +84,7 @@ def refresh_account(
     ts: datetime | None = None,
     *,
     evaluate_triggers: bool = False,
+    account: Account | None = None,
 ) -> BookResult | None:
     """After a position change (settlement, portfolio-state update): store a drift snapshot of
     the account and update its alerts; with ``evaluate_triggers`` also evaluate its threshold,
@@ -92,12 +93,14 @@ def refresh_account(
     ``ts`` defaults to the newest price of the account's instruments (the market clock), so a
     snapshot taken after a settlement replaces the one of the same market time. Does nothing
     (returns None) for an unknown account or one whose instruments have no price yet. Does not
-    commit: call it inside the handler's unit of work, before its commit.
+    commit: call it inside the handler's unit of work, before its commit. ``account``: the
+    account as the handler holds it after its change (saves loading it again).
     """
-    try:
-        account = uow.accounts.get(account_id)
-    except NotFound:
-        return None
+    if account is None:
+        try:
+            account = uow.accounts.get(account_id)
+        except NotFound:
+            return None
     res = evaluate_book(
         uow,
         [account],

@@ -116,7 +116,7 @@ def decide(
 
     reasons = list(dict.fromkeys(_clip(f"{e.kind}: {e.reason}") for _, e in winners))
     priority = max(e.priority for _, e in winners)
-    uow.accounts.get(account_id, lock=True)  # serializes with other triggers of the account
+    uow.accounts.lock(account_id)  # serializes with other triggers of the account
     current = uow.rebalancing.open_rebalance(account_id)
     if current is not None:  # one reason per kind in an open rebalance (no growth per tick)
         have = {_kind_of(r) for r in current.reasons}

@@ -32,7 +32,7 @@ def manual_request(
     """
     from rebalancer.service_layer.handlers.recommending import request_rebalance
 
-    uow.accounts.get(account_id)  # UnknownAccount -> 404
+    uow.accounts.require(account_id)  # UnknownAccount -> 404
     ev = manual_trigger(actor, note, idempotency_key or "", priority)
     ts = _db_now(uow)
     pk = f"manual{CALENDAR_KEY_SEPARATOR}{idempotency_key}" if idempotency_key else None
