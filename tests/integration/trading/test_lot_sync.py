@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from tradehelpers import make_book, unique
 
 from rebalancer.adapters import orm
 from rebalancer.domain.errors import UnknownAccount
 from rebalancer.domain.model import TaxLot
 from rebalancer.service_layer.unit_of_work import UnitOfWork
-from tradehelpers import make_book, unique
 
 pytestmark = pytest.mark.integration
 
