@@ -195,6 +195,10 @@ def apply_block_report(uow: UnitOfWork, row: Any, event: ExecutionReportV1) -> R
     execution_repo(uow).update_block(
         row.id, allocated={k: str(v) for k, v in allocated.items()}, **values
     )
+    # the children's accounts before their orders and cash rows, in one order (see
+    # trading.apply_execution_report: settlements lock the account, then its cash)
+    for account_id in sorted({c.account_id for c, _ in derived}):
+        uow.accounts.lock(account_id)
     for c, child in derived:
         if child.kind.is_fill:  # the custodian settles each account's allocation
             uow.publish(

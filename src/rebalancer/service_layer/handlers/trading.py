@@ -231,10 +231,16 @@ def apply_execution_report(uow: UnitOfWork, event: ExecutionReportV1) -> ReportO
     """
     try:
         oid = uuid.UUID(event.order_id)
-        row = uow.rebalancing.get_order(oid, lock=True)
+        row = uow.rebalancing.get_order(oid)  # unlocked: whose account
     except (ValueError, NotFound):
         row = None
     if row is not None:
+        # The account first, as every handler of an account locks it: locking the order,
+        # then the account's cash row (unsettled totals), then the account deadlocked with a
+        # settlement of the same account, which holds the account and updates its cash (27
+        # deadlocks in one demo run, each a second lost and a retry).
+        uow.accounts.lock(row.account_id)
+        row = uow.rebalancing.get_order(oid, lock=True)
         outcome = apply_to_order(uow, row, event)
     else:
         try:
