@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     event left the outbox, before the sweeper re-sends it; each later send waits twice as long
     as the one before (at most 8 times this). After ``order_max_sends`` sends and that wait it
     requests a cancel, then expires the order after one more timeout."""
+    order_ack_max_read_lag_s: float = Field(default=300.0, ge=0)
+    """The most seconds the sweeper waits longer while the service's consumers read the
+    venue's execution reports late (their largest delay of the last timeout, measured per
+    process in ``consumer_lag``): an acknowledgement still in the broker's backlog is not a
+    missing one. 0: the timeout runs on the wall clock alone."""
     order_max_sends: int = Field(default=3, ge=1)
     """Sends of an unacknowledged order (the first included) before a cancel is requested."""
     order_sweep_interval_s: float = Field(default=5.0, gt=0)

@@ -508,6 +508,16 @@ processed_events = sa.Table(
     sa.Column("processed_at", TS, nullable=False, server_default=_now()),
 )
 
+# Migration 0008: per consumer process, the largest recent delay between an execution
+# report's ``occurred_at`` and its handling (seconds); the order sweeper waits that much longer.
+consumer_lag = sa.Table(
+    "consumer_lag",
+    metadata,
+    sa.Column("consumer", sa.Text, primary_key=True),
+    sa.Column("lag_s", sa.Float, nullable=False),
+    sa.Column("measured_at", TS, nullable=False, server_default=_now()),
+)
+
 idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,

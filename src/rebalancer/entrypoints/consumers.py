@@ -35,6 +35,7 @@ from rebalancer.contracts import (
 )
 from rebalancer.domain.errors import NotFound, RebalancerError
 from rebalancer.domain.model import ModelPortfolio
+from rebalancer.entrypoints.read_lag import read_lag
 from rebalancer.entrypoints.sweeper import OrderSweeper
 from rebalancer.service_layer.handlers import (
     closing,
@@ -183,6 +184,8 @@ def handle_event(rt: Runtime, env: Envelope) -> None:
         EVENTS.labels(str(env.type), "error").inc()
         raise
     EVENTS.labels(str(env.type), "ok").inc()
+    if env.type == EventType.EXECUTION_REPORT:  # how late the venue's answers are read
+        read_lag(rt.engine).observe(env.occurred_at)
 
 
 class Worker:

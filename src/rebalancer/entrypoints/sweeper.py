@@ -27,6 +27,7 @@ import sqlalchemy as sa
 import structlog
 
 from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.consumer_lag import ConsumerLagRepository
 from rebalancer.service_layer.handlers.recommending import requeue_stalled
 from rebalancer.service_layer.handlers.settling import raise_overdue_settlements
 from rebalancer.service_layer.handlers.timeouts import DEFAULT_MAX_SENDS, sweep_timeouts
@@ -43,6 +44,10 @@ published) before it is re-sent (``REBALANCER_ORDER_ACK_TIMEOUT_S``)."""
 
 SWEEP_INTERVAL_S = 5.0
 """Default seconds between sweeps (``REBALANCER_ORDER_SWEEP_INTERVAL_S``)."""
+
+MAX_READ_LAG = timedelta(minutes=5)
+"""Default of the most the sweeper waits longer while the consumers read execution reports
+late (``REBALANCER_ORDER_ACK_MAX_READ_LAG_S``)."""
 
 REQUEUE_AFTER = timedelta(minutes=2)
 """Default of how long a rebalance may stay ``requested`` untouched before its trigger is
@@ -110,6 +115,9 @@ class OrderSweeper:
         How long a single-account rebalance may stay ``requested`` untouched before its trigger
         is published again (:func:`requeue_stalled`); ``None``: never. Checked every quarter
         of it (at most every sweep).
+    max_read_lag
+        The most the clock is held back for the service consumers' read delay of execution
+        reports (``consumer_lag``, see :mod:`rebalancer.entrypoints.read_lag`); zero: never.
     """
 
     def __init__(
@@ -124,6 +132,7 @@ class OrderSweeper:
         clock: Callable[[], datetime] = _utc_now,
         from_publication: bool = True,
         requeue_after: timedelta | None = REQUEUE_AFTER,
+        max_read_lag: timedelta = MAX_READ_LAG,
     ) -> None:
         self.engine = engine
         self.timeout = timeout
@@ -134,6 +143,7 @@ class OrderSweeper:
         self.clock = clock
         self.from_publication = from_publication
         self.requeue_after = requeue_after
+        self.max_read_lag = max_read_lag
         self._last_requeue: datetime | None = None
         self._last_overdue: datetime | None = None
 
@@ -148,22 +158,37 @@ class OrderSweeper:
             settlement_grace_business_days=settings.settlement_overdue_grace_business_days,
             overdue_interval=timedelta(seconds=settings.settlement_overdue_check_interval_s),
             requeue_after=timedelta(seconds=settings.rebalance_requeue_after_s),
+            max_read_lag=timedelta(seconds=settings.order_ack_max_read_lag_s),
         )
 
     def effective_now(self, now: datetime) -> datetime:
-        """The clock the timeouts are judged by: ``now``, held back by the relay's delay.
+        """The clock the timeouts are judged by: ``now``, held back by the relay's delay on
+        the way out and by the consumers' read delay on the way back.
 
         A send is due when its event was published more than ``timeout`` before ``now``, i.e.
         when its stamp is older than :func:`published_cutoff` of ``now - timeout``; returned
         as the ``now`` that makes ``sweep_timeouts``' stamp cutoff (``now - timeout``) equal.
+        An answer the venue sent is read only after the consumers' delay (the largest measured
+        within the last ``timeout``, at most ``max_read_lag``), so the clock is held back by
+        that as well: an acknowledgement still in the broker's backlog is not a missing one.
         """
+        judged = now - self.read_lag(now)
         if not self.from_publication:
-            return now
+            return judged
         with self.engine.connect() as conn:
             cutoff = published_cutoff(conn, now - self.timeout)
         if cutoff is None:
-            return now
-        return min(now, cutoff + self.timeout)
+            return judged
+        return min(judged, cutoff + self.timeout)
+
+    def read_lag(self, now: datetime) -> timedelta:
+        """The consumers' largest read delay of execution reports measured within the last
+        ``timeout`` before ``now``, at most ``max_read_lag`` (zero when none was measured)."""
+        if self.max_read_lag <= timedelta(0):
+            return timedelta(0)
+        with self.engine.connect() as conn:
+            lag_s = ConsumerLagRepository(conn).largest_since(now - self.timeout)
+        return min(timedelta(seconds=lag_s), self.max_read_lag)
 
     def _tenants(self) -> list[str]:
         with UnitOfWork(self.engine, "_") as uow:
@@ -192,7 +217,7 @@ class OrderSweeper:
                     resent=len(r.resent),
                     cancel_requested=len(r.cancel_requested),
                     expired=len(r.expired),
-                    relay_delay_s=round((when - judged).total_seconds(), 3),
+                    held_back_s=round((when - judged).total_seconds(), 3),
                 )
         if self._last_overdue is None or when - self._last_overdue >= self.overdue_interval:
             self.check_settlements(when)
@@ -233,6 +258,8 @@ class OrderSweeper:
             if ids:
                 log.warning("settlements.overdue", tenant=tenant, fills=len(ids))
             alerted += ids
+        with self.engine.begin() as conn:  # rows of processes gone for a day
+            ConsumerLagRepository(conn).prune(when - timedelta(days=1))
         return alerted
 
     def run(self, stop: threading.Event) -> None:
