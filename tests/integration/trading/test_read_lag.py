@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from tradehelpers import make_book, make_recommendation, rows
+from tradehelpers import approve_one, rows
 
 from rebalancer.adapters import orm
 from rebalancer.bootstrap import Runtime
@@ -20,8 +20,6 @@ from rebalancer.contracts import EventType, ExecutionReportV1, ReportKind, Side,
 from rebalancer.entrypoints.consumers import handle_event
 from rebalancer.entrypoints.read_lag import ReadLag, read_lag
 from rebalancer.entrypoints.sweeper import OrderSweeper
-from rebalancer.service_layer.handlers import trading
-from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 pytestmark = pytest.mark.integration
 TIMEOUT = timedelta(seconds=30)
@@ -98,13 +96,7 @@ def test_sweeper_holds_its_clock_back_by_the_recent_read_delay(
 def test_no_resend_while_the_acknowledgement_may_still_be_unread(
     engine: Any, consumers: list[str]
 ) -> None:
-    book = make_book(engine, n_accounts=1, cash="100000")
-    rec = make_recommendation(engine, book, book.accounts[0], [(book.a, "sell", 5)])
-    with UnitOfWork(engine, book.tenant) as uow:
-        (order,) = trading.approve(uow, rec, "t")
-    oid = uuid.UUID(order["id"])
-    (stored,) = rows(engine, orm.orders, id=oid)
-    sent = stored.sent_at
+    oid, _, sent = approve_one(engine)
     sweeper = OrderSweeper(engine, timeout=TIMEOUT, from_publication=False)
     late = sent + TIMEOUT + timedelta(seconds=10)  # due on the wall clock
     lagging = f"test-{uuid.uuid4().hex[:8]}"

@@ -14,30 +14,14 @@ from typing import Any
 import pydantic
 import pytest
 import sqlalchemy as sa
-from tradehelpers import make_book, make_recommendation, rows
+from tradehelpers import approve_one, rows
 
 from rebalancer.adapters import orm
 from rebalancer.config import Settings
 from rebalancer.entrypoints.sweeper import OrderSweeper
-from rebalancer.service_layer.handlers import trading
-from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 pytestmark = pytest.mark.integration
 TIMEOUT = timedelta(minutes=10)
-
-
-def _approve_one(engine: Any) -> tuple[uuid.UUID, int, datetime]:
-    """Approve a one-order recommendation; returns the order id, the outbox id before the
-    approval and the order's sent stamp."""
-    with engine.connect() as conn:
-        before = int(conn.execute(sa.select(sa.func.max(orm.outbox.c.id))).scalar() or 0)
-    book = make_book(engine, n_accounts=1, cash="100000")
-    rec = make_recommendation(engine, book, book.accounts[0], [(book.a, "sell", 5)])
-    with UnitOfWork(engine, book.tenant) as uow:
-        (order,) = trading.approve(uow, rec, "t")
-    oid = uuid.UUID(order["id"])
-    (stored,) = rows(engine, orm.orders, id=oid)
-    return oid, before, stored.sent_at
 
 
 def _publish(engine: Any, after_id: int, at: datetime) -> None:
@@ -54,7 +38,7 @@ def _sends(engine: Any, oid: uuid.UUID) -> int:
 
 
 def test_timeout_runs_from_publication_not_from_the_sent_stamp(engine: Any) -> None:
-    oid, before, sent = _approve_one(engine)
+    oid, before, sent = approve_one(engine)
     sweeper = OrderSweeper(engine, timeout=TIMEOUT)
 
     # still in the outbox two timeouts later (the relay is behind): not due, nothing re-sent
@@ -75,7 +59,7 @@ def test_timeout_runs_from_publication_not_from_the_sent_stamp(engine: Any) -> N
 
 
 def test_stamp_based_timeouts_are_still_available(engine: Any) -> None:
-    oid, before, sent = _approve_one(engine)
+    oid, before, sent = approve_one(engine)
     _publish(engine, before, sent + timedelta(minutes=7))
     sweeper = OrderSweeper(engine, timeout=TIMEOUT, from_publication=False)
     sweeper.sweep_once(sent + TIMEOUT + timedelta(seconds=1))
@@ -105,7 +89,7 @@ def test_sweeper_timeouts_are_settings(engine: Any, monkeypatch: pytest.MonkeyPa
 
 
 def test_a_configured_timeout_is_what_the_sweeper_waits(engine: Any) -> None:
-    oid, before, sent = _approve_one(engine)
+    oid, before, sent = approve_one(engine)
     _publish(engine, before, sent)
     s = Settings(order_ack_timeout_s=120.0)
     sweeper = OrderSweeper.from_settings(engine, s)
@@ -116,7 +100,7 @@ def test_a_configured_timeout_is_what_the_sweeper_waits(engine: Any) -> None:
 
 
 def test_an_order_out_in_time_is_due_after_the_timeout(engine: Any) -> None:
-    oid, before, sent = _approve_one(engine)
+    oid, before, sent = approve_one(engine)
     _publish(engine, before, sent)  # the relay kept up
     sweeper = OrderSweeper(engine, timeout=TIMEOUT)
     later = sent + 3 * TIMEOUT

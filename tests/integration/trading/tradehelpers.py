@@ -137,6 +137,20 @@ def make_recommendation(
     return rec
 
 
+def approve_one(engine: sa.Engine) -> tuple[uuid.UUID, int, datetime]:
+    """Approve a one-order recommendation; returns the order id, the outbox id before the
+    approval and the order's sent stamp."""
+    with engine.connect() as conn:
+        before = int(conn.execute(sa.select(sa.func.max(orm.outbox.c.id))).scalar() or 0)
+    book = make_book(engine, n_accounts=1, cash="100000")
+    rec = make_recommendation(engine, book, book.accounts[0], [(book.a, "sell", 5)])
+    with UnitOfWork(engine, book.tenant) as uow:
+        (order,) = trading.approve(uow, rec, "t")
+    oid = uuid.UUID(order["id"])
+    (stored,) = rows(engine, orm.orders, id=oid)
+    return oid, before, stored.sent_at
+
+
 class InProcessMarket:
     """Venue and custodian driven by the tenant's outbox rows (see the module docstring)."""
 
