@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,7 @@ from rebalancer.adapters import orm
 from rebalancer.domain.errors import Conflict, UnknownAccount
 from rebalancer.domain.model import Account, Sleeve, TaxLot, TaxType
 
-_LotRow = tuple[str, Decimal, Decimal, Any]
+_LotRow = tuple[str, Decimal, Decimal, date]
 """A stored lot's instrument, quantity, cost basis and acquisition date."""
 
 
@@ -56,7 +57,7 @@ class AccountRepository:
 
     def replace(self, account: Account) -> None:
         """Replace sleeves, lots and cash of an existing account (a full state update)."""
-        self.get(account.id, lock=True)
+        self.lock(account.id)
         self._ensure_household(account.household_id)
         self.conn.execute(
             sa.update(orm.accounts)
