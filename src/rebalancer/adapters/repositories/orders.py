@@ -135,12 +135,15 @@ class OrdersMixin:
         if rows:
             self.conn.execute(sa.insert(orm.realized_gains), list(rows))
 
-    def settlements(self, account_id: str) -> list[Row]:
+    def order_settlements(self, order_ids: Iterable[uuid.UUID]) -> list[Row]:
+        """The settlements of these orders (settlement date order), read through the
+        ``order_id`` index: a settlement handler and the rebalance status need their orders'
+        settlements only, not the account's whole history."""
         t = orm.settlements
         return list(
             self.conn.execute(
                 sa.select(t)
-                .where(t.c.account_id == account_id, t.c.tenant_id == self.tenant_id)
+                .where(t.c.order_id.in_(list(order_ids)), t.c.tenant_id == self.tenant_id)
                 .order_by(t.c.settle_date, t.c.id)
             ).all()
         )

@@ -200,7 +200,7 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
             release_buy_wave(uow, rec.account_id, waiting)
             rows = uow.rebalancing.orders(recommendation_id=rec.id)
             orders = [order_from_row(r) for r in rows]
-    status = rebalance_status(uow, rec.account_id, rows)
+    status = rebalance_status(uow, rows)
     if status != reb.status and reb.status not in REBALANCE_TERMINAL:
         uow.rebalancing.set_rebalance_status(reb.id, status)
         uow.publish(
@@ -276,7 +276,7 @@ def size_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> lis
     return released
 
 
-def rebalance_status(uow: UnitOfWork, account_id: str, rows: list[Any]) -> str:
+def rebalance_status(uow: UnitOfWork, rows: list[Any]) -> str:
     """The orders' status, held at ``trading`` until every fill has a settlement outcome.
 
     A failed settlement, or an order resized by the good-faith guard, caps the result at
@@ -286,10 +286,11 @@ def rebalance_status(uow: UnitOfWork, account_id: str, rows: list[Any]) -> str:
     derived = status_from_orders(orders)
     if not derived.terminal or derived == RebalanceStatus.NO_TRADE:
         return str(derived)
-    outcome = {s.report_id: s.status for s in uow.rebalancing.settlements(account_id)}
+    order_ids = [uuid.UUID(o.order_id) for o in orders]
+    outcome = {s.report_id: s.status for s in uow.rebalancing.order_settlements(order_ids)}
     fills = [
         e.report_id
-        for e in uow.rebalancing.executions(uuid.UUID(o.order_id) for o in orders)
+        for e in uow.rebalancing.executions(order_ids)
         if e.kind in ("fill", "partial_fill") and e.outcome in ("applied", "ignored_late")
     ]
     if any(f not in outcome for f in fills):

@@ -46,7 +46,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
         return False
     account = uow.accounts.get(event.account_id, lock=True)
     order_id = uuid.UUID(event.order_id)
-    previous = [s for s in uow.rebalancing.settlements(account.id) if s.order_id == order_id]
+    previous = uow.rebalancing.order_settlements([order_id])
     row = {
         "id": event.settlement_id,
         "report_id": event.report_id,
