@@ -21,9 +21,10 @@ _LotRow = tuple[str, Decimal, Decimal, date]
 class AccountRepository:
     """Loads and stores :class:`~rebalancer.domain.model.Account` aggregates.
 
-    The lots of every account loaded in this unit of work are remembered as stored, so
-    :meth:`sync_lots` writes only the lots a settlement changed (a settlement touches one or
-    two of an account's lots; rewriting all of them cost 44 ms per settlement in the demo).
+    The lots of an account loaded with its row lock (``get(..., lock=True)``, the load that
+    precedes a change) are remembered as stored, so :meth:`sync_lots` writes only the lots a
+    settlement changed (a settlement touches one or two of an account's lots; rewriting all of
+    them cost 44 ms per settlement in the demo). Reads of many accounts remember nothing.
     """
 
     def __init__(self, conn: sa.Connection, tenant_id: str) -> None:
@@ -134,9 +135,9 @@ class AccountRepository:
     def sync_lots(self, account: Account) -> None:
         """Make stored lots and cash equal to ``account`` (after settlement arithmetic).
 
-        For an account loaded in this unit of work only the differences are written: lots
-        gone (sold out) deleted, changed ones updated, new ones inserted. Otherwise all its
-        lots are rewritten.
+        For an account loaded with its lock in this unit of work only the differences are
+        written: lots gone (sold out) deleted, changed ones updated, new ones inserted.
+        Otherwise all its lots are rewritten.
         """
         stored = self._stored_lots.get(account.id)
         if stored is None:
@@ -208,7 +209,7 @@ class AccountRepository:
 
     def get(self, account_id: str, *, lock: bool = False) -> Account:
         """Load one account; ``lock`` takes a row lock that serializes work on it."""
-        return self._load([self._row(account_id, lock, orm.accounts)])[0]
+        return self._load([self._row(account_id, lock, orm.accounts)], remember=lock)[0]
 
     def lock(self, account_id: str) -> None:
         """Take the account's row lock (as ``get(..., lock=True)`` does) without loading its
@@ -247,7 +248,7 @@ class AccountRepository:
         ).all()
         return self._load(rows)
 
-    def _load(self, rows: Sequence[sa.Row[Any]]) -> list[Account]:
+    def _load(self, rows: Sequence[sa.Row[Any]], remember: bool = False) -> list[Account]:
         ids = [r.id for r in rows]
         sleeves: dict[str, list[Sleeve]] = {i: [] for i in ids}
         for s in self.conn.execute(
@@ -265,7 +266,7 @@ class AccountRepository:
             lots[lot.account_id].append(
                 TaxLot(lot.lot_id, lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
             )
-        for i in ids:
+        for i in ids if remember else ():
             self._stored_lots[i] = {
                 lot.lot_id: (lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
                 for lot in lots[i]
