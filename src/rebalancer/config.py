@@ -126,8 +126,9 @@ class Settings(BaseSettings):
     settlement_overdue_check_interval_s: float = Field(default=300.0, gt=0)
     """Least seconds between two settlement-overdue checks (their deadlines are days)."""
     rebalance_requeue_after_s: float = Field(default=120.0, gt=0)
-    """Seconds a single-account rebalance may stay ``requested`` and untouched before the
-    sweeper publishes its trigger again (an event stranded in the broker; idempotent)."""
+    """Seconds a single-account rebalance may stay ``requested`` after its trigger was
+    published before the sweeper publishes it again (an event stranded in the broker;
+    idempotent; triggers that join the rebalance meanwhile do not postpone it)."""
     solver_chain: SolverChain = SolverChain.FAST
     warm_buckets: str = "16x4x16,32x4x24,64x4x12"
     warm_recent: int = Field(default=4, ge=0)

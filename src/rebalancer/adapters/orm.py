@@ -253,11 +253,14 @@ rebalances = sa.Table(
         "parent_rebalance_id", pg.UUID(as_uuid=True), sa.ForeignKey("rebalances.id"), unique=True
     ),
     sa.Column("remainder_round", sa.Integer, nullable=False, server_default="0"),
-    # migration 0007: what the sweeper's stalled_requests reads, without scanning the tenant
+    # migration 0009: when its rebalance_triggered event was last published (creation, requeue);
+    # unlike updated_at, a trigger that joins the open rebalance does not stamp it
+    sa.Column("published_at", TS, nullable=False, server_default=_now()),
+    # migrations 0007/0009: what the sweeper's stalled_requests reads, without scanning the tenant
     sa.Index(
         "ix_rebalances_requested",
         "tenant_id",
-        "updated_at",
+        "published_at",
         postgresql_where=sa.text("status = 'requested' AND batch_id IS NULL"),
     ),
 )

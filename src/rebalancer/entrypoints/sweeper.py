@@ -50,8 +50,8 @@ MAX_READ_LAG = timedelta(minutes=5)
 late (``REBALANCER_ORDER_ACK_MAX_READ_LAG_S``)."""
 
 REQUEUE_AFTER = timedelta(minutes=2)
-"""Default of how long a rebalance may stay ``requested`` untouched before its trigger is
-published again (``REBALANCER_REBALANCE_REQUEUE_AFTER_S``)."""
+"""Default of how long a rebalance may stay ``requested`` after its trigger was published
+before it is published again (``REBALANCER_REBALANCE_REQUEUE_AFTER_S``)."""
 
 OVERDUE_INTERVAL = timedelta(minutes=5)
 """How often the settlement-overdue check runs (its deadlines are business days)."""
@@ -112,9 +112,9 @@ class OrderSweeper:
         Count the timeout from the event's publication (default) rather than from the order's
         sent stamp.
     requeue_after
-        How long a single-account rebalance may stay ``requested`` untouched before its trigger
-        is published again (:func:`requeue_stalled`); ``None``: never. Checked every quarter
-        of it (at most every sweep).
+        How long a single-account rebalance may stay ``requested`` after its trigger was
+        published before it is published again (:func:`requeue_stalled`); ``None``: never.
+        Checked every quarter of it (at most every sweep).
     max_read_lag
         The most the clock is held back for the service consumers' read delay of execution
         reports (``consumer_lag``, see :mod:`rebalancer.entrypoints.read_lag`); zero: never.

@@ -28,11 +28,13 @@ pytestmark = pytest.mark.integration
 
 
 def _age(engine: Any, rid: uuid.UUID, by: timedelta) -> None:
+    """Move the rebalance's creation, last change and last publication ``by`` into the past."""
+    then = sa.func.now() - by
     with engine.begin() as conn:
         conn.execute(
             sa.update(orm.rebalances)
             .where(orm.rebalances.c.id == rid)
-            .values(updated_at=sa.func.now() - by)
+            .values(created_at=then, updated_at=then, published_at=then)
         )
 
 
@@ -89,7 +91,31 @@ def test_a_stalled_request_is_triggered_again_once_per_timeout(engine: Any) -> N
         assert recommending.requeue_stalled(uow, datetime.now(UTC) - timedelta(minutes=5)) == []
     (reb,) = rows(engine, orm.rebalances, id=stalled)
     assert reb.status == "requested"
+    assert datetime.now(UTC) - reb.published_at < timedelta(minutes=1)
+    assert datetime.now(UTC) - reb.updated_at > timedelta(minutes=9)  # nothing else changed
+
+
+def test_triggers_that_join_a_stalled_request_do_not_postpone_its_requeue(engine: Any) -> None:
+    """Coalescing stamps ``updated_at`` (the reasons changed) but publishes nothing: an account
+    whose drift breaches again within every timeout still gets its stranded trigger again."""
+    book = make_book(engine, n_accounts=1)
+    account = book.accounts[0]
+    rid = _request(engine, book, account)
+    _age(engine, rid, timedelta(minutes=10))
+    with UnitOfWork(engine, book.tenant) as uow:  # a new breach joins the open rebalance
+        joined, new = recommending.request_rebalance(uow, account, ["volatility"], 3)
+    assert (joined, new) == (rid, False)
+    (reb,) = rows(engine, orm.rebalances, id=rid)
     assert datetime.now(UTC) - reb.updated_at < timedelta(minutes=1)
+
+    with UnitOfWork(engine, book.tenant) as uow:
+        assert recommending.requeue_stalled(uow, datetime.now(UTC) - timedelta(minutes=5)) == [
+            rid
+        ]
+    _original, requeued = _triggers(engine, rid)
+    payload = json.loads(requeued.body)["payload"]
+    assert payload["reasons"] == ["drift", "volatility"]  # the merged request
+    assert payload["priority"] == 3
 
 
 def test_the_duplicate_trigger_does_nothing_once_the_rebalance_moved_on(engine: Any) -> None:

@@ -82,15 +82,17 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
             )
         ).scalar()
 
-    def stalled_requests(self, untouched_since: datetime, limit: int = 500) -> list[Row]:
-        """Single-account rebalances still ``requested`` and unchanged since ``untouched_since``
-        (row-locked, skipping rows another transaction holds; batch members excluded: their
-        items are redelivered by the batch subscription)."""
-        return list(self.conn.execute(self._stalled_query(untouched_since, limit)).all())
+    def stalled_requests(self, published_before: datetime, limit: int = 500) -> list[Row]:
+        """Single-account rebalances still ``requested`` whose trigger was last published
+        before ``published_before``, oldest first (row-locked, skipping rows another
+        transaction holds; batch members excluded: their items are redelivered by the batch
+        subscription). A trigger that joined the rebalance since does not count: it
+        published nothing."""
+        return list(self.conn.execute(self._stalled_query(published_before, limit)).all())
 
-    def _stalled_query(self, untouched_since: datetime, limit: int) -> sa.Select[Any]:
+    def _stalled_query(self, published_before: datetime, limit: int) -> sa.Select[Any]:
         """The query of :meth:`stalled_requests` (its filter matches the partial index
-        ``ix_rebalances_requested`` of migration 0007)."""
+        ``ix_rebalances_requested`` of migrations 0007 and 0009)."""
         t = orm.rebalances
         return (
             sa.select(t)
@@ -98,18 +100,19 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
                 t.c.tenant_id == self.tenant_id,
                 t.c.status == "requested",
                 t.c.batch_id.is_(None),
-                t.c.updated_at < untouched_since,
+                t.c.published_at < published_before,
             )
-            .order_by(t.c.updated_at)
+            .order_by(t.c.published_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
 
-    def touch_rebalance(self, rebalance_id: uuid.UUID) -> None:
-        """Stamp ``updated_at`` (now) without changing anything else."""
+    def mark_published(self, rebalance_id: uuid.UUID) -> None:
+        """Stamp ``published_at`` (now): its ``rebalance_triggered`` event was published
+        again. Nothing else changes (``updated_at`` included)."""
         t = orm.rebalances
         self.conn.execute(
-            sa.update(t).where(t.c.id == rebalance_id).values(updated_at=sa.func.now())
+            sa.update(t).where(t.c.id == rebalance_id).values(published_at=sa.func.now())
         )
 
     def get_rebalance(self, rebalance_id: uuid.UUID, *, lock: bool = False) -> Row:

@@ -122,20 +122,22 @@ def request_rebalance(
     return rid, True
 
 
-def requeue_stalled(uow: UnitOfWork, untouched_since: datetime) -> list[uuid.UUID]:
+def requeue_stalled(uow: UnitOfWork, published_before: datetime) -> list[uuid.UUID]:
     """Publish ``rebalance_triggered`` again for requested rebalances nobody picked up.
 
     A trigger's event can be stranded in the broker: pulsar-lite keeps the unacknowledged
     messages of a consumer whose process was SIGKILLed mid-delivery until the broker restarts
-    (docs/reliability.md). Every single-account rebalance still ``requested`` and untouched
-    since ``untouched_since`` gets a new event (same rebalance id, reasons, priority; today's
-    ``as_of``) and a fresh ``updated_at``, so it is requeued at most once per timeout. Safe to
-    repeat: :func:`recommend` acts only on a rebalance still ``requested`` (row-locked), so a
-    stranded original delivered later does nothing. Commits once; returns the ids requeued.
+    (docs/reliability.md). Every single-account rebalance still ``requested`` whose event was
+    last published before ``published_before`` gets a new event (same rebalance id, reasons
+    as merged so far, priority; today's ``as_of``) and a fresh ``published_at``, so it is
+    requeued at most once per timeout. Triggers that joined the rebalance meanwhile
+    (coalescing) published nothing and do not postpone it. Safe to repeat: :func:`recommend`
+    acts only on a rebalance still ``requested`` (row-locked), so a stranded original
+    delivered later does nothing. Commits once; returns the ids requeued.
     """
     as_of = uow.market.as_of() or date.today()
     ids: list[uuid.UUID] = []
-    for row in uow.rebalancing.stalled_requests(untouched_since):
+    for row in uow.rebalancing.stalled_requests(published_before):
         uow.publish(
             new_event(
                 EventType.REBALANCE_TRIGGERED,
@@ -151,7 +153,7 @@ def requeue_stalled(uow: UnitOfWork, untouched_since: datetime) -> list[uuid.UUI
                 correlation_id=str(row.id),
             )
         )
-        uow.rebalancing.touch_rebalance(row.id)
+        uow.rebalancing.mark_published(row.id)
         ids.append(row.id)
     uow.commit()
     return ids
