@@ -62,9 +62,7 @@ def test_migration_0009_moves_the_index_to_published_at(scratch: sa.Engine) -> N
     migrate.upgrade(scratch, "0009")
     with scratch.connect() as conn:
         got = dict(
-            conn.execute(
-                sa.text("SELECT status, published_at = updated_at FROM rebalances")
-            ).all()
+            conn.execute(sa.text("SELECT status, published_at = updated_at FROM rebalances")).all()
         )
     assert got == {"requested": True, "pending_approval": False}
     assert "ix_rebalances_requested" in _plan(scratch)

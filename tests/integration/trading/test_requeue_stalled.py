@@ -109,9 +109,7 @@ def test_triggers_that_join_a_stalled_request_do_not_postpone_its_requeue(engine
     assert datetime.now(UTC) - reb.updated_at < timedelta(minutes=1)
 
     with UnitOfWork(engine, book.tenant) as uow:
-        assert recommending.requeue_stalled(uow, datetime.now(UTC) - timedelta(minutes=5)) == [
-            rid
-        ]
+        assert recommending.requeue_stalled(uow, datetime.now(UTC) - timedelta(minutes=5)) == [rid]
     _original, requeued = _triggers(engine, rid)
     payload = json.loads(requeued.body)["payload"]
     assert payload["reasons"] == ["drift", "volatility"]  # the merged request
