@@ -249,13 +249,9 @@ def run_batch(
     }
 
 
-def stage_breakdown(
-    rt: Runtime, n: int, instruments: int, chunk: int
-) -> tuple[dict[str, float], dict[str, float], int]:
-    """Seconds per stage over ``n`` accounts computed in this process in chunks of ``chunk``
-    (the first chunk compiles and is not counted); returns the wall and CPU totals and the
-    accounts timed."""
-    model_id, _ = _load(rt, n, instruments, "P")
+def batch_items(rt: Runtime, model_id: str) -> list[tuple[uuid.UUID, RebalanceTriggeredV1]]:
+    """Start a batch rebalance of ``model_id`` and return its items (event id, payload) as a
+    worker would receive them, to compute in this process with ``recommend_chunk``."""
     with UnitOfWork(rt.engine, TENANT) as uow:
         batch = start_batch(uow, model_id, actor="bench")
         uow.commit()
@@ -264,7 +260,7 @@ def stage_breakdown(
         rows = conn.execute(
             sa.select(r.c.id, r.c.account_id).where(r.c.batch_id == batch.batch_id)
         ).all()
-    items = [
+    return [
         (
             uuid.uuid4(),
             RebalanceTriggeredV1(
@@ -273,6 +269,16 @@ def stage_breakdown(
         )  # type: ignore[arg-type]
         for i, a in rows
     ]
+
+
+def stage_breakdown(
+    rt: Runtime, n: int, instruments: int, chunk: int
+) -> tuple[dict[str, float], dict[str, float], int]:
+    """Seconds per stage over ``n`` accounts computed in this process in chunks of ``chunk``
+    (the first chunk compiles and is not counted); returns the wall and CPU totals and the
+    accounts timed."""
+    model_id, _ = _load(rt, n, instruments, "P")
+    items = batch_items(rt, model_id)
     single_threaded_blas()
     engine = make_engine(default_solver())
     totals: dict[str, float] = {}
