@@ -83,9 +83,8 @@ class UnitOfWork:
         return self._conn
 
     def publish(self, *events: Envelope) -> None:
-        """Queue events in the outbox of this transaction."""
-        for e in events:
-            self.outbox.add(e)
+        """Queue events in the outbox of this transaction (one statement, in order)."""
+        self.outbox.add_many(events)
 
     def commit(self) -> None:
         """Commit the transaction (a second call is a no-op)."""

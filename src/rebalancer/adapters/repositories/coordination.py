@@ -159,22 +159,28 @@ class CoordinationRepository:
         )
 
     # ------------------------------------------------------------------ unsettled cash
-    def unsettled(self, account_id: str, side: Side) -> Decimal:
-        """Currency of the account's ``side`` fills that have no settlement outcome yet."""
+    def unsettled_both(self, account_id: str) -> tuple[Decimal, Decimal]:
+        """``(purchases, proceeds)``: currency of the account's buy and sell fills that have no
+        settlement outcome yet, in one pass over its fills."""
         ex, o, st = orm.executions, orm.orders, orm.settlements
+        value = ex.c.fill_quantity * ex.c.fill_price
+
+        def total(side: Side) -> sa.ColumnElement[Any]:
+            return sa.func.coalesce(sa.func.sum(value).filter(o.c.side == str(side)), 0)
+
         q = (
-            sa.select(sa.func.coalesce(sa.func.sum(ex.c.fill_quantity * ex.c.fill_price), 0))
+            sa.select(total(Side.BUY), total(Side.SELL))
             .join(o, o.c.id == ex.c.order_id)
             .where(
                 o.c.account_id == account_id,
                 o.c.tenant_id == self.tenant_id,
-                o.c.side == str(side),
                 ex.c.kind.in_(FILL_KINDS),
                 ex.c.outcome.in_(COUNTED_OUTCOMES),
                 ~sa.exists().where(st.c.report_id == ex.c.report_id),
             )
         )
-        return Decimal(self.conn.execute(q).scalar_one())
+        purchases, proceeds = self.conn.execute(q).one()
+        return Decimal(purchases), Decimal(proceeds)
 
     def refresh_unsettled(self, account_id: str) -> tuple[Decimal, Decimal]:
         """Recompute ``unsettled_purchases`` and ``unsettled_proceeds`` of the account's cash
@@ -183,8 +189,7 @@ class CoordinationRepository:
         Derived, not incremented: a full account replace (which rewrites ``cash_balances``)
         or a missed update heals at the next fill or settlement.
         """
-        purchases = self.unsettled(account_id, Side.BUY)
-        proceeds = self.unsettled(account_id, Side.SELL)
+        purchases, proceeds = self.unsettled_both(account_id)
         t = orm.cash_balances
         self.conn.execute(
             sa.update(t)

@@ -105,6 +105,17 @@ class ExecutionRepository:
         )
         return int(self.conn.execute(q).scalar_one())
 
+    def failed_settlements(self, order_ids: Sequence[uuid.UUID]) -> int:
+        """How many fills of these orders have a failed settlement outcome."""
+        ex, st = orm.executions, orm.settlements
+        q = sa.select(sa.func.count()).where(
+            ex.c.order_id.in_(list(order_ids)),
+            ex.c.kind.in_(FILL_KINDS),
+            ex.c.outcome.in_(COUNTED_OUTCOMES),
+            sa.exists().where(st.c.report_id == ex.c.report_id, st.c.status == "failed"),
+        )
+        return int(self.conn.execute(q).scalar_one())
+
     def fill_trade_date(self, report_id: str) -> date | None:
         """Venue date of a fill report (its trade date), if recorded."""
         t = orm.executions

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,17 +24,25 @@ class OutboxRepository:
 
     def add(self, envelope: Envelope, topic: str | None = None) -> None:
         """Queue ``envelope`` for publishing on its type's topic (or ``topic``)."""
-        self.conn.execute(
-            insert(orm.outbox)
-            .values(
-                event_id=envelope.event_id,
-                topic=topic or TOPICS[envelope.type],
-                key=envelope.key,
-                type=str(envelope.type),
-                body=encode(envelope),
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-        )
+        self.add_many([envelope], topic)
+
+    def add_many(self, envelopes: Sequence[Envelope], topic: str | None = None) -> None:
+        """Queue ``envelopes`` (in order) with one statement; each on its type's topic (or
+        ``topic``). An event id already queued is skipped."""
+        if not envelopes:
+            return
+        rows = [
+            {
+                "event_id": e.event_id,
+                "topic": topic or TOPICS[e.type],
+                "key": e.key,
+                "type": str(e.type),
+                "body": encode(e),
+            }
+            for e in envelopes
+        ]
+        stmt = insert(orm.outbox).on_conflict_do_nothing(index_elements=["event_id"])
+        self.conn.execute(stmt, rows[0] if len(rows) == 1 else rows)
 
     def pending_count(self) -> int:
         """Events not yet published."""

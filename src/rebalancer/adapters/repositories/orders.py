@@ -32,13 +32,14 @@ class OrdersMixin:
         no-op. Returns how many rows were new."""
         if not rows:
             return 0
+        # parameters as a list (executemany): SQLAlchemy sends them as multi-row INSERTs from
+        # one cached statement; a .values([...]) statement was compiled anew for every count
+        # of rows (about 80 ms for 45 orders)
         res = self.conn.execute(
             insert(orm.orders)
-            .values(
-                [{**r, "tenant_id": self.tenant_id, "lots": dumps(r.get("lots", []))} for r in rows]
-            )
             .on_conflict_do_nothing(constraint="uq_orders_recommendation_account_instrument")
-            .returning(orm.orders.c.id)
+            .returning(orm.orders.c.id),
+            [{**r, "tenant_id": self.tenant_id, "lots": dumps(r.get("lots", []))} for r in rows],
         )
         return len(res.all())
 
@@ -82,6 +83,21 @@ class OrdersMixin:
             sa.update(orm.orders)
             .where(orm.orders.c.id == order_id)
             .values(**values, updated_at=sa.func.now())
+        )
+
+    def mark_order_sent(self, order_id: uuid.UUID, status: str) -> None:
+        """Set the status of an order being sent to the venue, stamp ``sent_at = now()`` and
+        count one more send attempt (one statement)."""
+        t = orm.orders
+        self.conn.execute(
+            sa.update(t)
+            .where(t.c.id == order_id)
+            .values(
+                status=status,
+                sent_at=sa.func.now(),
+                send_attempts=t.c.send_attempts + 1,
+                updated_at=sa.func.now(),
+            )
         )
 
     def open_order_count(self, account_id: str) -> int:

@@ -232,6 +232,17 @@ class Quote:
     half_spread_bps: float | None
 
 
+_LATEST_OF = sa.text(
+    """
+    SELECT p.instrument, p.ts, p.close, p.adv_shares, p.daily_volatility, p.half_spread_bps
+      FROM unnest(CAST(:ids AS text[])) AS i(id)
+     CROSS JOIN LATERAL (SELECT * FROM prices WHERE prices.instrument = i.id
+                          ORDER BY prices.ts DESC LIMIT 1) AS p
+    """
+)
+"""The newest bar of each named instrument: one index probe per instrument."""
+
+
 class MarketDataRepository:
     """Prices and per-instrument market statistics (a time series)."""
 
@@ -263,16 +274,25 @@ class MarketDataRepository:
         )
 
     def latest(self, instruments: Iterable[str] | None = None) -> dict[str, Quote]:
-        """The most recent bar per instrument."""
-        p = orm.prices
-        q = sa.select(p).ext(distinct_on(p.c.instrument)).order_by(p.c.instrument, p.c.ts.desc())
+        """The most recent bar per instrument (of ``instruments`` when given; those without a
+        bar are absent).
+
+        Named instruments are read with one index probe each (the newest key of
+        ``(instrument, ts)``); sorting every stored bar of 50 instruments (about 13,000 rows a
+        year) cost about 19 ms, paid by every settlement's drift snapshot.
+        """
         if instruments is not None:
-            q = q.where(p.c.instrument.in_(sorted(set(instruments))))
+            ids = sorted(set(instruments))
+            rows = self.conn.execute(_LATEST_OF, {"ids": ids}).all() if ids else []
+        else:
+            p = orm.prices
+            q = sa.select(p).ext(distinct_on(p.c.instrument))
+            rows = list(self.conn.execute(q.order_by(p.c.instrument, p.c.ts.desc())))
         return {
             r.instrument: Quote(
                 r.instrument, r.ts, r.close, r.adv_shares, r.daily_volatility, r.half_spread_bps
             )
-            for r in self.conn.execute(q)
+            for r in rows
         }
 
     def closes(self, instruments: Sequence[str], limit_days: int = 260) -> dict[str, list[float]]:

@@ -9,7 +9,6 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from rebalancer.adapters import orm
 from rebalancer.adapters.repositories.coordination import CoordinationRepository
 from rebalancer.adapters.repositories.execution import ExecutionRepository
 from rebalancer.adapters.repositories.rebalancing import order_from_row, order_values
@@ -102,10 +101,11 @@ def send_order(uow: UnitOfWork, order: Order, *, via_block: bool = False) -> Non
     if order.status == OrderStatus.NEW:
         transition(order, OrderStatus.SENT)
     oid = uuid.UUID(order.order_id)
-    uow.rebalancing.update_order(oid, status=str(order.status))
     events = [order_status_event(uow, order, previous, "in block" if via_block else "")]
-    if not via_block:
-        execution_repo(uow).mark_sent(orm.orders, oid)
+    if via_block:
+        uow.rebalancing.update_order(oid, status=str(order.status))
+    else:
+        uow.rebalancing.mark_order_sent(oid, str(order.status))
         events.insert(0, placed_event(uow, order))
     uow.publish(*events)
 
@@ -188,25 +188,23 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
     serialized here, so the later one sees the earlier one's commit and the buy wave can never
     be left waiting because each saw the other's change uncommitted.
     """
-    rec = uow.rebalancing.get_recommendation(recommendation_id)
-    uow.accounts.lock(rec.account_id)
-    reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
-    rows = uow.rebalancing.orders(recommendation_id=rec.id)
+    account_id, rebalance_id = uow.rebalancing.recommendation_owner(recommendation_id)
+    uow.accounts.lock(account_id)
+    reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
+    rows = uow.rebalancing.orders(recommendation_id=recommendation_id)
     orders = [order_from_row(r) for r in rows]
     waiting = [o for o in orders if o.wave == 1 and o.status == OrderStatus.NEW]
     if waiting and all(o.status.terminal for o in orders if o.wave == 0):
         sells = [uuid.UUID(o.order_id) for o in orders if o.wave == 0 and o.side == Side.SELL]
         if not execution_repo(uow).unsettled_fills(sells):
-            release_buy_wave(uow, rec.account_id, waiting)
-            rows = uow.rebalancing.orders(recommendation_id=rec.id)
+            release_buy_wave(uow, account_id, waiting)
+            rows = uow.rebalancing.orders(recommendation_id=recommendation_id)
             orders = [order_from_row(r) for r in rows]
-    status = rebalance_status(uow, rows)
+    status = rebalance_status(uow, rows, orders)
     if status != reb.status and reb.status not in REBALANCE_TERMINAL:
         uow.rebalancing.set_rebalance_status(reb.id, status)
         uow.publish(
-            _status_event(
-                uow, StatusEntity.REBALANCE, str(reb.id), rec.account_id, status, reb.status
-            )
+            _status_event(uow, StatusEntity.REBALANCE, str(reb.id), account_id, status, reb.status)
         )
 
 
@@ -276,29 +274,27 @@ def size_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> lis
     return released
 
 
-def rebalance_status(uow: UnitOfWork, rows: list[Any]) -> str:
-    """The orders' status, held at ``trading`` until every fill has a settlement outcome.
+def rebalance_status(uow: UnitOfWork, rows: list[Any], orders: list[Order]) -> str:
+    """The status of the rebalance whose order rows are ``rows`` (``orders``: the same as
+    domain orders), held at ``trading`` until every fill has a settlement outcome.
 
     A failed settlement, or an order resized by the good-faith guard, caps the result at
-    ``partially_complete`` (a failed settlement also raises its alert).
+    ``partially_complete`` (a failed settlement also raises its alert). The settlement
+    outcomes are counted in the database: reading every fill and settlement of the
+    rebalance after each of its settlements cost a time growing with its size squared.
     """
-    orders = [order_from_row(r) for r in rows]
     derived = status_from_orders(orders)
     if not derived.terminal or derived == RebalanceStatus.NO_TRADE:
         return str(derived)
     order_ids = [uuid.UUID(o.order_id) for o in orders]
-    outcome = {s.report_id: s.status for s in uow.rebalancing.order_settlements(order_ids)}
-    fills = [
-        e.report_id
-        for e in uow.rebalancing.executions(order_ids)
-        if e.kind in ("fill", "partial_fill") and e.outcome in ("applied", "ignored_late")
-    ]
-    if any(f not in outcome for f in fills):
+    executions = execution_repo(uow)
+    if executions.unsettled_fills(order_ids):
         return str(RebalanceStatus.TRADING)
     resized = any(
         r.requested_quantity is not None and r.requested_quantity > r.quantity for r in rows
     )
-    failed = any(outcome[f] == "failed" for f in fills)
-    if derived == RebalanceStatus.COMPLETE and (failed or resized):
+    if derived == RebalanceStatus.COMPLETE and (
+        resized or executions.failed_settlements(order_ids)
+    ):
         return str(RebalanceStatus.PARTIALLY_COMPLETE)
     return str(derived)

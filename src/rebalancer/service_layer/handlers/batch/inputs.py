@@ -1,7 +1,8 @@
 """Inputs of a chunk that every account shares: closes, instrument entries and risk models.
 
 A batch asks for the same instruments on the same market date in every chunk. A worker process
-keeps the closes (:func:`cached_closes`) and the covariance estimated from them
+keeps the closes (:func:`~rebalancer.service_layer.price_history.cached_closes`, keyed by the
+market date) and the covariance estimated from them
 (:class:`ChunkInputs`) across chunks, and each chunk builds the instrument entries once per
 instrument set. The covariance is stored once per content (``risk_models``, migration 0004) and
 referenced by every recommendation solved with it.
@@ -9,7 +10,6 @@ referenced by every recommendation solved with it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,33 +18,8 @@ from datetime import date
 from rebalancer.adapters.repositories.batch_results import risk_model_id
 from rebalancer.analytics.requests import MarketInputs, Quote, market_inputs
 from rebalancer.domain.model import Instrument
-from rebalancer.service_layer.unit_of_work import UnitOfWork
-
-CLOSES_TTL_S = 60.0
-"""How long a worker reuses the closes of an instrument set for the same market date (s)."""
-
-_closes_cache: dict[tuple[date, tuple[str, ...]], tuple[float, dict[str, list[float]]]] = {}
-
-
-def cached_closes(
-    uow: UnitOfWork, ids: Sequence[str], as_of: date
-) -> tuple[float, dict[str, list[float]]]:
-    """A year of closes of ``ids`` (oldest first) and when they were read (monotonic seconds).
-
-    Every chunk of a batch asks for the same instruments on the same market date; reading and
-    converting about 13,000 rows per chunk was a tenth of its time. Entries expire after
-    :data:`CLOSES_TTL_S` and whenever the market date moves.
-    """
-    key = (as_of, tuple(ids))
-    hit = _closes_cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < CLOSES_TTL_S:
-        return hit
-    closes = uow.market.closes(list(ids))
-    if len(_closes_cache) > 64:
-        _closes_cache.clear()
-    _closes_cache[key] = (now, closes)
-    return now, closes
+from rebalancer.service_layer.price_history import CLOSES_TTL_S as CLOSES_TTL_S
+from rebalancer.service_layer.price_history import cached_closes as cached_closes
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from rebalancer.analytics.risk_model import estimate_covariance
 from rebalancer.contracts import DriftAlertV1, EventType, new_event
 from rebalancer.domain.book import (
     BookLayout,
@@ -55,6 +54,7 @@ from rebalancer.service_layer.handlers.monitoring.signals import (
     _Signals,
     _signals_from,
 )
+from rebalancer.service_layer.price_history import cached_covariance
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 
@@ -145,10 +145,12 @@ def evaluate_book(
     result.ts = ts
     prices = np.array([float(quotes[i].price) for i in insts] + [0.0])
     instruments = uow.instruments.get_many(insts)
-    closes = uow.market.closes(insts) if insts else {}
+    closes: Mapping[str, Sequence[float]] = {}
     risk = None
-    if insts:
-        cov = estimate_covariance(insts, closes, {i: quotes[i].daily_volatility for i in insts})
+    if insts:  # reused while no instrument has a newer bar (price_history)
+        newest = tuple(quotes[i].ts for i in insts)
+        vols = {i: quotes[i].daily_volatility for i in insts}
+        closes, cov = cached_covariance(uow, insts, newest, vols)
         risk = CovarianceModel(tuple(insts), cov)
     W, nav = weights_matrix(layout, prices)
     groups = level_groups(layout.columns, instruments)
