@@ -134,7 +134,10 @@ def _load(rt: Runtime, n: int, instruments: int) -> tuple[str, dict[str, Decimal
     with rt.engine.begin() as conn:
         load_scaled_book(conn, book)
     last = book.closes[-1]
-    prices = {inst.id: Decimal(str(round(float(p), 4))) for inst, p in zip(book.instruments, last)}
+    prices = {
+        inst.id: Decimal(str(round(float(p), 4)))
+        for inst, p in zip(book.instruments, last, strict=True)
+    }
     return book.model.id, prices
 
 
@@ -155,7 +158,9 @@ def _recommend(rt: Runtime, model_id: str) -> list[uuid.UUID]:
         )
 
 
-def trade_through(rt: Runtime, root: Path, recs: list[uuid.UUID], prices: dict[str, Decimal]) -> Timings:
+def trade_through(
+    rt: Runtime, root: Path, recs: list[uuid.UUID], prices: dict[str, Decimal]
+) -> Timings:
     """Approve ``recs`` and run the market until nothing moves; returns the handler timings."""
     timings = Timings(CpuMeter(root, []))
     market = Market(rt, prices)
@@ -247,7 +252,9 @@ def main() -> None:
     if args.no_doc:
         print(body)
     else:
-        write_section(args.section, "Trading a batch through: approvals, reports, settlements", body)
+        write_section(
+            args.section, "Trading a batch through: approvals, reports, settlements", body
+        )
 
 
 if __name__ == "__main__":
