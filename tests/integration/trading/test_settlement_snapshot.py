@@ -1,0 +1,48 @@
+"""A burst of settlements takes one drift snapshot: the confirmation that leaves no fill of the
+account awaiting settlement takes it, the ones before it do not (real PostgreSQL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from tradehelpers import InProcessMarket, make_book, make_recommendation
+
+from rebalancer.adapters import orm
+from rebalancer.service_layer.handlers import trading
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+from rebalancer.simulators.venue import SimulatedVenue
+
+pytestmark = pytest.mark.integration
+
+
+def _snapshots(engine: Any, account_id: str) -> list[Any]:
+    t = orm.drift_snapshots
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(t).where(t.c.account_id == account_id)).all())
+
+
+def test_only_the_last_settlement_of_a_burst_snapshots_drift(engine: Any) -> None:
+    book = make_book(engine, n_accounts=1)
+    acct = book.accounts[0]
+    rec = make_recommendation(engine, book, acct, [(book.a, "sell", 5), (book.b, "sell", 10)])
+    market = InProcessMarket(engine, book, SimulatedVenue(seed=3), settle=False)
+    with UnitOfWork(engine, book.tenant) as uow:
+        trading.approve(uow, rec, "t")
+    market.pump()
+    first, second = market.held
+    with engine.begin() as conn:
+        conn.execute(sa.delete(orm.drift_snapshots).where(orm.drift_snapshots.c.account_id == acct))
+
+    market.confirm(first)  # the other fill still awaits settlement: no snapshot
+    assert _snapshots(engine, acct) == []
+
+    market.confirm(second)  # the last one: the settled book's snapshot
+    (snap,) = _snapshots(engine, acct)
+    with UnitOfWork(engine, book.tenant) as uow:
+        account = uow.accounts.get(acct)
+    held = account.quantities()
+    nav = account.cash + sum(q * book.prices[i] for i, q in held.items())
+    assert held[book.a] == 95 and held[book.b] == 190  # both sales settled
+    assert snap.nav == nav
