@@ -2,19 +2,24 @@
 covariance estimated from them.
 
 A drift snapshot needs the covariance of its account's instruments (tracking error), and a
-settlement takes a snapshot after every fill: reading about 13,000 bars of 50 instruments and
+settlement took a snapshot after every fill: reading about 13,000 bars of 50 instruments and
 estimating the covariance again was about 100 ms of each settlement's 175 (bench/trading.py).
 A batch chunk needs the same closes for its model. Closes change only when bars are added, so an
-entry is keyed by the database, the instrument set and a ``version`` the caller knows to change
-with new bars (a batch: the market date; a snapshot: the newest bar time of each instrument),
-and it expires after :data:`CLOSES_TTL_S`, so a corrected historical bar is seen within that.
-The arrays handed out are shared: read-only (the covariance is flagged so).
+entry belongs to the database and the instrument set, and it is read again when the caller's
+``version`` changes (a batch: the market date; a snapshot: the newest bar time of each
+instrument), after :data:`CLOSES_TTL_S` (so a corrected historical bar is seen within that),
+or for another database. One entry per instrument set: a newer version replaces the older one.
+Memory is bounded by :data:`MAX_CACHED_VALUES` closes and :data:`MAX_CACHED_COV_ENTRIES`
+covariance entries (the cache starts over beyond them). What is handed out is shared and must
+not be changed: the covariance is flagged read-only.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,33 +30,76 @@ from rebalancer.service_layer.unit_of_work import UnitOfWork
 CLOSES_TTL_S = 60.0
 """How long a process reuses the closes of an instrument set for one ``version`` (s)."""
 
-_MAX_ENTRIES = 64
-"""Entries kept per cache before it starts over (instrument sets x versions in use)."""
+MAX_CACHED_VALUES = 2_000_000
+"""Most closes kept over all instrument sets (about 64 MB as Python floats)."""
+
+MAX_CACHED_COV_ENTRIES = 8_000_000
+"""Most covariance entries kept over all instrument sets (64 MB of float64)."""
 
 Closes = dict[str, list[float]]
-_ClosesKey = tuple[str, tuple[str, ...], Hashable]
-_closes: dict[_ClosesKey, tuple[float, Closes]] = {}
-_covariances: dict[tuple[_ClosesKey, float, tuple[float | None, ...]], NDArray[np.float64]] = {}
+_SetKey = tuple[str, tuple[str, ...]]
+"""Database (URL without password) and instrument ids."""
 
 
-def _database(uow: UnitOfWork) -> str:
-    return uow.conn.engine.url.render_as_string(hide_password=True)
+@dataclass(frozen=True, slots=True)
+class _Read:
+    version: Hashable
+    read_at: float
+    """``time.monotonic()`` of the read."""
+    closes: Closes
+    size: int
+    """Closes held."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Estimate:
+    version: Hashable
+    read_at: float
+    """The read of the closes it was estimated from."""
+    vols: tuple[float | None, ...]
+    cov: NDArray[np.float64]
+
+
+_reads: dict[_SetKey, _Read] = {}
+_estimates: dict[_SetKey, _Estimate] = {}
+_held = {"values": 0, "cov": 0}
+"""Closes and covariance entries held now (kept with every change, under ``_lock``)."""
+_lock = threading.Lock()
+
+
+def _key(uow: UnitOfWork, ids: Sequence[str]) -> _SetKey:
+    return uow.conn.engine.url.render_as_string(hide_password=True), tuple(ids)
+
+
+def clear() -> None:
+    """Forget every read and estimate (tests; a process never needs it)."""
+    with _lock:
+        _reads.clear()
+        _estimates.clear()
+        _held.update(values=0, cov=0)
 
 
 def cached_closes(uow: UnitOfWork, ids: Sequence[str], version: Hashable) -> tuple[float, Closes]:
     """A year of closes of ``ids`` (oldest first) and when they were read (monotonic seconds).
 
-    Read again when ``version`` changes, after :data:`CLOSES_TTL_S`, or for another database.
+    Reused while ``version`` is the one read and the read is younger than
+    :data:`CLOSES_TTL_S`, on the same database.
     """
-    key = (_database(uow), tuple(ids), version)
-    hit = _closes.get(key)
+    key = _key(uow, ids)
+    hit = _reads.get(key)
     now = time.monotonic()
-    if hit is not None and now - hit[0] < CLOSES_TTL_S:
-        return hit
+    if hit is not None and hit.version == version and now - hit.read_at < CLOSES_TTL_S:
+        return hit.read_at, hit.closes
     closes = uow.market.closes(list(ids))
-    if len(_closes) >= _MAX_ENTRIES:
-        _closes.clear()
-    _closes[key] = (now, closes)
+    size = sum(len(v) for v in closes.values())
+    with _lock:
+        old = _reads.pop(key, None)
+        _held["values"] -= old.size if old is not None else 0
+        if _held["values"] + size > MAX_CACHED_VALUES:
+            _reads.clear()
+            _held["values"] = 0
+        _reads[key] = _Read(version, now, closes, size)
+        _held["values"] += size
     return now, closes
 
 
@@ -66,13 +114,19 @@ def cached_covariance(
     :func:`~rebalancer.analytics.risk_model.estimate_covariance`), estimated once per read of
     the closes and set of volatilities. The covariance is read-only."""
     read_at, closes = cached_closes(uow, ids, version)
+    key = _key(uow, ids)
     vols = tuple(daily_vols.get(i) for i in ids)
-    key = ((_database(uow), tuple(ids), version), read_at, vols)
-    cov = _covariances.get(key)
-    if cov is None:
-        cov = estimate_covariance(list(ids), closes, daily_vols)
-        cov.setflags(write=False)
-        if len(_covariances) >= _MAX_ENTRIES:
-            _covariances.clear()
-        _covariances[key] = cov
+    hit = _estimates.get(key)
+    if hit is not None and (hit.version, hit.read_at, hit.vols) == (version, read_at, vols):
+        return closes, hit.cov
+    cov = estimate_covariance(list(ids), closes, daily_vols)
+    cov.setflags(write=False)
+    with _lock:
+        old = _estimates.pop(key, None)
+        _held["cov"] -= old.cov.size if old is not None else 0
+        if _held["cov"] + cov.size > MAX_CACHED_COV_ENTRIES:
+            _estimates.clear()
+            _held["cov"] = 0
+        _estimates[key] = _Estimate(version, read_at, vols, cov)
+        _held["cov"] += cov.size
     return closes, cov

@@ -66,6 +66,23 @@ def test_a_read_is_reused_per_database_instruments_and_version(engine: Any, scra
     assert other == {i: [] for i in ids}
 
 
+def test_one_entry_per_instrument_set_and_memory_is_bounded(engine: Any, monkeypatch: Any) -> None:
+    """A newer version replaces its instrument set's entry; beyond the size bound the cache
+    starts over (it never holds more than the bound)."""
+    book = Book(engine)
+    ids = sorted(book.instruments({"A": ("tech", "equity"), "B": ("energy", "equity")}).values())
+    _bars(engine, book.tenant, ids, range(10))
+    price_history.clear()
+    with book.uow() as uow:
+        price_history.cached_closes(uow, ids, "v1")
+        price_history.cached_closes(uow, ids, "v2")
+        assert len(price_history._reads) == 1 and price_history._held["values"] == 20
+        monkeypatch.setattr(price_history, "MAX_CACHED_VALUES", 25)
+        price_history.cached_closes(uow, ids[:1], "v2")  # 20 + 10 > 25: starts over
+        assert list(price_history._reads) == [(price_history._key(uow, ids[:1]))]
+        assert price_history._held["values"] == 10
+
+
 def test_an_entry_expires_after_the_ttl(engine: Any, monkeypatch: Any) -> None:
     book = Book(engine)
     ids = sorted(book.instruments({"A": ("tech", "equity")}).values())
@@ -130,8 +147,7 @@ def test_a_snapshot_after_a_new_bar_uses_the_new_closes(engine: Any) -> None:
         )
         uow.commit()
     after = tracking_error(later)
-    price_history._closes.clear()
-    price_history._covariances.clear()
+    price_history.clear()
     uncached = tracking_error(later)
     assert after == uncached
     assert after != before
