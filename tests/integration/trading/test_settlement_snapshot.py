@@ -7,12 +7,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from tradehelpers import InProcessMarket, make_book, make_recommendation
+from tradehelpers import held_fills, make_book
 
 from rebalancer.adapters import orm
-from rebalancer.service_layer.handlers import trading
 from rebalancer.service_layer.unit_of_work import UnitOfWork
-from rebalancer.simulators.venue import SimulatedVenue
 
 pytestmark = pytest.mark.integration
 
@@ -26,11 +24,7 @@ def _snapshots(engine: Any, account_id: str) -> list[Any]:
 def test_only_the_last_settlement_of_a_burst_snapshots_drift(engine: Any) -> None:
     book = make_book(engine, n_accounts=1)
     acct = book.accounts[0]
-    rec = make_recommendation(engine, book, acct, [(book.a, "sell", 5), (book.b, "sell", 10)])
-    market = InProcessMarket(engine, book, SimulatedVenue(seed=3), settle=False)
-    with UnitOfWork(engine, book.tenant) as uow:
-        trading.approve(uow, rec, "t")
-    market.pump()
+    market = held_fills(engine, book, acct, [(book.a, "sell", 5), (book.b, "sell", 10)])
     first, second = market.held
     with engine.begin() as conn:
         conn.execute(sa.delete(orm.drift_snapshots).where(orm.drift_snapshots.c.account_id == acct))

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from tradehelpers import InProcessMarket, make_book, make_recommendation, positions, rows
+from tradehelpers import (
+    InProcessMarket,
+    held_fills,
+    make_book,
+    make_recommendation,
+    positions,
+    rows,
+)
 
 from rebalancer.adapters import orm
 from rebalancer.contracts import ExecutionReportV1, ReportKind
@@ -124,11 +131,7 @@ def test_a_resent_order_reaching_the_venue_twice_fills_once(engine: Any) -> None
 def test_settlement_dates_by_asset_class_and_mismatch_alert(engine: Any) -> None:
     book = make_book(engine, n_accounts=1, cash="100000")
     acct = book.accounts[0]
-    rec = make_recommendation(engine, book, acct, [(book.a, "sell", 10), (book.b, "sell", 10)])
-    market = InProcessMarket(engine, book, SimulatedVenue(seed=3), settle=False)
-    with UnitOfWork(engine, book.tenant) as uow:
-        trading.approve(uow, rec, "t")
-    market.pump()
+    market = held_fills(engine, book, acct, [(book.a, "sell", 10), (book.b, "sell", 10)])
     fill_a = next(r for r in market.held if r.instrument == book.a)
     fill_b = next(r for r in market.held if r.instrument == book.b)
     market.confirm(fill_a)

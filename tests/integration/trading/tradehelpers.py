@@ -242,6 +242,20 @@ class InProcessMarket:
         raise AssertionError("the market did not settle down")
 
 
+def held_fills(
+    engine: sa.Engine, book: Book, account_id: str, trades: list[tuple[str, str, int]]
+) -> InProcessMarket:
+    """Recommend ``trades`` for the account, approve them and run the venue with settlement
+    withheld: the fills wait in the returned market's ``held`` (settle them with
+    :meth:`InProcessMarket.confirm`)."""
+    rec = make_recommendation(engine, book, account_id, trades)
+    market = InProcessMarket(engine, book, SimulatedVenue(seed=3), settle=False)
+    with UnitOfWork(engine, book.tenant) as uow:
+        trading.approve(uow, rec, "t")
+    market.pump()
+    return market
+
+
 # ---------------------------------------------------------------------- reading back
 def positions(
     engine: sa.Engine, tenant: str, account_id: str

@@ -94,27 +94,33 @@ class ExecutionRepository:
         return list(self.conn.execute(q.order_by(table.c.sent_at).with_for_update()).all())
 
     # ------------------------------------------------------------------ unsettled fills
-    def unsettled_fills(self, order_ids: Sequence[uuid.UUID]) -> int:
-        """How many fills of these orders have no settlement outcome yet."""
-        ex, st = orm.executions, orm.settlements
+    def _count_fills(
+        self, order_ids: Sequence[uuid.UUID], settled: sa.Exists, with_it: bool
+    ) -> int:
+        """How many counted fills of these orders have (``with_it``) or lack a settlement
+        matching ``settled`` (an ``EXISTS`` over ``settlements`` of the fill's report)."""
+        ex = orm.executions
         q = sa.select(sa.func.count()).where(
             ex.c.order_id.in_(list(order_ids)),
             ex.c.kind.in_(FILL_KINDS),
             ex.c.outcome.in_(COUNTED_OUTCOMES),
-            ~sa.exists().where(st.c.report_id == ex.c.report_id),
+            settled if with_it else ~settled,
         )
         return int(self.conn.execute(q).scalar_one())
 
+    def unsettled_fills(self, order_ids: Sequence[uuid.UUID]) -> int:
+        """How many fills of these orders have no settlement outcome yet."""
+        st = orm.settlements
+        outcome = sa.exists().where(st.c.report_id == orm.executions.c.report_id)
+        return self._count_fills(order_ids, outcome, with_it=False)
+
     def failed_settlements(self, order_ids: Sequence[uuid.UUID]) -> int:
         """How many fills of these orders have a failed settlement outcome."""
-        ex, st = orm.executions, orm.settlements
-        q = sa.select(sa.func.count()).where(
-            ex.c.order_id.in_(list(order_ids)),
-            ex.c.kind.in_(FILL_KINDS),
-            ex.c.outcome.in_(COUNTED_OUTCOMES),
-            sa.exists().where(st.c.report_id == ex.c.report_id, st.c.status == "failed"),
+        st = orm.settlements
+        failed = sa.exists().where(
+            st.c.report_id == orm.executions.c.report_id, st.c.status == "failed"
         )
-        return int(self.conn.execute(q).scalar_one())
+        return self._count_fills(order_ids, failed, with_it=True)
 
     def fill_trade_date(self, report_id: str) -> date | None:
         """Venue date of a fill report (its trade date), if recorded."""
