@@ -6,7 +6,7 @@ copy runs on the caller's connection, inside its transaction: a failed load leav
 
 A chunk of batch work reads its accounts with one statement (:func:`lock_chunk_accounts`: row
 locks, cash, sleeves and lots aggregated per account by the server) and the latest quotes with
-one index probe per instrument (:func:`latest_quotes`); it writes its statuses with one
+one index probe per instrument (``MarketDataRepository.latest``); it writes its statuses with one
 ``UPDATE``, outbox events and processed-event marks with multi-row inserts (recommendations:
 :mod:`rebalancer.adapters.repositories.batch_results`).
 """
@@ -26,7 +26,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
-from rebalancer.adapters.repositories.reference import MarketDataRepository, Quote
 from rebalancer.contracts import TOPICS, Envelope, encode
 from rebalancer.domain.errors import Conflict
 from rebalancer.domain.model import Account, Sleeve, TaxLot, TaxType
@@ -212,12 +211,6 @@ def lock_chunk_accounts(
         )
         out.append(ChunkAccount(r.id, r.status, r.batch_id, account))
     return out
-
-
-def latest_quotes(conn: sa.Connection, instruments: Sequence[str]) -> dict[str, Quote]:
-    """The most recent bar of each of ``instruments`` (those without one are absent): one
-    index probe per instrument (:meth:`MarketDataRepository.latest`)."""
-    return MarketDataRepository(conn).latest(instruments)
 
 
 def add_outbox_many(conn: sa.Connection, events: Iterable[tuple[Envelope, str | None]]) -> int:

@@ -42,7 +42,7 @@ class OutboxRepository:
             for e in envelopes
         ]
         stmt = insert(orm.outbox).on_conflict_do_nothing(index_elements=["event_id"])
-        self.conn.execute(stmt, rows[0] if len(rows) == 1 else rows)
+        self.conn.execute(stmt, rows)
 
     def pending_count(self) -> int:
         """Events not yet published."""

@@ -155,7 +155,7 @@ def recommend_chunk(
     ids_of = {c.rebalance_id: involved_instruments(c.account, models)[1] for c in requested}
     ids = sorted({i for v in ids_of.values() for i in v})
     instruments = uow.instruments.get_many(ids)
-    quotes = bulk.latest_quotes(uow.conn, ids)
+    quotes = uow.market.latest(ids)
     as_of = uow.market.as_of() or date.today()
     database = uow.conn.engine.url.render_as_string(hide_password=True)
     inputs = ChunkInputs(
