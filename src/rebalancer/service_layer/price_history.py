@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -36,6 +37,7 @@ MAX_CACHED_VALUES = 2_000_000
 MAX_CACHED_COV_ENTRIES = 8_000_000
 """Most covariance entries kept over all instrument sets (64 MB of float64)."""
 
+T = TypeVar("T")
 Closes = dict[str, list[float]]
 _SetKey = tuple[str, tuple[str, ...]]
 """Database (URL without password) and instrument ids."""
@@ -47,8 +49,6 @@ class _Read:
     read_at: float
     """``time.monotonic()`` of the read."""
     closes: Closes
-    size: int
-    """Closes held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +60,41 @@ class _Estimate:
     cov: NDArray[np.float64]
 
 
-_reads: dict[_SetKey, _Read] = {}
-_estimates: dict[_SetKey, _Estimate] = {}
-_held = {"values": 0, "cov": 0}
-"""Closes and covariance entries held now (kept with every change, under ``_lock``)."""
-_lock = threading.Lock()
+class _Store(Generic[T]):
+    """One entry per instrument set (a new one replaces the old), at most ``limit`` units
+    held in all (the store starts over beyond it); thread-safe."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries: dict[_SetKey, tuple[T, int]] = {}
+        self.held = 0
+        """Units held now."""
+        self._lock = threading.Lock()
+
+    def get(self, key: _SetKey) -> T | None:
+        hit = self.entries.get(key)
+        return None if hit is None else hit[0]
+
+    def put(self, key: _SetKey, value: T, size: int) -> None:
+        with self._lock:
+            old = self.entries.pop(key, None)
+            self.held -= old[1] if old is not None else 0
+            if self.held + size > self.limit:
+                self.entries.clear()
+                self.held = 0
+            self.entries[key] = (value, size)
+            self.held += size
+
+    def clear(self) -> None:
+        with self._lock:
+            self.entries.clear()
+            self.held = 0
+
+
+_reads: _Store[_Read] = _Store(MAX_CACHED_VALUES)
+"""Closes per instrument set; units: closes held."""
+_estimates: _Store[_Estimate] = _Store(MAX_CACHED_COV_ENTRIES)
+"""Covariances per instrument set; units: covariance entries held."""
 
 
 def _key(uow: UnitOfWork, ids: Sequence[str]) -> _SetKey:
@@ -73,10 +103,8 @@ def _key(uow: UnitOfWork, ids: Sequence[str]) -> _SetKey:
 
 def clear() -> None:
     """Forget every read and estimate (tests; a process never needs it)."""
-    with _lock:
-        _reads.clear()
-        _estimates.clear()
-        _held.update(values=0, cov=0)
+    _reads.clear()
+    _estimates.clear()
 
 
 def cached_closes(uow: UnitOfWork, ids: Sequence[str], version: Hashable) -> tuple[float, Closes]:
@@ -85,21 +113,16 @@ def cached_closes(uow: UnitOfWork, ids: Sequence[str], version: Hashable) -> tup
     Reused while ``version`` is the one read and the read is younger than
     :data:`CLOSES_TTL_S`, on the same database.
     """
-    key = _key(uow, ids)
+    return _closes(_key(uow, ids), uow, version)
+
+
+def _closes(key: _SetKey, uow: UnitOfWork, version: Hashable) -> tuple[float, Closes]:
     hit = _reads.get(key)
     now = time.monotonic()
     if hit is not None and hit.version == version and now - hit.read_at < CLOSES_TTL_S:
         return hit.read_at, hit.closes
-    closes = uow.market.closes(list(ids))
-    size = sum(len(v) for v in closes.values())
-    with _lock:
-        old = _reads.pop(key, None)
-        _held["values"] -= old.size if old is not None else 0
-        if _held["values"] + size > MAX_CACHED_VALUES:
-            _reads.clear()
-            _held["values"] = 0
-        _reads[key] = _Read(version, now, closes, size)
-        _held["values"] += size
+    closes = uow.market.closes(list(key[1]))
+    _reads.put(key, _Read(version, now, closes), sum(len(v) for v in closes.values()))
     return now, closes
 
 
@@ -113,20 +136,13 @@ def cached_covariance(
     them and the quoted ``daily_vols`` (fraction per day;
     :func:`~rebalancer.analytics.risk_model.estimate_covariance`), estimated once per read of
     the closes and set of volatilities. The covariance is read-only."""
-    read_at, closes = cached_closes(uow, ids, version)
     key = _key(uow, ids)
+    read_at, closes = _closes(key, uow, version)
     vols = tuple(daily_vols.get(i) for i in ids)
     hit = _estimates.get(key)
     if hit is not None and (hit.version, hit.read_at, hit.vols) == (version, read_at, vols):
         return closes, hit.cov
     cov = estimate_covariance(list(ids), closes, daily_vols)
     cov.setflags(write=False)
-    with _lock:
-        old = _estimates.pop(key, None)
-        _held["cov"] -= old.cov.size if old is not None else 0
-        if _held["cov"] + cov.size > MAX_CACHED_COV_ENTRIES:
-            _estimates.clear()
-            _held["cov"] = 0
-        _estimates[key] = _Estimate(version, read_at, vols, cov)
-        _held["cov"] += cov.size
+    _estimates.put(key, _Estimate(version, read_at, vols, cov), cov.size)
     return closes, cov

@@ -76,11 +76,11 @@ def test_one_entry_per_instrument_set_and_memory_is_bounded(engine: Any, monkeyp
     with book.uow() as uow:
         price_history.cached_closes(uow, ids, "v1")
         price_history.cached_closes(uow, ids, "v2")
-        assert len(price_history._reads) == 1 and price_history._held["values"] == 20
-        monkeypatch.setattr(price_history, "MAX_CACHED_VALUES", 25)
+        assert len(price_history._reads.entries) == 1 and price_history._reads.held == 20
+        monkeypatch.setattr(price_history._reads, "limit", 25)
         price_history.cached_closes(uow, ids[:1], "v2")  # 20 + 10 > 25: starts over
-        assert list(price_history._reads) == [(price_history._key(uow, ids[:1]))]
-        assert price_history._held["values"] == 10
+        assert list(price_history._reads.entries) == [price_history._key(uow, ids[:1])]
+        assert price_history._reads.held == 10
 
 
 def test_an_entry_expires_after_the_ttl(engine: Any, monkeypatch: Any) -> None:
