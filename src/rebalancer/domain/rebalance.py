@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 
 from rebalancer.domain.errors import IllegalTransition
 from rebalancer.domain.orders import Order, OrderStatus
@@ -62,6 +64,67 @@ REBALANCE_TRANSITIONS: Mapping[RebalanceStatus, frozenset[RebalanceStatus]] = {
 """Legal ``from -> {to}`` changes; staying in the same status is always allowed."""
 
 
+@dataclass(frozen=True, slots=True)
+class OrderTally:
+    """Counts over one rebalance's orders: what its status and its buy wave depend on.
+
+    Counted by the database for a stored rebalance (one aggregate row instead of every order,
+    after each execution report and settlement) or by :meth:`of` from domain orders; both
+    give the same numbers (tested).
+    """
+
+    orders: int = 0
+    """All orders."""
+    working: int = 0
+    """Orders not yet in a terminal status."""
+    filled: int = 0
+    """Orders in status ``filled``."""
+    with_fills: int = 0
+    """Orders with filled shares (late fills after a cancel count)."""
+    held_buys: int = 0
+    """Second-wave orders still ``new``: buys held until the sells settle."""
+    first_wave_working: int = 0
+    """First-wave orders not yet terminal."""
+    resized: int = 0
+    """Orders the good-faith guard made smaller than recommended."""
+
+    @staticmethod
+    def of(orders: Sequence[Order], requested: Sequence[Decimal | None] = ()) -> OrderTally:
+        """The tally of ``orders`` (``requested``: each order's recommended quantity before a
+        resize, ``None`` when never resized; empty when unknown)."""
+        working = [not o.status.terminal for o in orders]
+        return OrderTally(
+            orders=len(orders),
+            working=sum(working),
+            filled=sum(o.status == OrderStatus.FILLED for o in orders),
+            with_fills=sum(o.filled_quantity > 0 for o in orders),
+            held_buys=sum(o.wave == 1 and o.status == OrderStatus.NEW for o in orders),
+            first_wave_working=sum(w and o.wave == 0 for o, w in zip(orders, working, strict=True)),
+            resized=sum(
+                r is not None and r > o.quantity for o, r in zip(orders, requested, strict=False)
+            ),
+        )
+
+    @property
+    def buys_may_go(self) -> bool:
+        """Held buys wait and every first-wave order is done (their settlement aside)."""
+        return self.held_buys > 0 and self.first_wave_working == 0
+
+
+def status_from_tally(tally: OrderTally) -> RebalanceStatus:
+    """Status implied by a rebalance's orders once it is trading (see
+    :func:`status_from_orders`)."""
+    if tally.orders == 0:
+        return RebalanceStatus.NO_TRADE
+    if tally.working:
+        return RebalanceStatus.TRADING
+    if tally.filled == tally.orders:
+        return RebalanceStatus.COMPLETE
+    if tally.with_fills == 0:
+        return RebalanceStatus.FAILED
+    return RebalanceStatus.PARTIALLY_COMPLETE
+
+
 def status_from_orders(orders: Sequence[Order]) -> RebalanceStatus:
     """Status implied by a rebalance's orders once it is trading.
 
@@ -69,15 +132,7 @@ def status_from_orders(orders: Sequence[Order]) -> RebalanceStatus:
     if all filled, ``FAILED`` if none has any filled shares, else ``PARTIALLY_COMPLETE``. Late
     fills after a cancel count as filled shares.
     """
-    if not orders:
-        return RebalanceStatus.NO_TRADE
-    if any(not o.status.terminal for o in orders):
-        return RebalanceStatus.TRADING
-    if all(o.status == OrderStatus.FILLED for o in orders):
-        return RebalanceStatus.COMPLETE
-    if all(o.filled_quantity == 0 for o in orders):
-        return RebalanceStatus.FAILED
-    return RebalanceStatus.PARTIALLY_COMPLETE
+    return status_from_tally(OrderTally.of(orders))
 
 
 def check_transition(current: RebalanceStatus, to: RebalanceStatus) -> RebalanceStatus:

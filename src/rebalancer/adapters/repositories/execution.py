@@ -16,7 +16,7 @@ from rebalancer.adapters.repositories.orders import report_state, row_order_fiel
 from rebalancer.adapters.repositories.reference import dumps
 from rebalancer.domain.errors import NotFound
 from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
-from rebalancer.domain.orders import Order, OrderStatus
+from rebalancer.domain.orders import Order, OrderStatus, Side
 
 Row = sa.Row[Any]
 
@@ -95,32 +95,53 @@ class ExecutionRepository:
 
     # ------------------------------------------------------------------ unsettled fills
     def _count_fills(
-        self, order_ids: Sequence[uuid.UUID], settled: sa.Exists, with_it: bool
+        self,
+        recommendation_id: uuid.UUID,
+        settled: sa.Exists,
+        with_it: bool,
+        *,
+        wave: int | None = None,
+        side: Side | None = None,
     ) -> int:
-        """How many counted fills of these orders have (``with_it``) or lack a settlement
-        matching ``settled`` (an ``EXISTS`` over ``settlements`` of the fill's report)."""
-        ex = orm.executions
+        """How many counted fills of the recommendation's orders (of one ``wave`` and ``side``
+        when given) have (``with_it``) or lack a settlement matching ``settled`` (an ``EXISTS``
+        over ``settlements`` of the fill's report)."""
+        ex, o = orm.executions, orm.orders
+        orders = sa.select(o.c.id).where(
+            o.c.recommendation_id == recommendation_id, o.c.tenant_id == self.tenant_id
+        )
+        if wave is not None:
+            orders = orders.where(o.c.wave == wave)
+        if side is not None:
+            orders = orders.where(o.c.side == str(side))
         q = sa.select(sa.func.count()).where(
-            ex.c.order_id.in_(list(order_ids)),
+            ex.c.order_id.in_(orders),
             ex.c.kind.in_(FILL_KINDS),
             ex.c.outcome.in_(COUNTED_OUTCOMES),
             settled if with_it else ~settled,
         )
         return int(self.conn.execute(q).scalar_one())
 
-    def unsettled_fills(self, order_ids: Sequence[uuid.UUID]) -> int:
-        """How many fills of these orders have no settlement outcome yet."""
+    def unsettled_fills(
+        self,
+        recommendation_id: uuid.UUID,
+        *,
+        wave: int | None = None,
+        side: Side | None = None,
+    ) -> int:
+        """How many fills of the recommendation's orders (of one ``wave`` and ``side`` when
+        given) have no settlement outcome yet."""
         st = orm.settlements
         outcome = sa.exists().where(st.c.report_id == orm.executions.c.report_id)
-        return self._count_fills(order_ids, outcome, with_it=False)
+        return self._count_fills(recommendation_id, outcome, with_it=False, wave=wave, side=side)
 
-    def failed_settlements(self, order_ids: Sequence[uuid.UUID]) -> int:
-        """How many fills of these orders have a failed settlement outcome."""
+    def failed_settlements(self, recommendation_id: uuid.UUID) -> int:
+        """How many fills of the recommendation's orders have a failed settlement outcome."""
         st = orm.settlements
         failed = sa.exists().where(
             st.c.report_id == orm.executions.c.report_id, st.c.status == "failed"
         )
-        return self._count_fills(order_ids, failed, with_it=True)
+        return self._count_fills(recommendation_id, failed, with_it=True)
 
     def fill_trade_date(self, report_id: str) -> date | None:
         """Venue date of a fill report (its trade date), if recorded."""

@@ -16,8 +16,35 @@ from rebalancer.adapters import orm
 from rebalancer.adapters.repositories.reference import dumps
 from rebalancer.domain.errors import NotFound
 from rebalancer.domain.orders import Order, OrderStatus, Side, TimeInForce
+from rebalancer.domain.rebalance import OrderTally
 
 Row = sa.Row[Any]
+
+
+def _tally_statement() -> sa.Select[int, int, int, int, int, int, int]:
+    """The :class:`OrderTally` of one recommendation's orders as one aggregate row (built once:
+    it runs after every execution report and settlement)."""
+    t = orm.orders
+    working = t.c.status.not_in([str(s) for s in OrderStatus if s.terminal])
+
+    def count(where: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        return sa.func.count().filter(where)
+
+    return sa.select(
+        sa.func.count(),
+        count(working),
+        count(t.c.status == str(OrderStatus.FILLED)),
+        count(t.c.filled_quantity > 0),
+        count((t.c.wave == 1) & (t.c.status == str(OrderStatus.NEW))),
+        count((t.c.wave == 0) & working),
+        count(t.c.requested_quantity > t.c.quantity),
+    ).where(
+        t.c.tenant_id == sa.bindparam("tenant_id"),
+        t.c.recommendation_id == sa.bindparam("recommendation_id"),
+    )
+
+
+_TALLY = _tally_statement()
 
 
 class OrdersMixin:
@@ -66,6 +93,13 @@ class OrdersMixin:
                 )
             )
         return list(self.conn.execute(q.order_by(t.c.created_at, t.c.id).limit(limit)).all())
+
+    def order_tally(self, recommendation_id: uuid.UUID) -> OrderTally:
+        """The :class:`OrderTally` of a recommendation's orders, counted by the database."""
+        row = self.conn.execute(
+            _TALLY, {"tenant_id": self.tenant_id, "recommendation_id": recommendation_id}
+        ).one()
+        return OrderTally(*(int(v) for v in row))
 
     def get_order(self, order_id: uuid.UUID, *, lock: bool = False) -> Row:
         t = orm.orders

@@ -33,7 +33,12 @@ from rebalancer.domain.orders import (
     apply_report,
     transition,
 )
-from rebalancer.domain.rebalance import REBALANCE_TERMINAL, RebalanceStatus, status_from_orders
+from rebalancer.domain.rebalance import (
+    REBALANCE_TERMINAL,
+    OrderTally,
+    RebalanceStatus,
+    status_from_tally,
+)
 from rebalancer.domain.settlement import buying_power
 from rebalancer.service_layer.handlers.quality import record_realized_cost
 from rebalancer.service_layer.handlers.recommending import _status_event
@@ -191,16 +196,20 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
     account_id, rebalance_id = uow.rebalancing.recommendation_owner(recommendation_id)
     uow.accounts.lock(account_id)
     reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
-    rows = uow.rebalancing.orders(recommendation_id=recommendation_id)
-    orders = [order_from_row(r) for r in rows]
-    waiting = [o for o in orders if o.wave == 1 and o.status == OrderStatus.NEW]
-    if waiting and all(o.status.terminal for o in orders if o.wave == 0):
-        sells = [uuid.UUID(o.order_id) for o in orders if o.wave == 0 and o.side == Side.SELL]
-        if not execution_repo(uow).unsettled_fills(sells):
-            release_buy_wave(uow, account_id, waiting)
-            rows = uow.rebalancing.orders(recommendation_id=recommendation_id)
-            orders = [order_from_row(r) for r in rows]
-    status = rebalance_status(uow, rows, orders)
+    # counted in the database: loading every order of the rebalance after each of its
+    # execution reports and settlements cost a time growing with its size squared
+    tally = uow.rebalancing.order_tally(recommendation_id)
+    executions = execution_repo(uow)
+    if tally.buys_may_go and not executions.unsettled_fills(
+        recommendation_id, wave=0, side=Side.SELL
+    ):
+        rows = uow.rebalancing.orders(recommendation_id=recommendation_id)
+        waiting = [
+            o for o in map(order_from_row, rows) if o.wave == 1 and o.status == OrderStatus.NEW
+        ]
+        release_buy_wave(uow, account_id, waiting)
+        tally = uow.rebalancing.order_tally(recommendation_id)
+    status = rebalance_status(uow, recommendation_id, tally)
     if status != reb.status and reb.status not in REBALANCE_TERMINAL:
         uow.rebalancing.set_rebalance_status(reb.id, status)
         uow.publish(
@@ -274,27 +283,24 @@ def size_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> lis
     return released
 
 
-def rebalance_status(uow: UnitOfWork, rows: list[Any], orders: list[Order]) -> str:
-    """The status of the rebalance whose order rows are ``rows`` (``orders``: the same as
-    domain orders), held at ``trading`` until every fill has a settlement outcome.
+def rebalance_status(uow: UnitOfWork, recommendation_id: uuid.UUID, tally: OrderTally) -> str:
+    """The status of the rebalance of ``recommendation_id`` whose orders count ``tally``, held
+    at ``trading`` until every fill has a settlement outcome.
 
     A failed settlement, or an order resized by the good-faith guard, caps the result at
-    ``partially_complete`` (a failed settlement also raises its alert). The settlement
-    outcomes are counted in the database: reading every fill and settlement of the
-    rebalance after each of its settlements cost a time growing with its size squared.
+    ``partially_complete`` (a failed settlement also raises its alert). The orders and the
+    settlement outcomes are counted in the database: reading every order, fill and settlement
+    of the rebalance after each of its reports and settlements cost a time growing with its
+    size squared.
     """
-    derived = status_from_orders(orders)
+    derived = status_from_tally(tally)
     if not derived.terminal or derived == RebalanceStatus.NO_TRADE:
         return str(derived)
-    order_ids = [uuid.UUID(o.order_id) for o in orders]
     executions = execution_repo(uow)
-    if executions.unsettled_fills(order_ids):
+    if executions.unsettled_fills(recommendation_id):
         return str(RebalanceStatus.TRADING)
-    resized = any(
-        r.requested_quantity is not None and r.requested_quantity > r.quantity for r in rows
-    )
     if derived == RebalanceStatus.COMPLETE and (
-        resized or executions.failed_settlements(order_ids)
+        tally.resized or executions.failed_settlements(recommendation_id)
     ):
         return str(RebalanceStatus.PARTIALLY_COMPLETE)
     return str(derived)
