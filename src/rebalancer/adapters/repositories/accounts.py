@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal
@@ -16,6 +17,37 @@ from rebalancer.domain.model import Account, Sleeve, TaxLot, TaxType
 
 _LotRow = tuple[str, Decimal, Decimal, date]
 """A stored lot's instrument, quantity, cost basis and acquisition date."""
+
+
+# Built once with bound parameters: every execution report and settlement locks its account,
+# and a settlement loads it (building a statement and its cache key cost about as much client
+# CPU as the round trip; docs/execution.md "What trading a batch through costs").
+@functools.cache
+def _account_row_statement(lock: bool, whole: bool) -> sa.Select[Any]:
+    t = orm.accounts
+    q = sa.select(t if whole else t.c.id).where(
+        t.c.id == sa.bindparam("account_id"), t.c.tenant_id == sa.bindparam("tid")
+    )
+    return q.with_for_update() if lock else q
+
+
+_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
+_SLEEVES_OF = (
+    sa.select(orm.sleeves).where(orm.sleeves.c.account_id.in_(_IDS)).order_by(orm.sleeves.c.id)
+)
+_LOTS_OF = (
+    sa.select(orm.tax_lots)
+    .where(orm.tax_lots.c.account_id.in_(_IDS))
+    .order_by(orm.tax_lots.c.acquired, orm.tax_lots.c.lot_id)
+)
+_CASH_OF = sa.select(orm.cash_balances.c.account_id, orm.cash_balances.c.settled).where(
+    orm.cash_balances.c.account_id.in_(_IDS)
+)
+_SET_CASH = (
+    sa.update(orm.cash_balances)
+    .where(orm.cash_balances.c.account_id == sa.bindparam("b_account_id"))
+    .values(settled=sa.bindparam("b_settled", type_=orm.cash_balances.c.settled.type))
+)
 
 
 class AccountRepository:
@@ -201,15 +233,11 @@ class AccountRepository:
         self._stored_lots[account.id] = now
 
     def set_cash(self, account_id: str, settled: Decimal) -> None:
-        self.conn.execute(
-            sa.update(orm.cash_balances)
-            .where(orm.cash_balances.c.account_id == account_id)
-            .values(settled=settled)
-        )
+        self.conn.execute(_SET_CASH, {"b_account_id": account_id, "b_settled": settled})
 
     def get(self, account_id: str, *, lock: bool = False) -> Account:
         """Load one account; ``lock`` takes a row lock that serializes work on it."""
-        return self._load([self._row(account_id, lock, orm.accounts)], remember=lock)[0]
+        return self._load([self._row(account_id, lock, whole=True)], remember=lock)[0]
 
     def lock(self, account_id: str) -> None:
         """Take the account's row lock (as ``get(..., lock=True)`` does) without loading its
@@ -220,19 +248,16 @@ class AccountRepository:
         UnknownAccount
             No such account for this tenant.
         """
-        self._row(account_id, True, orm.accounts.c.id)
+        self._row(account_id, True)
 
     def require(self, account_id: str) -> None:
         """Raise :class:`UnknownAccount` unless this tenant has the account (nothing loaded)."""
-        self._row(account_id, False, orm.accounts.c.id)
+        self._row(account_id, False)
 
-    def _row(self, account_id: str, lock: bool, *columns: Any) -> sa.Row[Any]:
-        q = sa.select(*columns).where(
-            orm.accounts.c.id == account_id, orm.accounts.c.tenant_id == self.tenant_id
-        )
-        if lock:
-            q = q.with_for_update()
-        row = self.conn.execute(q).first()
+    def _row(self, account_id: str, lock: bool, whole: bool = False) -> sa.Row[Any]:
+        """The account's row (``whole``) or its id, locked when ``lock``."""
+        params = {"account_id": account_id, "tid": self.tenant_id}
+        row = self.conn.execute(_account_row_statement(lock, whole), params).first()
         if row is None:
             raise UnknownAccount(f"account {account_id!r} does not exist", ["account_id"])
         return row
@@ -251,18 +276,10 @@ class AccountRepository:
     def _load(self, rows: Sequence[sa.Row[Any]], remember: bool = False) -> list[Account]:
         ids = [r.id for r in rows]
         sleeves: dict[str, list[Sleeve]] = {i: [] for i in ids}
-        for s in self.conn.execute(
-            sa.select(orm.sleeves)
-            .where(orm.sleeves.c.account_id.in_(ids))
-            .order_by(orm.sleeves.c.id)
-        ):
+        for s in self.conn.execute(_SLEEVES_OF, {"ids": ids}):
             sleeves[s.account_id].append(Sleeve(s.id, s.model_id, s.share))
         lots: dict[str, list[TaxLot]] = {i: [] for i in ids}
-        for lot in self.conn.execute(
-            sa.select(orm.tax_lots)
-            .where(orm.tax_lots.c.account_id.in_(ids))
-            .order_by(orm.tax_lots.c.acquired, orm.tax_lots.c.lot_id)
-        ):
+        for lot in self.conn.execute(_LOTS_OF, {"ids": ids}):
             lots[lot.account_id].append(
                 TaxLot(lot.lot_id, lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
             )
@@ -271,13 +288,7 @@ class AccountRepository:
                 lot.lot_id: (lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
                 for lot in lots[i]
             }
-        cash = dict(
-            self.conn.execute(
-                sa.select(orm.cash_balances.c.account_id, orm.cash_balances.c.settled).where(
-                    orm.cash_balances.c.account_id.in_(ids)
-                )
-            ).all()
-        )
+        cash = dict(self.conn.execute(_CASH_OF, {"ids": ids}).all())
         return [
             Account(
                 id=r.id,

@@ -22,6 +22,51 @@ COUNTED_OUTCOMES = ("applied", "ignored_late")
 """Execution outcomes whose shares traded (a late fill after a cancel still traded)."""
 
 
+# Built once with bound parameters: they run for every fill and settlement (building a
+# statement and its cache key cost about as much client CPU as the round trip;
+# docs/execution.md "What trading a batch through costs").
+def _unsettled_both_statement() -> sa.Select[Any]:
+    ex, o, st = orm.executions, orm.orders, orm.settlements
+    value = ex.c.fill_quantity * ex.c.fill_price
+
+    def total(side: Side) -> sa.ColumnElement[Any]:
+        return sa.func.coalesce(sa.func.sum(value).filter(o.c.side == str(side)), 0)
+
+    return (
+        sa.select(total(Side.BUY), total(Side.SELL))
+        .join(o, o.c.id == ex.c.order_id)
+        .where(
+            o.c.account_id == sa.bindparam("account_id"),
+            o.c.tenant_id == sa.bindparam("tid"),
+            ex.c.kind.in_(FILL_KINDS),
+            ex.c.outcome.in_(COUNTED_OUTCOMES),
+            ~sa.exists().where(st.c.report_id == ex.c.report_id),
+        )
+    )
+
+
+_UNSETTLED_BOTH = _unsettled_both_statement()
+_CASH = orm.cash_balances
+_SET_UNSETTLED = (
+    sa.update(_CASH)
+    .where(_CASH.c.account_id == sa.bindparam("b_account_id"))
+    .values(
+        unsettled_purchases=sa.bindparam("purchases", type_=_CASH.c.unsettled_purchases.type),
+        unsettled_proceeds=sa.bindparam("proceeds", type_=_CASH.c.unsettled_proceeds.type),
+    )
+)
+_CLEAR_OVERDUE = (
+    sa.update(orm.alerts)
+    .where(
+        orm.alerts.c.tenant_id == sa.bindparam("tid"),
+        orm.alerts.c.kind == "settlement_overdue",
+        orm.alerts.c.key == sa.bindparam("report_id"),
+        orm.alerts.c.state == "raised",
+    )
+    .values(state="cleared", cleared_at=sa.func.now())
+)
+
+
 class CoordinationRepository:
     """Follow-ups, overdue settlements and unsettled cash on one connection."""
 
@@ -146,40 +191,14 @@ class CoordinationRepository:
 
     def clear_overdue_alert(self, report_id: str) -> None:
         """Clear the fill's raised ``settlement_overdue`` alert (its confirmation came)."""
-        t = orm.alerts
-        self.conn.execute(
-            sa.update(t)
-            .where(
-                t.c.tenant_id == self.tenant_id,
-                t.c.kind == "settlement_overdue",
-                t.c.key == report_id,
-                t.c.state == "raised",
-            )
-            .values(state="cleared", cleared_at=sa.func.now())
-        )
+        self.conn.execute(_CLEAR_OVERDUE, {"tid": self.tenant_id, "report_id": report_id})
 
     # ------------------------------------------------------------------ unsettled cash
     def unsettled_both(self, account_id: str) -> tuple[Decimal, Decimal]:
         """``(purchases, proceeds)``: currency of the account's buy and sell fills that have no
         settlement outcome yet, in one pass over its fills."""
-        ex, o, st = orm.executions, orm.orders, orm.settlements
-        value = ex.c.fill_quantity * ex.c.fill_price
-
-        def total(side: Side) -> sa.ColumnElement[Any]:
-            return sa.func.coalesce(sa.func.sum(value).filter(o.c.side == str(side)), 0)
-
-        q = (
-            sa.select(total(Side.BUY), total(Side.SELL))
-            .join(o, o.c.id == ex.c.order_id)
-            .where(
-                o.c.account_id == account_id,
-                o.c.tenant_id == self.tenant_id,
-                ex.c.kind.in_(FILL_KINDS),
-                ex.c.outcome.in_(COUNTED_OUTCOMES),
-                ~sa.exists().where(st.c.report_id == ex.c.report_id),
-            )
-        )
-        purchases, proceeds = self.conn.execute(q).one()
+        params = {"account_id": account_id, "tid": self.tenant_id}
+        purchases, proceeds = self.conn.execute(_UNSETTLED_BOTH, params).one()
         return Decimal(purchases), Decimal(proceeds)
 
     def refresh_unsettled(self, account_id: str) -> tuple[Decimal, Decimal]:
@@ -190,11 +209,9 @@ class CoordinationRepository:
         or a missed update heals at the next fill or settlement.
         """
         purchases, proceeds = self.unsettled_both(account_id)
-        t = orm.cash_balances
         self.conn.execute(
-            sa.update(t)
-            .where(t.c.account_id == account_id)
-            .values(unsettled_purchases=purchases, unsettled_proceeds=proceeds)
+            _SET_UNSETTLED,
+            {"b_account_id": account_id, "purchases": purchases, "proceeds": proceeds},
         )
         return purchases, proceeds
 

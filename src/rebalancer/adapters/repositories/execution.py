@@ -3,6 +3,8 @@ and the status feed (tenant-scoped)."""
 
 from __future__ import annotations
 
+import enum
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
@@ -23,6 +25,43 @@ Row = sa.Row[Any]
 FILL_KINDS = ("fill", "partial_fill")
 COUNTED_OUTCOMES = ("applied", "ignored_late")
 """Execution outcomes whose shares traded (a late fill after a cancel still traded)."""
+
+
+class _Settled(enum.Enum):
+    """Which fills :meth:`ExecutionRepository._count_fills` counts."""
+
+    NOT_YET = "no settlement outcome yet"
+    FAILED = "a failed settlement outcome"
+
+
+@functools.cache
+def _count_fills_statement(settled: _Settled, by_wave: bool, by_side: bool) -> sa.Select[Any]:
+    """Counted fills of one recommendation's orders (bound: ``recommendation_id``, ``tid``,
+    ``wave`` and ``side`` when asked for) with the settlement state ``settled``. Built once per
+    variant: it runs after every report and settlement."""
+    ex, o, st = orm.executions, orm.orders, orm.settlements
+    orders = sa.select(o.c.id).where(
+        o.c.recommendation_id == sa.bindparam("recommendation_id"),
+        o.c.tenant_id == sa.bindparam("tid"),
+    )
+    if by_wave:
+        orders = orders.where(o.c.wave == sa.bindparam("wave"))
+    if by_side:
+        orders = orders.where(o.c.side == sa.bindparam("side"))
+    outcome = sa.exists().where(st.c.report_id == ex.c.report_id)
+    return sa.select(sa.func.count()).where(
+        ex.c.order_id.in_(orders),
+        ex.c.kind.in_(FILL_KINDS),
+        ex.c.outcome.in_(COUNTED_OUTCOMES),
+        ~outcome
+        if settled is _Settled.NOT_YET
+        else sa.exists().where(st.c.report_id == ex.c.report_id, st.c.status == "failed"),
+    )
+
+
+_FILL_TIME = sa.select(orm.executions.c.venue_time).where(
+    orm.executions.c.report_id == sa.bindparam("report_id")
+)
 
 
 class ExecutionRepository:
@@ -97,30 +136,20 @@ class ExecutionRepository:
     def _count_fills(
         self,
         recommendation_id: uuid.UUID,
-        settled: sa.Exists,
-        with_it: bool,
+        settled: _Settled,
         *,
         wave: int | None = None,
         side: Side | None = None,
     ) -> int:
         """How many counted fills of the recommendation's orders (of one ``wave`` and ``side``
-        when given) have (``with_it``) or lack a settlement matching ``settled`` (an ``EXISTS``
-        over ``settlements`` of the fill's report)."""
-        ex, o = orm.executions, orm.orders
-        orders = sa.select(o.c.id).where(
-            o.c.recommendation_id == recommendation_id, o.c.tenant_id == self.tenant_id
-        )
+        when given) lack a settlement outcome or have a failed one (``settled``)."""
+        params = {"recommendation_id": recommendation_id, "tid": self.tenant_id}
         if wave is not None:
-            orders = orders.where(o.c.wave == wave)
+            params["wave"] = wave
         if side is not None:
-            orders = orders.where(o.c.side == str(side))
-        q = sa.select(sa.func.count()).where(
-            ex.c.order_id.in_(orders),
-            ex.c.kind.in_(FILL_KINDS),
-            ex.c.outcome.in_(COUNTED_OUTCOMES),
-            settled if with_it else ~settled,
-        )
-        return int(self.conn.execute(q).scalar_one())
+            params["side"] = str(side)
+        q = _count_fills_statement(settled, wave is not None, side is not None)
+        return int(self.conn.execute(q, params).scalar_one())
 
     def unsettled_fills(
         self,
@@ -131,22 +160,15 @@ class ExecutionRepository:
     ) -> int:
         """How many fills of the recommendation's orders (of one ``wave`` and ``side`` when
         given) have no settlement outcome yet."""
-        st = orm.settlements
-        outcome = sa.exists().where(st.c.report_id == orm.executions.c.report_id)
-        return self._count_fills(recommendation_id, outcome, with_it=False, wave=wave, side=side)
+        return self._count_fills(recommendation_id, _Settled.NOT_YET, wave=wave, side=side)
 
     def failed_settlements(self, recommendation_id: uuid.UUID) -> int:
         """How many fills of the recommendation's orders have a failed settlement outcome."""
-        st = orm.settlements
-        failed = sa.exists().where(
-            st.c.report_id == orm.executions.c.report_id, st.c.status == "failed"
-        )
-        return self._count_fills(recommendation_id, failed, with_it=True)
+        return self._count_fills(recommendation_id, _Settled.FAILED)
 
     def fill_trade_date(self, report_id: str) -> date | None:
         """Venue date of a fill report (its trade date), if recorded."""
-        t = orm.executions
-        ts = self.conn.execute(sa.select(t.c.venue_time).where(t.c.report_id == report_id)).scalar()
+        ts = self.conn.execute(_FILL_TIME, {"report_id": report_id}).scalar()
         return ts.date() if ts is not None else None
 
     # ------------------------------------------------------------------ cost estimates

@@ -4,6 +4,7 @@ order rows and domain :class:`~rebalancer.domain.orders.Order` objects; mixed in
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
@@ -45,6 +46,43 @@ def _tally_statement() -> sa.Select[int, int, int, int, int, int, int]:
 
 
 _TALLY = _tally_statement()
+
+
+# The statements below run for every execution report or settlement: each is built once, with
+# bound parameters (building a statement and its cache key cost about as much client CPU as the
+# round trip, docs/execution.md "What trading a batch through costs").
+@functools.cache
+def _get_order_statement(lock: bool) -> sa.Select[Any]:
+    t = orm.orders
+    q = sa.select(t).where(t.c.id == sa.bindparam("order_id"), t.c.tenant_id == sa.bindparam("tid"))
+    return q.with_for_update() if lock else q
+
+
+@functools.cache
+def _update_order_statement(columns: tuple[str, ...]) -> sa.Update:
+    t = orm.orders
+    values: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=t.c[c].type) for c in columns}
+    return (
+        sa.update(t)
+        .where(t.c.id == sa.bindparam("order_id"))
+        .values(**values, updated_at=sa.func.now())
+    )
+
+
+_ADD_EXECUTION = (
+    insert(orm.executions)
+    .on_conflict_do_nothing(index_elements=["report_id"])
+    .returning(orm.executions.c.report_id)
+)
+_ADD_SETTLEMENT = insert(orm.settlements).on_conflict_do_nothing().returning(orm.settlements.c.id)
+_ORDER_SETTLEMENTS = (
+    sa.select(orm.settlements)
+    .where(
+        orm.settlements.c.order_id.in_(sa.bindparam("order_ids", expanding=True)),
+        orm.settlements.c.tenant_id == sa.bindparam("tid"),
+    )
+    .order_by(orm.settlements.c.settle_date, orm.settlements.c.id)
+)
 
 
 class OrdersMixin:
@@ -102,9 +140,9 @@ class OrdersMixin:
         return OrderTally(*(int(v) for v in row))
 
     def get_order(self, order_id: uuid.UUID, *, lock: bool = False) -> Row:
-        t = orm.orders
-        q = sa.select(t).where(t.c.id == order_id, t.c.tenant_id == self.tenant_id)
-        row = self.conn.execute(q.with_for_update() if lock else q).first()
+        row = self.conn.execute(
+            _get_order_statement(lock), {"order_id": order_id, "tid": self.tenant_id}
+        ).first()
         if row is None:
             raise NotFound(f"order {order_id} does not exist", ["order_id"])
         return row
@@ -114,9 +152,8 @@ class OrdersMixin:
             if key in values:
                 values[key] = dumps(values[key])
         self.conn.execute(
-            sa.update(orm.orders)
-            .where(orm.orders.c.id == order_id)
-            .values(**values, updated_at=sa.func.now())
+            _update_order_statement(tuple(sorted(values))),
+            {"order_id": order_id, **{f"v_{k}": v for k, v in values.items()}},
         )
 
     def mark_order_sent(self, order_id: uuid.UUID, status: str) -> None:
@@ -152,12 +189,7 @@ class OrdersMixin:
     # ------------------------------------------------------------------ executions
     def add_execution(self, row: Mapping[str, Any]) -> bool:
         """Record an execution report; False when its report id was seen before."""
-        res = self.conn.execute(
-            insert(orm.executions)
-            .values(**row, tenant_id=self.tenant_id)
-            .on_conflict_do_nothing(index_elements=["report_id"])
-            .returning(orm.executions.c.report_id)
-        ).first()
+        res = self.conn.execute(_ADD_EXECUTION, {**row, "tenant_id": self.tenant_id}).first()
         return res is not None
 
     def executions(self, order_ids: Iterable[uuid.UUID]) -> list[Row]:
@@ -173,12 +205,7 @@ class OrdersMixin:
     # ------------------------------------------------------------------ settlements
     def add_settlement(self, row: Mapping[str, Any]) -> bool:
         """Record a settlement; False when it (or its fill) was settled before."""
-        res = self.conn.execute(
-            insert(orm.settlements)
-            .values(**row, tenant_id=self.tenant_id)
-            .on_conflict_do_nothing()
-            .returning(orm.settlements.c.id)
-        ).first()
+        res = self.conn.execute(_ADD_SETTLEMENT, {**row, "tenant_id": self.tenant_id}).first()
         return res is not None
 
     def add_realized_gains(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -189,14 +216,8 @@ class OrdersMixin:
         """The settlements of these orders (settlement date order), read through the
         ``order_id`` index: a settlement handler and the rebalance status need their orders'
         settlements only, not the account's whole history."""
-        t = orm.settlements
-        return list(
-            self.conn.execute(
-                sa.select(t)
-                .where(t.c.order_id.in_(list(order_ids)), t.c.tenant_id == self.tenant_id)
-                .order_by(t.c.settle_date, t.c.id)
-            ).all()
-        )
+        params = {"order_ids": list(order_ids), "tid": self.tenant_id}
+        return list(self.conn.execute(_ORDER_SETTLEMENTS, params).all())
 
 
 # ---------------------------------------------------------------------- order <-> row mapping

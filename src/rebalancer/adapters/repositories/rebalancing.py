@@ -8,6 +8,7 @@ alerts) and :mod:`~rebalancer.adapters.repositories.orders` (orders, executions,
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -25,6 +26,31 @@ from rebalancer.domain.errors import NotFound
 __all__ = ["RebalancingRepository", "Row", "order_from_row", "order_values"]
 
 Row = sa.Row[Any]
+
+
+# Built once with bound parameters: they run for every execution report and settlement
+# (building a statement and its cache key cost about as much client CPU as the round trip;
+# docs/execution.md "What trading a batch through costs").
+@functools.cache
+def _get_rebalance_statement(lock: bool) -> sa.Select[Any]:
+    t = orm.rebalances
+    q = sa.select(t).where(
+        t.c.id == sa.bindparam("rebalance_id"), t.c.tenant_id == sa.bindparam("tid")
+    )
+    return q.with_for_update() if lock else q
+
+
+_SET_REBALANCE_STATUS = (
+    sa.update(orm.rebalances)
+    .where(orm.rebalances.c.id == sa.bindparam("rebalance_id"))
+    .values(status=sa.bindparam("b_status", type_=sa.Text), updated_at=sa.func.now())
+)
+_RECOMMENDATION_OWNER = sa.select(
+    orm.recommendations.c.account_id, orm.recommendations.c.rebalance_id
+).where(
+    orm.recommendations.c.id == sa.bindparam("recommendation_id"),
+    orm.recommendations.c.tenant_id == sa.bindparam("tid"),
+)
 
 
 class RebalancingRepository(MonitoringMixin, OrdersMixin):
@@ -116,19 +142,14 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
         )
 
     def get_rebalance(self, rebalance_id: uuid.UUID, *, lock: bool = False) -> Row:
-        t = orm.rebalances
-        q = sa.select(t).where(t.c.id == rebalance_id, t.c.tenant_id == self.tenant_id)
-        row = self.conn.execute(q.with_for_update() if lock else q).first()
+        params = {"rebalance_id": rebalance_id, "tid": self.tenant_id}
+        row = self.conn.execute(_get_rebalance_statement(lock), params).first()
         if row is None:
             raise NotFound(f"rebalance {rebalance_id} does not exist", ["rebalance_id"])
         return row
 
     def set_rebalance_status(self, rebalance_id: uuid.UUID, status: str) -> None:
-        self.conn.execute(
-            sa.update(orm.rebalances)
-            .where(orm.rebalances.c.id == rebalance_id)
-            .values(status=status, updated_at=sa.func.now())
-        )
+        self.conn.execute(_SET_REBALANCE_STATUS, {"rebalance_id": rebalance_id, "b_status": status})
 
     def merge_rebalance_reasons(
         self, rebalance_id: uuid.UUID, reasons: Sequence[str], priority: int
@@ -192,12 +213,8 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
         """The account and rebalance of a recommendation, without its request and answer
         (about 64 KB of JSON a row at 50 instruments, which every order change used to read
         and parse)."""
-        t = orm.recommendations
-        row = self.conn.execute(
-            sa.select(t.c.account_id, t.c.rebalance_id).where(
-                t.c.id == recommendation_id, t.c.tenant_id == self.tenant_id
-            )
-        ).first()
+        params = {"recommendation_id": recommendation_id, "tid": self.tenant_id}
+        row = self.conn.execute(_RECOMMENDATION_OWNER, params).first()
         if row is None:
             raise NotFound(
                 f"recommendation {recommendation_id} does not exist", ["recommendation_id"]
