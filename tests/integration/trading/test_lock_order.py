@@ -87,3 +87,39 @@ def test_report_waits_for_the_account_before_touching_its_cash_row(engine: Any) 
     assert not worker.is_alive()
     assert "error" not in outcome, outcome.get("error")
     assert str(outcome["result"]) == "applied"
+
+
+def _locking_selects(engine: Any) -> tuple[list[str], Any]:
+    """A list that collects the ``SELECT ... FOR UPDATE`` of ``accounts`` run on ``engine``
+    and the listener to remove afterwards."""
+    seen: list[str] = []
+
+    def listen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM accounts" in statement and "FOR UPDATE" in statement:
+            seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", listen)
+    return seen, listen
+
+
+def test_an_account_is_locked_once_per_transaction(engine: Any) -> None:
+    book = make_book(engine, n_accounts=2)
+    first, second = book.accounts
+    seen, listen = _locking_selects(engine)
+    try:
+        with UnitOfWork(engine, book.tenant) as uow:
+            uow.accounts.get(first, lock=True)
+            uow.accounts.lock(first)  # held already: not asked again
+            uow.accounts.lock(second)
+            uow.accounts.lock(second)
+            assert len(seen) == 2
+            uow.commit()  # the locks end with the transaction ...
+            uow.accounts.lock(first)  # ... so the next one takes it again
+            assert len(seen) == 3
+        with UnitOfWork(engine, book.tenant) as uow:
+            uow.accounts.lock(first)
+            uow.rollback()  # a rollback ends them too
+            uow.accounts.lock(first)
+            assert len(seen) == 5
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listen)

@@ -63,6 +63,9 @@ class AccountRepository:
         self.conn = conn
         self.tenant_id = tenant_id
         self._stored_lots: dict[str, dict[str, _LotRow]] = {}
+        self._locked: set[str] = set()
+        """Accounts whose row lock the transaction ``_locked_tx`` took."""
+        self._locked_tx: object | None = None
 
     def exists(self, account_id: str) -> bool:
         return (
@@ -241,14 +244,25 @@ class AccountRepository:
 
     def lock(self, account_id: str) -> None:
         """Take the account's row lock (as ``get(..., lock=True)`` does) without loading its
-        lots, sleeves and cash: for handlers that only serialize on the account.
+        lots, sleeves and cash: for handlers that only serialize on the account. A lock this
+        transaction already took is not asked for again (an execution report locks its
+        account, then the rebalance status locks it in the same transaction).
 
         Raises
         ------
         UnknownAccount
             No such account for this tenant.
         """
-        self._row(account_id, True)
+        if account_id not in self._locks():
+            self._row(account_id, True)
+
+    def _locks(self) -> set[str]:
+        """The accounts locked in the connection's current transaction (a commit or rollback
+        ends the transaction and its locks, and the next statement begins a new one)."""
+        tx = self.conn.get_transaction()
+        if tx is not self._locked_tx:
+            self._locked_tx, self._locked = tx, set()
+        return self._locked
 
     def require(self, account_id: str) -> None:
         """Raise :class:`UnknownAccount` unless this tenant has the account (nothing loaded)."""
@@ -258,6 +272,8 @@ class AccountRepository:
         """The account's row (``whole``) or its id, locked when ``lock``."""
         params = {"account_id": account_id, "tid": self.tenant_id}
         row = self.conn.execute(_account_row_statement(lock, whole), params).first()
+        if lock and row is not None:
+            self._locks().add(account_id)
         if row is None:
             raise UnknownAccount(f"account {account_id!r} does not exist", ["account_id"])
         return row

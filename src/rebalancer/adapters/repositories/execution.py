@@ -64,6 +64,30 @@ _FILL_TIME = sa.select(orm.executions.c.venue_time).where(
 )
 
 
+_COSTS = orm.cost_estimates
+_LOCK_COST_ESTIMATE = (
+    sa.select(_COSTS)
+    .where(
+        _COSTS.c.tenant_id == sa.bindparam("tid"), _COSTS.c.instrument == sa.bindparam("instrument")
+    )
+    .with_for_update()
+)
+
+
+def _save_cost_estimate_statement() -> Any:
+    stmt = insert(_COSTS).values(updated_at=sa.func.now())
+    kept = ("half_spread_bps", "observations", "last_observed_bps")
+    return stmt.on_conflict_do_update(
+        index_elements=["tenant_id", "instrument"],
+        set_={**{k: stmt.excluded[k] for k in kept}, "updated_at": sa.func.now()},
+    )
+
+
+_SAVE_COST_ESTIMATE = _save_cost_estimate_statement()
+"""Built once (every terminal order updates its instrument's estimate); the parameters name
+``tenant_id``, ``instrument`` and the three kept columns."""
+
+
 class ExecutionRepository:
     """Execution-side queries on one connection (the unit of work's transaction)."""
 
@@ -182,27 +206,21 @@ class ExecutionRepository:
         return {r.instrument: r for r in rows}
 
     def lock_cost_estimate(self, instrument: str) -> Row | None:
-        t = orm.cost_estimates
-        return self.conn.execute(
-            sa.select(t)
-            .where(t.c.tenant_id == self.tenant_id, t.c.instrument == instrument)
-            .with_for_update()
-        ).first()
+        params = {"tid": self.tenant_id, "instrument": instrument}
+        return self.conn.execute(_LOCK_COST_ESTIMATE, params).first()
 
     def save_cost_estimate(
         self, instrument: str, half_spread_bps: float, observations: int, observed_bps: float
     ) -> None:
-        values = {
-            "half_spread_bps": half_spread_bps,
-            "observations": observations,
-            "last_observed_bps": observed_bps,
-            "updated_at": sa.func.now(),
-        }
-        stmt = insert(orm.cost_estimates).values(
-            tenant_id=self.tenant_id, instrument=instrument, **values
-        )
         self.conn.execute(
-            stmt.on_conflict_do_update(index_elements=["tenant_id", "instrument"], set_=values)
+            _SAVE_COST_ESTIMATE,
+            {
+                "tenant_id": self.tenant_id,
+                "instrument": instrument,
+                "half_spread_bps": half_spread_bps,
+                "observations": observations,
+                "last_observed_bps": observed_bps,
+            },
         )
 
     # ------------------------------------------------------------------ quality

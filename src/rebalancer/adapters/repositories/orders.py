@@ -69,6 +69,16 @@ def _update_order_statement(columns: tuple[str, ...]) -> sa.Update:
     )
 
 
+_MARK_SENT = (
+    sa.update(orm.orders)
+    .where(orm.orders.c.id == sa.bindparam("order_id"))
+    .values(
+        status=sa.bindparam("b_status", type_=sa.Text),
+        sent_at=sa.func.now(),
+        send_attempts=orm.orders.c.send_attempts + 1,
+        updated_at=sa.func.now(),
+    )
+)
 _ADD_EXECUTION = (
     insert(orm.executions)
     .on_conflict_do_nothing(index_elements=["report_id"])
@@ -159,17 +169,7 @@ class OrdersMixin:
     def mark_order_sent(self, order_id: uuid.UUID, status: str) -> None:
         """Set the status of an order being sent to the venue, stamp ``sent_at = now()`` and
         count one more send attempt (one statement)."""
-        t = orm.orders
-        self.conn.execute(
-            sa.update(t)
-            .where(t.c.id == order_id)
-            .values(
-                status=status,
-                sent_at=sa.func.now(),
-                send_attempts=t.c.send_attempts + 1,
-                updated_at=sa.func.now(),
-            )
-        )
+        self.conn.execute(_MARK_SENT, {"order_id": order_id, "b_status": status})
 
     def open_order_count(self, account_id: str) -> int:
         """Orders of the account still working (new, sent, partially filled, cancel requested)."""

@@ -48,6 +48,13 @@ def _instrument(row: sa.Row[Any]) -> Instrument:
     )
 
 
+_INSTRUMENT = sa.select(orm.instruments).where(
+    orm.instruments.c.id == sa.bindparam("instrument_id")
+)
+"""Built once: a settlement reads its instrument (a statement built per call costs about as
+much client CPU as its round trip)."""
+
+
 class InstrumentRepository:
     """The security master (shared by all tenants)."""
 
@@ -73,9 +80,7 @@ class InstrumentRepository:
         )
 
     def get(self, instrument_id: str) -> Instrument:
-        row = self.conn.execute(
-            sa.select(orm.instruments).where(orm.instruments.c.id == instrument_id)
-        ).first()
+        row = self.conn.execute(_INSTRUMENT, {"instrument_id": instrument_id}).first()
         if row is None:
             raise UnknownInstrument(f"instrument {instrument_id!r} does not exist", ["id"])
         return _instrument(row)

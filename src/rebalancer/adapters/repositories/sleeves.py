@@ -21,6 +21,23 @@ class SleeveAttribution:
     cash: dict[str, float]
 
 
+def _bound_sleeve_ids() -> sa.Select[tuple[str]]:
+    s, a = orm.sleeves, orm.accounts
+    return (
+        sa.select(s.c.id)
+        .join(a, a.c.id == s.c.account_id)
+        .where(s.c.account_id == sa.bindparam("account_id"), a.c.tenant_id == sa.bindparam("tid"))
+    )
+
+
+# Built once with bound parameters: a settlement of an account with sleeves reads them (building
+# a statement and its cache key cost about as much client CPU as the round trip).
+_HOLDINGS_OF = sa.select(sleeve_holdings).where(
+    sleeve_holdings.c.sleeve_id.in_(_bound_sleeve_ids())
+)
+_CASH_OF = sa.select(sleeve_cash).where(sleeve_cash.c.sleeve_id.in_(_bound_sleeve_ids()))
+
+
 class SleeveAttributionRepository:
     """Loads and stores the attribution of one tenant's accounts."""
 
@@ -38,13 +55,9 @@ class SleeveAttributionRepository:
 
     def get(self, account_id: str) -> SleeveAttribution | None:
         """The stored attribution of the account, or None when nothing is stored."""
-        ids = self._sleeve_ids(account_id)
-        rows = self.conn.execute(
-            sa.select(sleeve_holdings).where(sleeve_holdings.c.sleeve_id.in_(ids))
-        ).all()
-        cash_rows = self.conn.execute(
-            sa.select(sleeve_cash).where(sleeve_cash.c.sleeve_id.in_(ids))
-        ).all()
+        params = {"account_id": account_id, "tid": self.tenant_id}
+        rows = self.conn.execute(_HOLDINGS_OF, params).all()
+        cash_rows = self.conn.execute(_CASH_OF, params).all()
         if not rows and not cash_rows:
             return None
         holdings: dict[str, dict[str, float]] = {}
