@@ -258,7 +258,9 @@ class AccountRepository:
 
     def _locks(self) -> set[str]:
         """The accounts locked in the connection's current transaction (a commit or rollback
-        ends the transaction and its locks, and the next statement begins a new one)."""
+        ends the transaction and its locks, and the next statement begins a new one). Savepoints
+        are not tracked: PostgreSQL drops a lock taken inside a savepoint rolled back, so a
+        handler that locks accounts must not do so inside one (none does)."""
         tx = self.conn.get_transaction()
         if tx is not self._locked_tx:
             self._locked_tx, self._locked = tx, set()
