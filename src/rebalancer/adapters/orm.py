@@ -477,6 +477,13 @@ alerts = sa.Table(
     sa.Column("cleared_at", TS),
     sa.Column("acknowledged_at", TS),
     sa.Column("acknowledged_by", sa.Text),
+    # migration 0010: a settlement clears its fill's raised settlement_overdue alert by key
+    sa.Index(
+        "ix_alerts_raised_kind_key",
+        "kind",
+        "key",
+        postgresql_where=sa.text("state = 'raised'"),
+    ),
 )
 
 outbox = sa.Table(

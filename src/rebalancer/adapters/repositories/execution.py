@@ -48,14 +48,18 @@ def _count_fills_statement(settled: _Settled, by_wave: bool, by_side: bool) -> s
         orders = orders.where(o.c.wave == sa.bindparam("wave"))
     if by_side:
         orders = orders.where(o.c.side == sa.bindparam("side"))
-    outcome = sa.exists().where(st.c.report_id == ex.c.report_id)
-    return sa.select(sa.func.count()).where(
-        ex.c.order_id.in_(orders),
-        ex.c.kind.in_(FILL_KINDS),
-        ex.c.outcome.in_(COUNTED_OUTCOMES),
-        ~outcome
-        if settled is _Settled.NOT_YET
-        else sa.exists().where(st.c.report_id == ex.c.report_id, st.c.status == "failed"),
+    counted = (ex.c.kind.in_(FILL_KINDS), ex.c.outcome.in_(COUNTED_OUTCOMES))
+    if settled is _Settled.NOT_YET:
+        outcome = sa.exists().where(st.c.report_id == ex.c.report_id)
+        return sa.select(sa.func.count()).where(ex.c.order_id.in_(orders), *counted, ~outcome)
+    # from the failed settlements of these orders (their order_id index) to their fills: an
+    # EXISTS from each fill to a failed settlement was planned as a scan of every settlement
+    # per fill while the table's statistics lagged behind a burst of settlements
+    return (
+        sa.select(sa.func.count())
+        .select_from(st)
+        .join(ex, ex.c.report_id == st.c.report_id)
+        .where(st.c.order_id.in_(orders), st.c.status == "failed", *counted)
     )
 
 
