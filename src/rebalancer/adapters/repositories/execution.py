@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
@@ -78,7 +79,7 @@ _LOCK_COST_ESTIMATE = (
 )
 
 
-def _save_cost_estimate_statement() -> Any:
+def _save_cost_estimate_statement() -> PgInsert:
     stmt = insert(_COSTS).values(updated_at=sa.func.now())
     kept = ("half_spread_bps", "observations", "last_observed_bps")
     return stmt.on_conflict_do_update(

@@ -40,7 +40,7 @@ def _tally_statement() -> sa.Select[int, int, int, int, int, int, int]:
         count((t.c.wave == 0) & working),
         count(t.c.requested_quantity > t.c.quantity),
     ).where(
-        t.c.tenant_id == sa.bindparam("tenant_id"),
+        t.c.tenant_id == sa.bindparam("tid"),
         t.c.recommendation_id == sa.bindparam("recommendation_id"),
     )
 
@@ -145,7 +145,7 @@ class OrdersMixin:
     def order_tally(self, recommendation_id: uuid.UUID) -> OrderTally:
         """The :class:`OrderTally` of a recommendation's orders, counted by the database."""
         row = self.conn.execute(
-            _TALLY, {"tenant_id": self.tenant_id, "recommendation_id": recommendation_id}
+            _TALLY, {"tid": self.tenant_id, "recommendation_id": recommendation_id}
         ).one()
         return OrderTally(*(int(v) for v in row))
 
