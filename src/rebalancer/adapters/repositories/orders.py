@@ -69,6 +69,16 @@ def _update_order_statement(columns: tuple[str, ...]) -> sa.Update:
     )
 
 
+_HELD_BUYS = (
+    sa.select(orm.orders)
+    .where(
+        orm.orders.c.tenant_id == sa.bindparam("tid"),
+        orm.orders.c.recommendation_id == sa.bindparam("recommendation_id"),
+        orm.orders.c.wave == 1,
+        orm.orders.c.status == str(OrderStatus.NEW),
+    )
+    .order_by(orm.orders.c.created_at, orm.orders.c.id)
+)
 _MARK_SENT = (
     sa.update(orm.orders)
     .where(orm.orders.c.id == sa.bindparam("order_id"))
@@ -124,8 +134,11 @@ class OrdersMixin:
         account_id: str | None = None,
         recommendation_id: uuid.UUID | None = None,
         rebalance_id: uuid.UUID | None = None,
-        limit: int = 500,
+        limit: int | None = 500,
     ) -> list[Row]:
+        """The tenant's orders, oldest first, filtered by account, recommendation or rebalance;
+        at most ``limit`` (``None``: all of them, as the handlers that act on every order of a
+        recommendation need: an account of 2,000 instruments has that many orders)."""
         t = orm.orders
         q = sa.select(t).where(t.c.tenant_id == self.tenant_id)
         if account_id is not None:
@@ -140,7 +153,14 @@ class OrdersMixin:
                     )
                 )
             )
-        return list(self.conn.execute(q.order_by(t.c.created_at, t.c.id).limit(limit)).all())
+        q = q.order_by(t.c.created_at, t.c.id)
+        return list(self.conn.execute(q if limit is None else q.limit(limit)).all())
+
+    def held_buys(self, recommendation_id: uuid.UUID) -> list[Row]:
+        """The recommendation's second-wave orders still ``new`` (buys held until its sales
+        settle), oldest first, all of them."""
+        params = {"tid": self.tenant_id, "recommendation_id": recommendation_id}
+        return list(self.conn.execute(_HELD_BUYS, params).all())
 
     def order_tally(self, recommendation_id: uuid.UUID) -> OrderTally:
         """The :class:`OrderTally` of a recommendation's orders, counted by the database."""

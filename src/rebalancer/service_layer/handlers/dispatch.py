@@ -203,10 +203,7 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
     if tally.buys_may_go and not executions.unsettled_fills(
         recommendation_id, wave=0, side=Side.SELL
     ):
-        rows = uow.rebalancing.orders(recommendation_id=recommendation_id)
-        waiting = [
-            o for o in map(order_from_row, rows) if o.wave == 1 and o.status == OrderStatus.NEW
-        ]
+        waiting = [order_from_row(r) for r in uow.rebalancing.held_buys(recommendation_id)]
         release_buy_wave(uow, account_id, waiting)
         tally = uow.rebalancing.order_tally(recommendation_id)
     status = rebalance_status(uow, recommendation_id, tally)

@@ -218,7 +218,9 @@ def _release_unblocked_buys(uow: UnitOfWork, orders: Sequence[Order]) -> list[Or
 def _orders_now(uow: UnitOfWork, recommendation_ids: Sequence[uuid.UUID]) -> list[Any]:
     with UnitOfWork(uow.engine, uow.tenant_id) as fresh:
         return [
-            r for rid in recommendation_ids for r in fresh.rebalancing.orders(recommendation_id=rid)
+            r
+            for rid in recommendation_ids
+            for r in fresh.rebalancing.orders(recommendation_id=rid, limit=None)
         ]
 
 

@@ -91,7 +91,7 @@ def get_rebalance(rebalance_id: uuid.UUID, ctx: ReadCtx) -> RebalanceDetailOut:
     with ctx.uow() as uow:
         row = uow.rebalancing.get_rebalance(rebalance_id)
         rec = uow.rebalancing.recommendation_for(rebalance_id)
-        orders = uow.rebalancing.orders(rebalance_id=rebalance_id)
+        orders = uow.rebalancing.orders(rebalance_id=rebalance_id, limit=None)
         links = follow_up_links(uow, row)
     return RebalanceDetailOut(
         **links,
