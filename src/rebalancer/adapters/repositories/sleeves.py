@@ -22,6 +22,7 @@ class SleeveAttribution:
 
 
 def _bound_sleeve_ids() -> sa.Select[tuple[str]]:
+    """The ids of the sleeves of the account ``account_id`` of tenant ``tid`` (bound)."""
     s, a = orm.sleeves, orm.accounts
     return (
         sa.select(s.c.id)
@@ -45,14 +46,6 @@ class SleeveAttributionRepository:
         self.conn = conn
         self.tenant_id = tenant_id
 
-    def _sleeve_ids(self, account_id: str) -> sa.Select[tuple[str]]:
-        s, a = orm.sleeves, orm.accounts
-        return (
-            sa.select(s.c.id)
-            .join(a, a.c.id == s.c.account_id)
-            .where(s.c.account_id == account_id, a.c.tenant_id == self.tenant_id)
-        )
-
     def get(self, account_id: str) -> SleeveAttribution | None:
         """The stored attribution of the account, or None when nothing is stored."""
         params = {"account_id": account_id, "tid": self.tenant_id}
@@ -72,9 +65,11 @@ class SleeveAttributionRepository:
         cash: Mapping[str, float],
     ) -> None:
         """Replace the account's attribution (sleeve ids must be the account's)."""
-        ids = self._sleeve_ids(account_id)
+        params = {"account_id": account_id, "tid": self.tenant_id}
         for table in (sleeve_holdings, sleeve_cash):
-            self.conn.execute(sa.delete(table).where(table.c.sleeve_id.in_(ids)))
+            self.conn.execute(
+                sa.delete(table).where(table.c.sleeve_id.in_(_bound_sleeve_ids())), params
+            )
         rows = [
             {"sleeve_id": sid, "instrument": inst, "quantity": Decimal(str(round(q, 6)))}
             for sid, per in holdings.items()
