@@ -13,13 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.execution import COUNTED_OUTCOMES, FILL_KINDS
 from rebalancer.domain.orders import Side
 
 Row = sa.Row[Any]
-
-FILL_KINDS = ("fill", "partial_fill")
-COUNTED_OUTCOMES = ("applied", "ignored_late")
-"""Execution outcomes whose shares traded (a late fill after a cancel still traded)."""
 
 
 # Built once with bound parameters: they run for every fill and settlement (building a
