@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from datetime import date
 from typing import Any
@@ -114,12 +115,14 @@ class _BatchedEngine:
     def __init__(self) -> None:
         self.inner = Recommender()
         self.batches: list[int] = []
+        self.collector_on: list[bool] = []
 
     def analyze(self, request: Any) -> Any:
         raise AssertionError("the chunk must go through analyze_many")
 
     def analyze_many(self, requests: list[Any]) -> list[Any]:
         self.batches.append(len(requests))
+        self.collector_on.append(gc.isenabled())
         return [self.inner.analyze(r) for r in requests]
 
 
@@ -132,3 +135,6 @@ def test_a_chunk_uses_analyze_many_when_the_engine_has_it(runtime: Any) -> None:
     with UnitOfWork(runtime.engine, TENANT) as uow:
         res = recommend_chunk(uow, engine, _items(runtime.engine, batch.batch_id))
     assert engine.batches == [4] and len(res.computed) == 4
+    # automatic collection is paused for the whole chunk (not only inside each analysis) and
+    # back on once the chunk is done
+    assert engine.collector_on == [False] and gc.isenabled()

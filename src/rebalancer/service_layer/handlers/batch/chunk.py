@@ -16,6 +16,7 @@ from rebalancer.adapters.repositories.batches import BatchRepository
 from rebalancer.analytics.requests import LossSale, involved_instruments, make_request
 from rebalancer.contracts import RebalanceTriggeredV1
 from rebalancer.domain.errors import RebalancerError
+from rebalancer.optimizer.gc_pause import gc_pause
 from rebalancer.optimizer.response_schemas import AnalyzeResponse
 from rebalancer.optimizer.schemas import AnalyzeRequest
 from rebalancer.service_layer.handlers.batch.fanout import BATCH_CONSUMER
@@ -135,6 +136,20 @@ def recommend_chunk(
         (docs/optimizer.md, "Many accounts"); turn it on for wide vector units or an
         accelerator.
     """
+    # Paused for the whole chunk, not only inside each analysis: the reads, requests and writes
+    # around the solves allocate as much, and their young collections walked the chunk's
+    # requests and answers again and again (0.2-0.4 ms of CPU per account; see
+    # docs/deployment.md). Nearly everything is freed by reference counting when the chunk ends.
+    with gc_pause:
+        return _recommend_chunk(uow, optimizer, items, vmap)
+
+
+def _recommend_chunk(
+    uow: UnitOfWork,
+    optimizer: Optimizer,
+    items: Sequence[tuple[uuid.UUID, RebalanceTriggeredV1]],
+    vmap: bool,
+) -> ChunkResult:
     result = ChunkResult()
     clock = _Clock(result.seconds, result.cpu_seconds)
     fresh = bulk.first_time_many(uow.conn, BATCH_CONSUMER, [e for e, _ in items])
