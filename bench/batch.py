@@ -90,6 +90,7 @@ class Workers:
         }
         self.logs = [root / f"worker-{uuid.uuid4().hex[:6]}.log" for _ in range(n)]
         cmd = [sys.executable, "-m", "rebalancer.entrypoints.cli", "worker", "--threads", "0"]
+        cmd += ["--batch-threads", os.environ.get("BENCH_BATCH_THREADS", "1")]
         self.procs = [
             subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
             for log in self.logs

@@ -110,6 +110,9 @@ def worker(
     solver: str = typer.Option(
         None, help="Batch solver chain: fast (JAX first) or clarabel (default: fast)."
     ),
+    batch_threads: int = typer.Option(
+        1, min=0, help="Batch-rebalance loops (each takes one chunk of accounts at a time)."
+    ),
 ) -> None:
     """Consume events (market data, reports, settlements, rebalance requests) until stopped."""
     from rebalancer.adapters.pulsar_subscribe import SubscribeCancelled
@@ -133,7 +136,9 @@ def worker(
     rt = bootstrap(settings)
     install_signal_handlers(rt)
     try:
-        w = Worker(rt, threads=threads, with_relay=relay, solver=solver)
+        w = Worker(
+            rt, threads=threads, with_relay=relay, batch_threads=batch_threads, solver=solver
+        )
     except SubscribeCancelled:  # stopped before the broker accepted the subscriptions
         rt.close()
         _leave()
