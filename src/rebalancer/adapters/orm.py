@@ -410,6 +410,19 @@ executions = sa.Table(
     sa.Column("received_at", TS, nullable=False, server_default=_now()),
     # When the sweeper raised the fill's settlement_overdue alert (migration 0002; once per fill).
     sa.Column("overdue_alerted_at", TS),
+    # Migration 0011: the account of the order (NULL for a block's own reports and for reports
+    # of unknown orders), and whether this is a counted fill of an account's order that has no
+    # settlement outcome yet (cleared when its confirmation is recorded). The unsettled-cash
+    # totals, the unsettled counts of a recommendation and the overdue sweep read the fills in
+    # flight through the partial index instead of testing every fill of the history against
+    # ``settlements``.
+    sa.Column("account_id", sa.Text),
+    sa.Column("awaiting_settlement", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index(
+        "ix_executions_awaiting_settlement",
+        "account_id",
+        postgresql_where=sa.text("awaiting_settlement"),
+    ),
 )
 
 settlements = sa.Table(

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
-from rebalancer.adapters.repositories.execution import COUNTED_OUTCOMES, FILL_KINDS
 from rebalancer.domain.orders import Side
 
 Row = sa.Row[Any]
@@ -23,7 +22,10 @@ Row = sa.Row[Any]
 # statement and its cache key cost about as much client CPU as the round trip;
 # docs/execution.md "What trading a batch through costs").
 def _unsettled_both_statement() -> sa.Select[Any]:
-    ex, o, st = orm.executions, orm.orders, orm.settlements
+    """The account's fills in flight (partial index ``ix_executions_awaiting_settlement``,
+    migration 0011), summed by their orders' side: bounded by the fills awaiting settlement,
+    not by the account's order history."""
+    ex, o = orm.executions, orm.orders
     value = ex.c.fill_quantity * ex.c.fill_price
 
     def total(side: Side) -> sa.ColumnElement[Any]:
@@ -33,11 +35,9 @@ def _unsettled_both_statement() -> sa.Select[Any]:
         sa.select(total(Side.BUY), total(Side.SELL))
         .join(o, o.c.id == ex.c.order_id)
         .where(
-            o.c.account_id == sa.bindparam("account_id"),
-            o.c.tenant_id == sa.bindparam("tid"),
-            ex.c.kind.in_(FILL_KINDS),
-            ex.c.outcome.in_(COUNTED_OUTCOMES),
-            ~sa.exists().where(st.c.report_id == ex.c.report_id),
+            ex.c.account_id == sa.bindparam("account_id"),
+            ex.c.awaiting_settlement,
+            ex.c.tenant_id == sa.bindparam("tid"),
         )
     )
 
@@ -147,7 +147,7 @@ class CoordinationRepository:
         Each row has ``report_id``, ``venue_time``, ``fill_quantity``, ``fill_price``,
         ``order_id``, ``account_id``, ``instrument``, ``side`` and ``settlement_days``.
         """
-        ex, o, st, ins = orm.executions, orm.orders, orm.settlements, orm.instruments
+        ex, o, ins = orm.executions, orm.orders, orm.instruments
         q: sa.Select[Any] = (
             sa.select(
                 ex.c.report_id,
@@ -164,15 +164,13 @@ class CoordinationRepository:
             .join(ins, ins.c.id == o.c.instrument)
             .where(
                 ex.c.tenant_id == self.tenant_id,
-                ex.c.kind.in_(FILL_KINDS),
-                ex.c.outcome.in_(COUNTED_OUTCOMES),
+                ex.c.awaiting_settlement,  # counted fills without a settlement outcome
                 ex.c.fill_quantity > 0,
                 ex.c.overdue_alerted_at.is_(None),
                 sa.cast(sa.func.timezone("UTC", ex.c.venue_time), sa.Date)
                 + ins.c.settlement_days
                 + grace_days
                 < today,
-                ~sa.exists().where(st.c.report_id == ex.c.report_id),
             )
             .order_by(ex.c.venue_time, ex.c.report_id)
             .limit(limit)

@@ -15,17 +15,18 @@ from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
-from rebalancer.adapters.repositories.orders import report_state, row_order_fields
+from rebalancer.adapters.repositories.orders import (
+    COUNTED_OUTCOMES,
+    FILL_KINDS,
+    report_state,
+    row_order_fields,
+)
 from rebalancer.adapters.repositories.reference import dumps
 from rebalancer.domain.errors import NotFound
 from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
 from rebalancer.domain.orders import Order, OrderStatus, Side
 
 Row = sa.Row[Any]
-
-FILL_KINDS = ("fill", "partial_fill")
-COUNTED_OUTCOMES = ("applied", "ignored_late")
-"""Execution outcomes whose shares traded (a late fill after a cancel still traded)."""
 
 
 class _Settled(enum.Enum):
@@ -49,10 +50,9 @@ def _count_fills_statement(settled: _Settled, by_wave: bool, by_side: bool) -> s
         orders = orders.where(o.c.wave == sa.bindparam("wave"))
     if by_side:
         orders = orders.where(o.c.side == sa.bindparam("side"))
+    if settled is _Settled.NOT_YET:  # the flag is set on counted fills only (migration 0011)
+        return sa.select(sa.func.count()).where(ex.c.order_id.in_(orders), ex.c.awaiting_settlement)
     counted = (ex.c.kind.in_(FILL_KINDS), ex.c.outcome.in_(COUNTED_OUTCOMES))
-    if settled is _Settled.NOT_YET:
-        outcome = sa.exists().where(st.c.report_id == ex.c.report_id)
-        return sa.select(sa.func.count()).where(ex.c.order_id.in_(orders), *counted, ~outcome)
     # from the failed settlements of these orders (their order_id index) to their fills: an
     # EXISTS from each fill to a failed settlement was planned as a scan of every settlement
     # per fill while the table's statistics lagged behind a burst of settlements

@@ -21,6 +21,10 @@ from rebalancer.domain.rebalance import OrderTally
 
 Row = sa.Row[Any]
 
+FILL_KINDS = ("fill", "partial_fill")
+COUNTED_OUTCOMES = ("applied", "ignored_late")
+"""Execution outcomes whose shares traded (a late fill after a cancel still traded)."""
+
 
 def _tally_statement() -> sa.Select[int, int, int, int, int, int, int]:
     """The :class:`OrderTally` of one recommendation's orders as one aggregate row (built once:
@@ -89,12 +93,24 @@ _MARK_SENT = (
         updated_at=sa.func.now(),
     )
 )
+_EX = orm.executions
 _ADD_EXECUTION = (
-    insert(orm.executions)
-    .on_conflict_do_nothing(index_elements=["report_id"])
-    .returning(orm.executions.c.report_id)
+    insert(_EX).on_conflict_do_nothing(index_elements=["report_id"]).returning(_EX.c.report_id)
+)
+# A counted fill of an account's order awaits its settlement unless the confirmation came
+# first (a custodian may confirm before the venue's report arrives; both handlers hold the
+# account's lock, so the test below and the settlement's clearing cannot interleave).
+_ADD_FILL = _ADD_EXECUTION.values(
+    awaiting_settlement=~sa.exists().where(
+        orm.settlements.c.report_id == sa.bindparam("b_fill_report_id", type_=sa.Text)
+    )
 )
 _ADD_SETTLEMENT = insert(orm.settlements).on_conflict_do_nothing().returning(orm.settlements.c.id)
+_SETTLEMENT_RECORDED = (
+    sa.update(_EX)
+    .where(_EX.c.report_id == sa.bindparam("b_report_id"), _EX.c.awaiting_settlement)
+    .values(awaiting_settlement=False)
+)
 _ORDER_SETTLEMENTS = (
     sa.select(orm.settlements)
     .where(
@@ -207,10 +223,21 @@ class OrdersMixin:
         )
 
     # ------------------------------------------------------------------ executions
-    def add_execution(self, row: Mapping[str, Any]) -> bool:
-        """Record an execution report; False when its report id was seen before."""
-        res = self.conn.execute(_ADD_EXECUTION, {**row, "tenant_id": self.tenant_id}).first()
-        return res is not None
+    def add_execution(self, row: Mapping[str, Any], account_id: str | None = None) -> bool:
+        """Record an execution report; False when its report id was seen before.
+
+        ``account_id`` is the account of the report's order (``None`` for a block's own
+        reports and for unknown orders). A counted fill of an account's order (kind
+        :data:`FILL_KINDS`, outcome :data:`COUNTED_OUTCOMES`) is recorded as awaiting its
+        settlement, unless the settlement is recorded already. Call it under the account's
+        lock, as the settlement handler takes it.
+        """
+        params = {**row, "tenant_id": self.tenant_id, "account_id": account_id}
+        fill = row["kind"] in FILL_KINDS and row["outcome"] in COUNTED_OUTCOMES
+        if fill and account_id is not None:
+            params["b_fill_report_id"] = row["report_id"]
+            return self.conn.execute(_ADD_FILL, params).first() is not None
+        return self.conn.execute(_ADD_EXECUTION, params).first() is not None
 
     def executions(self, order_ids: Iterable[uuid.UUID]) -> list[Row]:
         t = orm.executions
@@ -226,7 +253,11 @@ class OrdersMixin:
     def add_settlement(self, row: Mapping[str, Any]) -> bool:
         """Record a settlement; False when it (or its fill) was settled before."""
         res = self.conn.execute(_ADD_SETTLEMENT, {**row, "tenant_id": self.tenant_id}).first()
-        return res is not None
+        if res is None:
+            return False
+        # the fill has a settlement outcome now (settled or failed): no longer in flight
+        self.conn.execute(_SETTLEMENT_RECORDED, {"b_report_id": row["report_id"]})
+        return True
 
     def add_realized_gains(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:

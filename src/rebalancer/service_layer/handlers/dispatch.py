@@ -157,12 +157,13 @@ def apply_to_order(uow: UnitOfWork, row: Any, event: ExecutionReportV1) -> Repor
     try:
         outcome = apply_report(order, domain_report(event))
     except (IllegalTransition, InvalidInput) as exc:
-        if uow.rebalancing.add_execution({**record, "outcome": f"refused: {exc.detail}"[:500]}):
+        refused = {**record, "outcome": f"refused: {exc.detail}"[:500]}
+        if uow.rebalancing.add_execution(refused, row.account_id):
             REPORTS.labels("refused").inc()
             return ReportOutcome.IGNORED_LATE
         REPORTS.labels("duplicate").inc()
         return ReportOutcome.DUPLICATE
-    if not uow.rebalancing.add_execution({**record, "outcome": str(outcome)}):
+    if not uow.rebalancing.add_execution({**record, "outcome": str(outcome)}, row.account_id):
         REPORTS.labels("duplicate").inc()
         return ReportOutcome.DUPLICATE
     REPORTS.labels(str(outcome)).inc()
