@@ -272,9 +272,10 @@ def main() -> None:
     if args.no_doc:
         print(body)
     else:
-        write_section(
-            args.section, "Trading a batch through: approvals, reports, settlements", body
-        )
+        title = "Trading a batch through: approvals, reports, settlements"
+        if history:
+            title += f", {args.history_rounds} rebalances of history"
+        write_section(args.section, title, body)
 
 
 if __name__ == "__main__":
