@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -23,26 +23,63 @@ _LotRow = tuple[str, Decimal, Decimal, date]
 # and a settlement loads it (building a statement and its cache key cost about as much client
 # CPU as the round trip; docs/execution.md "What trading a batch through costs").
 @functools.cache
-def _account_row_statement(lock: bool, whole: bool) -> sa.Select[Any]:
+def _account_row_statement(lock: bool) -> sa.Select[Any]:
     t = orm.accounts
-    q = sa.select(t if whole else t.c.id).where(
+    q = sa.select(t.c.id).where(
         t.c.id == sa.bindparam("account_id"), t.c.tenant_id == sa.bindparam("tid")
     )
     return q.with_for_update() if lock else q
 
 
-_IDS: sa.BindParameter[Any] = sa.bindparam("ids", expanding=True)
-_SLEEVES_OF = (
-    sa.select(orm.sleeves).where(orm.sleeves.c.account_id.in_(_IDS)).order_by(orm.sleeves.c.id)
-)
-_LOTS_OF = (
-    sa.select(orm.tax_lots)
-    .where(orm.tax_lots.c.account_id.in_(_IDS))
-    .order_by(orm.tax_lots.c.acquired, orm.tax_lots.c.lot_id)
-)
-_CASH_OF = sa.select(orm.cash_balances.c.account_id, orm.cash_balances.c.settled).where(
-    orm.cash_balances.c.account_id.in_(_IDS)
-)
+ACCOUNT_PARTS_SQL = """
+       (SELECT c.settled::text FROM cash_balances c WHERE c.account_id = a.id
+         ORDER BY c.currency = a.currency DESC LIMIT 1) AS cash,
+       (SELECT coalesce(json_agg(json_build_array(s.id, s.model_id, s.share) ORDER BY s.id),
+                        '[]')
+          FROM sleeves s WHERE s.account_id = a.id) AS sleeves,
+       (SELECT coalesce(json_agg(json_build_array(l.lot_id, l.instrument, l.quantity::text,
+                                                  l.cost_basis::text, l.acquired)
+                                 ORDER BY l.acquired, l.lot_id), '[]')
+          FROM tax_lots l WHERE l.account_id = a.id) AS lots"""
+"""Select-list columns ``cash`` (settled, in the account's currency where it has such a row),
+``sleeves`` and ``lots`` of the account ``a``, sleeves and lots aggregated by the server into
+JSON (one round trip, no per-lot row handling in Python); cash, quantities and cost bases
+travel as text and become ``Decimal`` exactly (:func:`account_from_row`)."""
+
+ACCOUNTS_SQL = f"""
+SELECT a.id, a.tenant_id, a.household_id, a.name, a.tax_type,
+{ACCOUNT_PARTS_SQL}
+  FROM accounts a
+ WHERE a.id = ANY(:ids) AND a.tenant_id = :tid
+ ORDER BY a.id
+"""
+
+
+_ACCOUNTS = sa.text(ACCOUNTS_SQL)
+"""Accounts with their cash, sleeves and lots in one statement (id order). Never with ``FOR
+UPDATE``: a statement that waits for a row lock still reads its subqueries (cash, lots) from
+the snapshot it took before waiting, so it would miss what the lock's holder committed (a
+lost settlement). Lock first, then load in the next statement."""
+
+
+def account_from_row(r: sa.Row[Any]) -> Account:
+    """The :class:`Account` of a row with ``id``, ``tenant_id``, ``household_id``, ``name``,
+    ``tax_type`` and the columns of :data:`ACCOUNT_PARTS_SQL`."""
+    return Account(
+        id=r.id,
+        tenant_id=r.tenant_id,
+        cash=Decimal(r.cash or 0),
+        lots=[
+            TaxLot(lot, inst, Decimal(q), Decimal(cb), date.fromisoformat(d))
+            for lot, inst, q, cb, d in r.lots
+        ],
+        sleeves=[Sleeve(sid, mid, share) for sid, mid, share in r.sleeves],
+        household_id=r.household_id,
+        tax_type=TaxType(r.tax_type),
+        name=r.name,
+    )
+
+
 _SET_CASH = (
     sa.update(orm.cash_balances)
     .where(orm.cash_balances.c.account_id == sa.bindparam("b_account_id"))
@@ -239,8 +276,27 @@ class AccountRepository:
         self.conn.execute(_SET_CASH, {"b_account_id": account_id, "b_settled": settled})
 
     def get(self, account_id: str, *, lock: bool = False) -> Account:
-        """Load one account; ``lock`` takes a row lock that serializes work on it."""
-        return self._load([self._row(account_id, lock, whole=True)], remember=lock)[0]
+        """Load one account (its row, cash, sleeves and lots in one statement); ``lock`` first
+        takes its row lock, which serializes work on it (not asked for again when this
+        transaction holds it).
+
+        Raises
+        ------
+        UnknownAccount
+            No such account for this tenant.
+        """
+        if lock:
+            self.lock(account_id)  # before the load: the load's snapshot sees the last holder
+        row = self.conn.execute(_ACCOUNTS, {"ids": [account_id], "tid": self.tenant_id}).first()
+        if row is None:
+            raise UnknownAccount(f"account {account_id!r} does not exist", ["account_id"])
+        account = account_from_row(row)
+        if lock:
+            self._stored_lots[account_id] = {
+                lot.lot_id: (lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
+                for lot in account.lots
+            }
+        return account
 
     def lock(self, account_id: str) -> None:
         """Take the account's row lock (as ``get(..., lock=True)`` does) without loading its
@@ -270,10 +326,10 @@ class AccountRepository:
         """Raise :class:`UnknownAccount` unless this tenant has the account (nothing loaded)."""
         self._row(account_id, False)
 
-    def _row(self, account_id: str, lock: bool, whole: bool = False) -> sa.Row[Any]:
-        """The account's row (``whole``) or its id, locked when ``lock``."""
+    def _row(self, account_id: str, lock: bool) -> sa.Row[Any]:
+        """The account's id, locked when ``lock``."""
         params = {"account_id": account_id, "tid": self.tenant_id}
-        row = self.conn.execute(_account_row_statement(lock, whole), params).first()
+        row = self.conn.execute(_account_row_statement(lock), params).first()
         if lock and row is not None:
             self._locks().add(account_id)
         if row is None:
@@ -281,45 +337,9 @@ class AccountRepository:
         return row
 
     def get_many(self, account_ids: Iterable[str]) -> list[Account]:
-        rows = self.conn.execute(
-            sa.select(orm.accounts)
-            .where(
-                orm.accounts.c.id.in_(list(account_ids)),
-                orm.accounts.c.tenant_id == self.tenant_id,
-            )
-            .order_by(orm.accounts.c.id)
-        ).all()
-        return self._load(rows)
-
-    def _load(self, rows: Sequence[sa.Row[Any]], remember: bool = False) -> list[Account]:
-        ids = [r.id for r in rows]
-        sleeves: dict[str, list[Sleeve]] = {i: [] for i in ids}
-        for s in self.conn.execute(_SLEEVES_OF, {"ids": ids}):
-            sleeves[s.account_id].append(Sleeve(s.id, s.model_id, s.share))
-        lots: dict[str, list[TaxLot]] = {i: [] for i in ids}
-        for lot in self.conn.execute(_LOTS_OF, {"ids": ids}):
-            lots[lot.account_id].append(
-                TaxLot(lot.lot_id, lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
-            )
-        for i in ids if remember else ():
-            self._stored_lots[i] = {
-                lot.lot_id: (lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
-                for lot in lots[i]
-            }
-        cash = dict(self.conn.execute(_CASH_OF, {"ids": ids}).all())
-        return [
-            Account(
-                id=r.id,
-                tenant_id=r.tenant_id,
-                cash=Decimal(cash.get(r.id, 0)),
-                lots=lots[r.id],
-                sleeves=sleeves[r.id],
-                household_id=r.household_id,
-                tax_type=TaxType(r.tax_type),
-                name=r.name,
-            )
-            for r in rows
-        ]
+        """Load many accounts (id order; unknown ids are skipped), in one statement."""
+        params = {"ids": list(account_ids), "tid": self.tenant_id}
+        return [account_from_row(r) for r in self.conn.execute(_ACCOUNTS, params)]
 
     def list_ids(
         self, model_id: str | None = None, limit: int = 1000, offset: int = 0

@@ -18,17 +18,16 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
+from rebalancer.adapters.repositories.accounts import ACCOUNTS_SQL, account_from_row
 from rebalancer.contracts import TOPICS, Envelope, encode
 from rebalancer.domain.errors import Conflict
-from rebalancer.domain.model import Account, Sleeve, TaxLot, TaxType
+from rebalancer.domain.model import Account
 from rebalancer.scaled_book import ScaledBook
 
 
@@ -160,57 +159,40 @@ class ChunkAccount:
     account: Account
 
 
-_CHUNK_SQL = sa.text(
+_LOCK_CHUNK = sa.text(
     """
-    SELECT r.id, r.status, r.batch_id, a.id AS account_id, a.tenant_id, a.household_id,
-           a.name, a.tax_type,
-           (SELECT c.settled::text FROM cash_balances c
-             WHERE c.account_id = a.id AND c.currency = a.currency) AS cash,
-           (SELECT coalesce(json_agg(json_build_array(s.id, s.model_id, s.share)
-                                     ORDER BY s.id), '[]')
-              FROM sleeves s WHERE s.account_id = a.id) AS sleeves,
-           (SELECT coalesce(json_agg(json_build_array(l.lot_id, l.instrument,
-                                                      l.quantity::text, l.cost_basis::text,
-                                                      l.acquired)
-                                     ORDER BY l.acquired, l.lot_id), '[]')
-              FROM tax_lots l WHERE l.account_id = a.id) AS lots
+    SELECT r.id, r.status, r.batch_id, a.id AS account_id
       FROM rebalances r JOIN accounts a ON a.id = r.account_id
      WHERE r.id = ANY(:ids) AND r.tenant_id = :tenant AND a.tenant_id = :tenant
      ORDER BY a.id, r.id
        FOR UPDATE OF a, r
     """
 )
+_CHUNK_ACCOUNTS = sa.text(ACCOUNTS_SQL)
 
 
 def lock_chunk_accounts(
     conn: sa.Connection, tenant_id: str, rebalance_ids: Sequence[uuid.UUID]
 ) -> list[ChunkAccount]:
-    """Lock the rebalances and their accounts (account id order) and load the accounts.
+    """Lock the rebalances and their accounts (account id order), then load the accounts.
 
-    One statement for the whole chunk: the server aggregates sleeves and lots per account into
-    JSON, so the chunk costs one round trip and no per-lot row handling in Python. Quantities,
-    cost bases and cash travel as text and become ``Decimal`` exactly.
+    Two statements for the whole chunk: the locks, then one read in which the server
+    aggregates sleeves and lots per account into JSON (no per-lot row handling in Python;
+    quantities, cost bases and cash travel as text and become ``Decimal`` exactly). The read
+    comes after the locks on purpose: a statement that waits for a row lock reads its
+    subqueries from the snapshot it took before waiting, so a settlement committed by the
+    lock's holder meanwhile would be missed.
     """
     if not rebalance_ids:
         return []
-    rows = conn.execute(_CHUNK_SQL, {"ids": list(rebalance_ids), "tenant": tenant_id}).all()
-    out = []
-    for r in rows:
-        account = Account(
-            id=r.account_id,
-            tenant_id=r.tenant_id,
-            cash=Decimal(r.cash or 0),
-            lots=[
-                TaxLot(lot, inst, Decimal(q), Decimal(cb), date.fromisoformat(d))
-                for lot, inst, q, cb, d in r.lots
-            ],
-            sleeves=[Sleeve(sid, mid, share) for sid, mid, share in r.sleeves],
-            household_id=r.household_id,
-            tax_type=TaxType(r.tax_type),
-            name=r.name,
-        )
-        out.append(ChunkAccount(r.id, r.status, r.batch_id, account))
-    return out
+    params = {"ids": list(rebalance_ids), "tenant": tenant_id}
+    locked = conn.execute(_LOCK_CHUNK, params).all()
+    ids = sorted({r.account_id for r in locked})
+    accounts = {
+        r.id: account_from_row(r)
+        for r in conn.execute(_CHUNK_ACCOUNTS, {"ids": ids, "tid": tenant_id})
+    }
+    return [ChunkAccount(r.id, r.status, r.batch_id, accounts[r.account_id]) for r in locked]
 
 
 def add_outbox_many(conn: sa.Connection, events: Iterable[tuple[Envelope, str | None]]) -> int:
