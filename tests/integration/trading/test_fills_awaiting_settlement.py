@@ -168,7 +168,7 @@ def _plan(engine: sa.Engine) -> str:
     with engine.connect() as conn:
         conn.execute(sa.text("SET enable_seqscan = off"))  # a tiny table: ask for any index
         compiled = stmt.compile(conn)
-        params = compiled.construct_params({"tid": "t", "account_id": "acc"})
+        params = compiled.construct_params({"tid": "t", "b_account_id": "acc"})
         return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}", params))
 
 
@@ -206,7 +206,9 @@ def test_migration_0011_fills_the_flag_from_the_history(scratch: sa.Engine) -> N
     }
     assert "ix_executions_awaiting_settlement" in _plan(scratch)
     with scratch.connect() as conn:
-        totals = conn.execute(coordination._UNSETTLED_BOTH, {"tid": "t", "account_id": "acc"}).one()
+        totals = conn.execute(
+            coordination._UNSETTLED_BOTH, {"tid": "t", "b_account_id": "acc"}
+        ).one()
     assert tuple(totals) == (Decimal("250.00"), Decimal(0))  # 2 x 10 x 12.5 bought
     migrate.downgrade(scratch, "0010")
     assert not _columns(scratch) & {"account_id", "awaiting_settlement"}

@@ -32,10 +32,10 @@ def _unsettled_both_statement() -> sa.Select[Any]:
         return sa.func.coalesce(sa.func.sum(value).filter(o.c.side == str(side)), 0)
 
     return (
-        sa.select(total(Side.BUY), total(Side.SELL))
+        sa.select(total(Side.BUY).label("purchases"), total(Side.SELL).label("proceeds"))
         .join(o, o.c.id == ex.c.order_id)
         .where(
-            ex.c.account_id == sa.bindparam("account_id"),
+            ex.c.account_id == sa.bindparam("b_account_id"),
             ex.c.awaiting_settlement,
             ex.c.tenant_id == sa.bindparam("tid"),
         )
@@ -44,14 +44,21 @@ def _unsettled_both_statement() -> sa.Select[Any]:
 
 _UNSETTLED_BOTH = _unsettled_both_statement()
 _CASH = orm.cash_balances
-_SET_UNSETTLED = (
-    sa.update(_CASH)
-    .where(_CASH.c.account_id == sa.bindparam("b_account_id"))
-    .values(
-        unsettled_purchases=sa.bindparam("purchases", type_=_CASH.c.unsettled_purchases.type),
-        unsettled_proceeds=sa.bindparam("proceeds", type_=_CASH.c.unsettled_proceeds.type),
+
+
+def _refresh_unsettled_statement() -> sa.Update:
+    """Set the account's unsettled columns from :data:`_UNSETTLED_BOTH` and return them: one
+    round trip (``UPDATE ... FROM (SELECT ...) RETURNING``)."""
+    sums = _unsettled_both_statement().subquery()
+    return (
+        sa.update(_CASH)
+        .where(_CASH.c.account_id == sa.bindparam("b_account_id"))
+        .values(unsettled_purchases=sums.c.purchases, unsettled_proceeds=sums.c.proceeds)
+        .returning(sums.c.purchases, sums.c.proceeds)
     )
-)
+
+
+_REFRESH_UNSETTLED = _refresh_unsettled_statement()
 _CLEAR_OVERDUE = (
     sa.update(orm.alerts)
     .where(
@@ -192,7 +199,7 @@ class CoordinationRepository:
     def unsettled_both(self, account_id: str) -> tuple[Decimal, Decimal]:
         """``(purchases, proceeds)``: currency of the account's buy and sell fills that have no
         settlement outcome yet, in one pass over its fills."""
-        params = {"account_id": account_id, "tid": self.tenant_id}
+        params = {"b_account_id": account_id, "tid": self.tenant_id}
         purchases, proceeds = self.conn.execute(_UNSETTLED_BOTH, params).one()
         return Decimal(purchases), Decimal(proceeds)
 
@@ -203,12 +210,11 @@ class CoordinationRepository:
         Derived, not incremented: a full account replace (which rewrites ``cash_balances``)
         or a missed update heals at the next fill or settlement.
         """
-        purchases, proceeds = self.unsettled_both(account_id)
-        self.conn.execute(
-            _SET_UNSETTLED,
-            {"b_account_id": account_id, "purchases": purchases, "proceeds": proceeds},
-        )
-        return purchases, proceeds
+        params = {"b_account_id": account_id, "tid": self.tenant_id}
+        row = self.conn.execute(_REFRESH_UNSETTLED, params).first()
+        if row is None:  # no cash row to keep them in: the totals alone
+            return self.unsettled_both(account_id)
+        return Decimal(row[0]), Decimal(row[1])
 
     def cash_row(self, account_id: str) -> Row | None:
         """The account's ``cash_balances`` row (settled, unsettled purchases and proceeds)."""

@@ -53,6 +53,19 @@ _RECOMMENDATION_OWNER = sa.select(
 )
 
 
+_REC = orm.recommendations
+_LOCKED_REBALANCE_OF = (
+    sa.select(orm.rebalances)
+    .join(_REC, _REC.c.rebalance_id == orm.rebalances.c.id)
+    .where(
+        _REC.c.id == sa.bindparam("recommendation_id"),
+        _REC.c.tenant_id == sa.bindparam("tid"),
+        _REC.c.account_id == sa.bindparam("account_id"),
+    )
+    .with_for_update(of=orm.rebalances)
+)
+
+
 class RebalancingRepository(MonitoringMixin, OrdersMixin):
     """Everything that happens to an account after its state is known."""
 
@@ -220,6 +233,17 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
                 f"recommendation {recommendation_id} does not exist", ["recommendation_id"]
             )
         return row.account_id, row.rebalance_id
+
+    def locked_rebalance_of(self, recommendation_id: uuid.UUID, account_id: str) -> Row | None:
+        """The rebalance of the account's recommendation, locked (one statement); ``None``
+        when the recommendation is not the account's. Call it holding the account's lock:
+        every handler locks the account before its rebalance."""
+        params = {
+            "recommendation_id": recommendation_id,
+            "tid": self.tenant_id,
+            "account_id": account_id,
+        }
+        return self.conn.execute(_LOCKED_REBALANCE_OF, params).first()
 
     def set_recommendation_status(
         self, recommendation_id: uuid.UUID, status: str, approved_by: str | None = None

@@ -181,22 +181,32 @@ def apply_to_order(uow: UnitOfWork, row: Any, event: ExecutionReportV1) -> Repor
         uow.publish(order_status_event(uow, order, previous, event.reason or ""))
         if order.status.terminal:
             record_realized_cost(uow, order, row.estimated_cost_bps)
-    after_order_change(uow, uuid.UUID(order.recommendation_id))
+    after_order_change(uow, uuid.UUID(order.recommendation_id), order.account_id)
     return outcome
 
 
 # --------------------------------------------------------------------------- waves and status
-def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
+def after_order_change(
+    uow: UnitOfWork, recommendation_id: uuid.UUID, account_id: str | None = None
+) -> None:
     """Send the buy wave once the sells are done and settled; refresh the rebalance status.
 
     Locks first (account, then rebalance: the order every handler uses), then reads: an
     execution report and a settlement handled concurrently for the same rebalance are
     serialized here, so the later one sees the earlier one's commit and the buy wave can never
-    be left waiting because each saw the other's change uncommitted.
+    be left waiting because each saw the other's change uncommitted. ``account_id``, the
+    recommendation's account when the caller knows it (the order's), saves looking it up: the
+    rebalance is then locked with the same statement that finds it.
     """
-    account_id, rebalance_id = uow.rebalancing.recommendation_owner(recommendation_id)
-    uow.accounts.lock(account_id)
-    reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
+    reb = None
+    if account_id is not None:
+        uow.accounts.lock(account_id)  # held already by a report or settlement: no query
+        reb = uow.rebalancing.locked_rebalance_of(recommendation_id, account_id)
+    if reb is None:
+        account_id, rebalance_id = uow.rebalancing.recommendation_owner(recommendation_id)
+        uow.accounts.lock(account_id)
+        reb = uow.rebalancing.get_rebalance(rebalance_id, lock=True)
+    owner: str = reb.account_id
     # counted in the database: loading every order of the rebalance after each of its
     # execution reports and settlements cost a time growing with its size squared
     tally = uow.rebalancing.order_tally(recommendation_id)
@@ -205,13 +215,13 @@ def after_order_change(uow: UnitOfWork, recommendation_id: uuid.UUID) -> None:
         recommendation_id, wave=0, side=Side.SELL
     ):
         waiting = [order_from_row(r) for r in uow.rebalancing.held_buys(recommendation_id)]
-        release_buy_wave(uow, account_id, waiting)
+        release_buy_wave(uow, owner, waiting)
         tally = uow.rebalancing.order_tally(recommendation_id)
     status = rebalance_status(uow, recommendation_id, tally)
     if status != reb.status and reb.status not in REBALANCE_TERMINAL:
         uow.rebalancing.set_rebalance_status(reb.id, status)
         uow.publish(
-            _status_event(uow, StatusEntity.REBALANCE, str(reb.id), account_id, status, reb.status)
+            _status_event(uow, StatusEntity.REBALANCE, str(reb.id), owner, status, reb.status)
         )
 
 

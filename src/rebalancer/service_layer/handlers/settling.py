@@ -143,7 +143,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
     coordination = CoordinationRepository(uow.conn, uow.tenant_id)
     purchases, proceeds = coordination.refresh_unsettled(account.id)
     coordination.clear_overdue_alert(event.report_id)
-    after_order_change(uow, uuid.UUID(order.recommendation_id))
+    after_order_change(uow, uuid.UUID(order.recommendation_id), account.id)
     if not purchases and not proceeds:
         # the account's last fill awaiting settlement: one drift snapshot (and alert update)
         # of the settled book, not one per fill of a burst (about a third of a settlement's
