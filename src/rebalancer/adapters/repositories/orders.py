@@ -105,11 +105,36 @@ _ADD_FILL = _ADD_EXECUTION.values(
         orm.settlements.c.report_id == sa.bindparam("b_fill_report_id", type_=sa.Text)
     )
 )
-_ADD_SETTLEMENT = insert(orm.settlements).on_conflict_do_nothing().returning(orm.settlements.c.id)
-_SETTLEMENT_RECORDED = (
-    sa.update(_EX)
-    .where(_EX.c.report_id == sa.bindparam("b_report_id"), _EX.c.awaiting_settlement)
-    .values(awaiting_settlement=False)
+_SETTLEMENT_COLUMNS = (
+    "id",
+    "report_id",
+    "order_id",
+    "tenant_id",
+    "account_id",
+    "instrument",
+    "side",
+    "quantity",
+    "price",
+    "trade_date",
+    "settle_date",
+    "status",
+    "reason",
+)
+# The settlement and the end of its fill's wait in one round trip; a settlement seen before
+# inserts nothing, so it changes no fill either.
+_ADD_SETTLEMENT = sa.text(
+    f"""
+    WITH added AS (
+        INSERT INTO settlements ({", ".join(_SETTLEMENT_COLUMNS)})
+        VALUES ({", ".join(":" + c for c in _SETTLEMENT_COLUMNS)})
+        ON CONFLICT DO NOTHING
+        RETURNING id, report_id
+    ), recorded AS (
+        UPDATE executions e SET awaiting_settlement = false
+          FROM added WHERE e.report_id = added.report_id AND e.awaiting_settlement
+    )
+    SELECT id FROM added
+    """
 )
 _ORDER_SETTLEMENTS = (
     sa.select(orm.settlements)
@@ -252,12 +277,9 @@ class OrdersMixin:
     # ------------------------------------------------------------------ settlements
     def add_settlement(self, row: Mapping[str, Any]) -> bool:
         """Record a settlement; False when it (or its fill) was settled before."""
-        res = self.conn.execute(_ADD_SETTLEMENT, {**row, "tenant_id": self.tenant_id}).first()
-        if res is None:
-            return False
+        params = {c: row.get(c) for c in _SETTLEMENT_COLUMNS} | {"tenant_id": self.tenant_id}
         # the fill has a settlement outcome now (settled or failed): no longer in flight
-        self.conn.execute(_SETTLEMENT_RECORDED, {"b_report_id": row["report_id"]})
-        return True
+        return self.conn.execute(_ADD_SETTLEMENT, params).first() is not None
 
     def add_realized_gains(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
