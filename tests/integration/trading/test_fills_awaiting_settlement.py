@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
+from migrationhelpers import plan, seed
 from tradehelpers import InProcessMarket, held_fills, make_book, make_recommendation, rows
 
 from rebalancer.adapters import migrate, orm
@@ -164,12 +165,7 @@ INSERT INTO settlements (id, report_id, order_id, tenant_id, account_id, instrum
 
 def _plan(engine: sa.Engine) -> str:
     """``EXPLAIN`` of the unsettled totals of one account."""
-    stmt = coordination._UNSETTLED_BOTH
-    with engine.connect() as conn:
-        conn.execute(sa.text("SET enable_seqscan = off"))  # a tiny table: ask for any index
-        compiled = stmt.compile(conn)
-        params = compiled.construct_params({"tid": "t", "b_account_id": "acc"})
-        return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}", params))
+    return plan(engine, coordination._UNSETTLED_BOTH, {"tid": "t", "b_account_id": "acc"})
 
 
 def _columns(engine: sa.Engine) -> set[str]:
@@ -187,10 +183,7 @@ def _columns(engine: sa.Engine) -> set[str]:
 def test_migration_0011_fills_the_flag_from_the_history(scratch: sa.Engine) -> None:
     migrate.upgrade(scratch, "0010")
     ids = {k: str(uuid.uuid4()) for k in ("reb", "rec", "buy", "block")}
-    with scratch.begin() as conn:
-        for stmt in _SEED.strip().split(";"):
-            if stmt.strip():
-                conn.execute(sa.text(stmt), {k: v for k, v in ids.items() if f":{k}" in stmt})
+    seed(scratch, _SEED, ids)
     migrate.upgrade(scratch, "0011")
     with scratch.connect() as conn:
         got = conn.execute(

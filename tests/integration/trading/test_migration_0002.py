@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from migrationhelpers import seed
 
 from rebalancer.adapters import migrate
 
@@ -37,10 +38,7 @@ INSERT INTO executions (report_id, order_id, tenant_id, kind, fill_quantity, fil
 def test_migration_0002_backfills_and_constrains_and_downgrades(scratch: sa.Engine) -> None:
     migrate.upgrade(scratch, "0001")
     ids = {k: str(uuid.uuid4()) for k in ("parent", "child", "rec", "buy")}
-    with scratch.begin() as conn:
-        for stmt in SEED.strip().split(";"):
-            if stmt.strip():
-                conn.execute(sa.text(stmt), {k: v for k, v in ids.items() if f":{k}" in stmt})
+    seed(scratch, SEED, ids)
     migrate.upgrade(scratch, "0002")
     with scratch.connect() as conn:
         rows = conn.execute(sa.text("SELECT id::text, parent_rebalance_id::text FROM rebalances"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from migrationhelpers import plan
 
 from rebalancer.adapters import migrate
 from rebalancer.adapters.repositories import coordination
@@ -17,13 +18,7 @@ _INDEX = "ix_alerts_raised_kind_key"
 
 def _plan(engine: sa.Engine) -> str:
     """``EXPLAIN`` of the repository's clearing statement for one report id."""
-    stmt = coordination._CLEAR_OVERDUE
-    with engine.connect() as conn:
-        conn.execute(sa.text("SET enable_seqscan = off"))  # a tiny table: ask for any index
-        compiled = stmt.compile(conn)
-        params = compiled.construct_params({"tid": "t", "report_id": "r-1"})
-        rows = conn.exec_driver_sql(f"EXPLAIN {compiled}", params)
-        return "\n".join(r[0] for r in rows)
+    return plan(engine, coordination._CLEAR_OVERDUE, {"tid": "t", "report_id": "r-1"})
 
 
 def test_migration_0010_indexes_the_raised_alerts(scratch: sa.Engine) -> None:

@@ -73,7 +73,7 @@ def account_from_row(r: sa.Row[Any]) -> Account:
             TaxLot(lot, inst, Decimal(q), Decimal(cb), date.fromisoformat(d))
             for lot, inst, q, cb, d in r.lots
         ],
-        sleeves=[Sleeve(sid, mid, share) for sid, mid, share in r.sleeves],
+        sleeves=[Sleeve(sid, mid, float(share)) for sid, mid, share in r.sleeves],
         household_id=r.household_id,
         tax_type=TaxType(r.tax_type),
         name=r.name,

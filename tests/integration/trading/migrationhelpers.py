@@ -1,0 +1,27 @@
+"""Helpers of the migration tests that run on a database of their own (``scratch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+
+def seed(engine: sa.Engine, script: str, ids: Mapping[str, str]) -> None:
+    """Run the ``;``-separated statements of ``script`` in one transaction, each with the
+    ``ids`` it names (``:name``)."""
+    with engine.begin() as conn:
+        for stmt in script.strip().split(";"):
+            if stmt.strip():
+                conn.execute(sa.text(stmt), {k: v for k, v in ids.items() if f":{k}" in stmt})
+
+
+def plan(engine: sa.Engine, stmt: Any, params: Mapping[str, Any]) -> str:
+    """``EXPLAIN`` of ``stmt`` with ``params``, sequential scans off (the tables are tiny:
+    any usable index is then chosen)."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("SET enable_seqscan = off"))
+        compiled = stmt.compile(conn)
+        bound = compiled.construct_params(dict(params))
+        return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}", bound))
