@@ -48,6 +48,8 @@ class UnitOfWork:
         self.tenant_id = tenant_id
         self._conn: sa.Connection | None = None
         self._tx: sa.RootTransaction | None = None
+        self._pending: list[Envelope] = []
+        """Events published in this transaction, written to the outbox at commit."""
 
     def __enter__(self) -> Self:
         self._conn = self.engine.connect()
@@ -59,7 +61,7 @@ class UnitOfWork:
         """A view of this same transaction scoped to another tenant (for tenant-wide fan-out,
         e.g. market data that touches every tenant's accounts). Commit through ``self``."""
         other = UnitOfWork(self.engine, tenant_id)
-        other._conn, other._tx = self._conn, self._tx
+        other._conn, other._tx, other._pending = self._conn, self._tx, self._pending
         other._bind()
         return other
 
@@ -83,16 +85,23 @@ class UnitOfWork:
         return self._conn
 
     def publish(self, *events: Envelope) -> None:
-        """Queue events in the outbox of this transaction (one statement, in order)."""
-        self.outbox.add_many(events)
+        """Queue events for the outbox of this transaction, in order. They are written when
+        the transaction commits, all in one statement (an approval publishes two events per
+        order it sends: one ``INSERT`` instead of one per call), and never when it does not."""
+        self._pending.extend(events)
 
     def commit(self) -> None:
-        """Commit the transaction (a second call is a no-op)."""
+        """Write the published events to the outbox, then commit the transaction (a second
+        call is a no-op)."""
         assert self._tx is not None, "use the unit of work in a with block"
         if self._tx.is_active:
+            if self._pending:
+                self.outbox.add_many(self._pending)
+                self._pending.clear()
             self._tx.commit()
 
     def rollback(self) -> None:
+        self._pending.clear()
         if self._tx is not None and self._tx.is_active:
             self._tx.rollback()
 
