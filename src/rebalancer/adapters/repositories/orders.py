@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
@@ -85,7 +86,9 @@ _HELD_BUYS = (
 )
 _MARK_SENT = (
     sa.update(orm.orders)
-    .where(orm.orders.c.id == sa.bindparam("order_id"))
+    .where(
+        orm.orders.c.id == sa.any_(sa.bindparam("order_ids", type_=pg.ARRAY(pg.UUID(as_uuid=True))))
+    )
     .values(
         status=sa.bindparam("b_status", type_=sa.Text),
         sent_at=sa.func.now(),
@@ -227,10 +230,11 @@ class OrdersMixin:
             {"order_id": order_id, **{f"v_{k}": v for k, v in values.items()}},
         )
 
-    def mark_order_sent(self, order_id: uuid.UUID, status: str) -> None:
-        """Set the status of an order being sent to the venue, stamp ``sent_at = now()`` and
-        count one more send attempt (one statement)."""
-        self.conn.execute(_MARK_SENT, {"order_id": order_id, "b_status": status})
+    def mark_orders_sent(self, order_ids: Sequence[uuid.UUID], status: str) -> None:
+        """Set the status of orders being sent to the venue, stamp ``sent_at = now()`` and
+        count one more send attempt each (one statement for all of them)."""
+        if order_ids:
+            self.conn.execute(_MARK_SENT, {"order_ids": list(order_ids), "b_status": status})
 
     def open_order_count(self, account_id: str) -> int:
         """Orders of the account still working (new, sent, partially filled, cancel requested)."""

@@ -62,6 +62,7 @@ from rebalancer.service_layer.handlers.dispatch import (
     order_status_event,
     placed_event,
     send_order,
+    send_orders,
 )
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
@@ -77,8 +78,7 @@ def send_blocks(uow: UnitOfWork, orders: Sequence[Order], policy: ExecutionPolic
     blocks = []
     for (_, _), members in sorted(groups.items()):
         if len({o.account_id for o in members}) < 2:
-            for o in members:
-                send_order(uow, o)
+            send_orders(uow, members)
             continue
         blocks.append(_send_block(uow, members, policy))
     return blocks

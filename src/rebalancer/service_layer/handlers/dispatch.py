@@ -4,6 +4,7 @@ order, release the buy wave under the good-faith guard, and derive the rebalance
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -102,17 +103,29 @@ def cancel_event(uow: UnitOfWork, order_id: str, account_id: str, reason: str) -
 
 def send_order(uow: UnitOfWork, order: Order, *, via_block: bool = False) -> None:
     """Mark a new order sent; publish it to the venue unless its block carries it."""
-    previous = order.status
-    if order.status == OrderStatus.NEW:
-        transition(order, OrderStatus.SENT)
-    oid = uuid.UUID(order.order_id)
-    events = [order_status_event(uow, order, previous, "in block" if via_block else "")]
     if via_block:
-        uow.rebalancing.update_order(oid, status=str(order.status))
-    else:
-        uow.rebalancing.mark_order_sent(oid, str(order.status))
-        events.insert(0, placed_event(uow, order))
-    uow.publish(*events)
+        previous = order.status
+        if order.status == OrderStatus.NEW:
+            transition(order, OrderStatus.SENT)
+        uow.rebalancing.update_order(uuid.UUID(order.order_id), status=str(order.status))
+        uow.publish(order_status_event(uow, order, previous, "in block"))
+        return
+    send_orders(uow, [order])
+
+
+def send_orders(uow: UnitOfWork, orders: Sequence[Order]) -> None:
+    """Mark orders sent (new ones become ``sent``) and publish each to the venue: per order
+    its ``order_placed`` and status events, in order; the rows are marked with one statement
+    per resulting status (an approval sends its first wave in one)."""
+    by_status: dict[str, list[uuid.UUID]] = {}
+    for order in orders:
+        previous = order.status
+        if order.status == OrderStatus.NEW:
+            transition(order, OrderStatus.SENT)
+        by_status.setdefault(str(order.status), []).append(uuid.UUID(order.order_id))
+        uow.publish(placed_event(uow, order), order_status_event(uow, order, previous, ""))
+    for status, ids in by_status.items():
+        uow.rebalancing.mark_orders_sent(ids, status)
 
 
 def domain_report(event: ExecutionReportV1) -> ExecutionReport:
@@ -232,8 +245,7 @@ def release_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> 
     transaction, alone: it is never held back to be blocked with other accounts' buys (see
     :func:`size_buy_wave` and docs/execution.md).
     """
-    for o in size_buy_wave(uow, account_id, waiting):
-        send_order(uow, o)
+    send_orders(uow, size_buy_wave(uow, account_id, waiting))
 
 
 def size_buy_wave(uow: UnitOfWork, account_id: str, waiting: list[Order]) -> list[Order]:

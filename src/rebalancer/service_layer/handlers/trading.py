@@ -41,7 +41,7 @@ from rebalancer.service_layer.handlers.dispatch import (
     execution_record,
     execution_repo,
     order_status_event,
-    send_order,
+    send_orders,
     size_buy_wave,
 )
 from rebalancer.service_layer.handlers.recommending import _status_event
@@ -153,11 +153,8 @@ def approve(
     """
     orders = _create_orders(uow, recommendation_id, actor, execution or ExecutionPolicy())
     if orders is not None:
-        for order in orders:
-            if order.wave == 0:
-                send_order(uow, order)
-        for order in _release_unblocked_buys(uow, orders):
-            send_order(uow, order)
+        send_orders(uow, [order for order in orders if order.wave == 0])
+        send_orders(uow, _release_unblocked_buys(uow, orders))
         after_order_change(uow, recommendation_id)  # a buy sized to nothing may end it
         uow.commit()
     return [order_view(r) for r in _orders_now(uow, [recommendation_id])]
