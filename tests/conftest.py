@@ -91,6 +91,24 @@ def engine(runtime: object) -> object:
 
 
 @pytest.fixture()
+def sql_log(engine: Any) -> Iterator[list[str]]:
+    """The SQL statements sent on the session's engine while the test runs, in order (clear
+    the list to start counting at a point of the test)."""
+    import sqlalchemy as sa
+
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.lstrip())
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.fixture()
 def scratch(engine: Any) -> Iterator[Any]:
     """An empty database of its own on the session's server (migration tests), dropped after."""
     import sqlalchemy as sa

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import sqlalchemy as sa
 from tradehelpers import make_book, make_recommendation, rows
@@ -18,25 +16,18 @@ from rebalancer.service_layer.unit_of_work import UnitOfWork
 pytestmark = pytest.mark.integration
 
 
-def test_an_approval_marks_its_first_wave_sent_in_one_statement(engine: sa.Engine) -> None:
+def test_an_approval_marks_its_first_wave_sent_in_one_statement(
+    engine: sa.Engine, sql_log: list[str]
+) -> None:
     book = make_book(engine, n_accounts=1, cash="100000")
     acct = book.accounts[0]
     rec = make_recommendation(engine, book, acct, [(book.a, "sell", 10), (book.b, "sell", 20)])
     with engine.connect() as conn:
         after = int(conn.execute(sa.select(sa.func.max(orm.outbox.c.id))).scalar() or 0)
-    updates: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE ORDERS SET STATUS"):
-            updates.append(statement)
-
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        with UnitOfWork(engine, book.tenant) as uow:
-            sent = trading.approve(uow, rec, "t")
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
-    assert len(updates) == 1
+    sql_log.clear()
+    with UnitOfWork(engine, book.tenant) as uow:
+        sent = trading.approve(uow, rec, "t")
+    assert sum(q.upper().startswith("UPDATE ORDERS SET STATUS") for q in sql_log) == 1
     stored = rows(engine, orm.orders, account_id=acct)
     assert len(sent) == len(stored) == 2
     assert all(o.status == "sent" and o.send_attempts == 1 and o.sent_at for o in stored)
