@@ -31,40 +31,34 @@ def _account_row_statement(lock: bool) -> sa.Select[Any]:
     return q.with_for_update() if lock else q
 
 
-ACCOUNT_PARTS_SQL = """
-       (SELECT c.settled::text FROM cash_balances c WHERE c.account_id = a.id
-         ORDER BY c.currency = a.currency DESC LIMIT 1) AS cash,
-       (SELECT coalesce(json_agg(json_build_array(s.id, s.model_id, s.share) ORDER BY s.id),
-                        '[]')
-          FROM sleeves s WHERE s.account_id = a.id) AS sleeves,
-       (SELECT coalesce(json_agg(json_build_array(l.lot_id, l.instrument, l.quantity::text,
-                                                  l.cost_basis::text, l.acquired)
-                                 ORDER BY l.acquired, l.lot_id), '[]')
-          FROM tax_lots l WHERE l.account_id = a.id) AS lots"""
-"""Select-list columns ``cash`` (settled, in the account's currency where it has such a row),
-``sleeves`` and ``lots`` of the account ``a``, sleeves and lots aggregated by the server into
-JSON (one round trip, no per-lot row handling in Python); cash, quantities and cost bases
-travel as text and become ``Decimal`` exactly (:func:`account_from_row`)."""
-
-ACCOUNTS_SQL = f"""
-SELECT a.id, a.tenant_id, a.household_id, a.name, a.tax_type,
-{ACCOUNT_PARTS_SQL}
-  FROM accounts a
- WHERE a.id = ANY(:ids) AND a.tenant_id = :tid
- ORDER BY a.id
-"""
-
-
-_ACCOUNTS = sa.text(ACCOUNTS_SQL)
-"""Accounts with their cash, sleeves and lots in one statement (id order). Never with ``FOR
-UPDATE``: a statement that waits for a row lock still reads its subqueries (cash, lots) from
-the snapshot it took before waiting, so it would miss what the lock's holder committed (a
-lost settlement). Lock first, then load in the next statement."""
+_ACCOUNTS = sa.text(
+    """
+    SELECT a.id, a.tenant_id, a.household_id, a.name, a.tax_type,
+           (SELECT c.settled::text FROM cash_balances c WHERE c.account_id = a.id
+             ORDER BY c.currency = a.currency DESC LIMIT 1) AS cash,
+           (SELECT coalesce(json_agg(json_build_array(s.id, s.model_id, s.share)
+                                     ORDER BY s.id), '[]')
+              FROM sleeves s WHERE s.account_id = a.id) AS sleeves,
+           (SELECT coalesce(json_agg(json_build_array(l.lot_id, l.instrument, l.quantity::text,
+                                                      l.cost_basis::text, l.acquired)
+                                     ORDER BY l.acquired, l.lot_id), '[]')
+              FROM tax_lots l WHERE l.account_id = a.id) AS lots
+      FROM accounts a
+     WHERE a.id = ANY(:ids) AND a.tenant_id = :tid
+     ORDER BY a.id
+    """
+)
+"""Accounts with their cash (in the account's currency where it has such a row), sleeves and
+lots in one statement, id order: the server aggregates sleeves and lots into JSON (one round
+trip, no per-lot row handling in Python); cash, quantities and cost bases travel as text and
+become ``Decimal`` exactly. Never with ``FOR UPDATE``: a statement that waits for a row lock
+still reads its subqueries (cash, lots) from the snapshot it took before waiting, so it would
+miss what the lock's holder committed (a lost settlement). Lock first, then load in the next
+statement."""
 
 
-def account_from_row(r: sa.Row[Any]) -> Account:
-    """The :class:`Account` of a row with ``id``, ``tenant_id``, ``household_id``, ``name``,
-    ``tax_type`` and the columns of :data:`ACCOUNT_PARTS_SQL`."""
+def _account_from_row(r: sa.Row[Any]) -> Account:
+    """The :class:`Account` of a row of :data:`_ACCOUNTS`."""
     return Account(
         id=r.id,
         tenant_id=r.tenant_id,
@@ -290,7 +284,7 @@ class AccountRepository:
         row = self.conn.execute(_ACCOUNTS, {"ids": [account_id], "tid": self.tenant_id}).first()
         if row is None:
             raise UnknownAccount(f"account {account_id!r} does not exist", ["account_id"])
-        account = account_from_row(row)
+        account = _account_from_row(row)
         if lock:
             self._stored_lots[account_id] = {
                 lot.lot_id: (lot.instrument, lot.quantity, lot.cost_basis, lot.acquired)
@@ -339,7 +333,7 @@ class AccountRepository:
     def get_many(self, account_ids: Iterable[str]) -> list[Account]:
         """Load many accounts (id order; unknown ids are skipped), in one statement."""
         params = {"ids": list(account_ids), "tid": self.tenant_id}
-        return [account_from_row(r) for r in self.conn.execute(_ACCOUNTS, params)]
+        return [_account_from_row(r) for r in self.conn.execute(_ACCOUNTS, params)]
 
     def list_ids(
         self, model_id: str | None = None, limit: int = 1000, offset: int = 0

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
-from rebalancer.adapters.repositories.accounts import ACCOUNTS_SQL, account_from_row
+from rebalancer.adapters.repositories.accounts import AccountRepository
 from rebalancer.contracts import TOPICS, Envelope, encode
 from rebalancer.domain.errors import Conflict
 from rebalancer.domain.model import Account
@@ -168,7 +168,6 @@ _LOCK_CHUNK = sa.text(
        FOR UPDATE OF a, r
     """
 )
-_CHUNK_ACCOUNTS = sa.text(ACCOUNTS_SQL)
 
 
 def lock_chunk_accounts(
@@ -176,22 +175,17 @@ def lock_chunk_accounts(
 ) -> list[ChunkAccount]:
     """Lock the rebalances and their accounts (account id order), then load the accounts.
 
-    Two statements for the whole chunk: the locks, then one read in which the server
-    aggregates sleeves and lots per account into JSON (no per-lot row handling in Python;
-    quantities, cost bases and cash travel as text and become ``Decimal`` exactly). The read
-    comes after the locks on purpose: a statement that waits for a row lock reads its
-    subqueries from the snapshot it took before waiting, so a settlement committed by the
-    lock's holder meanwhile would be missed.
+    Two statements for the whole chunk: the locks, then one read of the accounts
+    (:meth:`AccountRepository.get_many`). The read comes after the locks on purpose: a
+    statement that waits for a row lock reads its subqueries from the snapshot it took before
+    waiting, so a settlement committed by the lock's holder meanwhile would be missed.
     """
     if not rebalance_ids:
         return []
     params = {"ids": list(rebalance_ids), "tenant": tenant_id}
     locked = conn.execute(_LOCK_CHUNK, params).all()
-    ids = sorted({r.account_id for r in locked})
-    accounts = {
-        r.id: account_from_row(r)
-        for r in conn.execute(_CHUNK_ACCOUNTS, {"ids": ids, "tid": tenant_id})
-    }
+    loaded = AccountRepository(conn, tenant_id).get_many(sorted({r.account_id for r in locked}))
+    accounts = {a.id: a for a in loaded}
     return [ChunkAccount(r.id, r.status, r.batch_id, accounts[r.account_id]) for r in locked]
 
 

@@ -49,7 +49,7 @@ _CASH = orm.cash_balances
 def _refresh_unsettled_statement() -> sa.Update:
     """Set the account's unsettled columns from :data:`_UNSETTLED_BOTH` and return them: one
     round trip (``UPDATE ... FROM (SELECT ...) RETURNING``)."""
-    sums = _unsettled_both_statement().subquery()
+    sums = _UNSETTLED_BOTH.subquery()
     return (
         sa.update(_CASH)
         .where(_CASH.c.account_id == sa.bindparam("b_account_id"))

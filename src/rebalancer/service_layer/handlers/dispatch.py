@@ -104,13 +104,19 @@ def cancel_event(uow: UnitOfWork, order_id: str, account_id: str, reason: str) -
 def send_order(uow: UnitOfWork, order: Order, *, via_block: bool = False) -> None:
     """Mark a new order sent; publish it to the venue unless its block carries it."""
     if via_block:
-        previous = order.status
-        if order.status == OrderStatus.NEW:
-            transition(order, OrderStatus.SENT)
+        previous = _to_sent(order)
         uow.rebalancing.update_order(uuid.UUID(order.order_id), status=str(order.status))
         uow.publish(order_status_event(uow, order, previous, "in block"))
         return
     send_orders(uow, [order])
+
+
+def _to_sent(order: Order) -> OrderStatus:
+    """Move a new order to ``sent`` (others keep their status); returns the status before."""
+    previous = order.status
+    if order.status == OrderStatus.NEW:
+        transition(order, OrderStatus.SENT)
+    return previous
 
 
 def send_orders(uow: UnitOfWork, orders: Sequence[Order]) -> None:
@@ -119,9 +125,7 @@ def send_orders(uow: UnitOfWork, orders: Sequence[Order]) -> None:
     per resulting status (an approval sends its first wave in one)."""
     by_status: dict[str, list[uuid.UUID]] = {}
     for order in orders:
-        previous = order.status
-        if order.status == OrderStatus.NEW:
-            transition(order, OrderStatus.SENT)
+        previous = _to_sent(order)
         by_status.setdefault(str(order.status), []).append(uuid.UUID(order.order_id))
         uow.publish(placed_event(uow, order), order_status_event(uow, order, previous, ""))
     for status, ids in by_status.items():
