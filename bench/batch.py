@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import psutil
 import sqlalchemy as sa
 
 from bench._report import markdown_table, write_section
+from bench.history import add_settled_history
 from rebalancer.adapters import orm
 from rebalancer.adapters.outbox_relay import OutboxRelay
 from rebalancer.adapters.repositories.bulk import load_scaled_book
@@ -173,23 +175,61 @@ class CpuMeter:
         return {k: v - self.base.get(k, 0.0) for k, v in self.now().items()}
 
 
-def _load(rt: Runtime, n: int, instruments: int, tag: str) -> tuple[str, Any]:
-    book = build_scaled_book(
-        n,
-        n_instruments=instruments,
-        prefix=f"{tag}{uuid.uuid4().hex[:4].upper()}",
-        tenant_id=TENANT,
+@dataclass(frozen=True)
+class History:
+    """Settled rebalances given to every account of a run's book before its batch
+    (:func:`bench.history.add_settled_history`): ``rounds`` of them, ``spacing_days`` apart."""
+
+    rounds: int = 0
+    spacing_days: int = 1
+
+
+def _history_note(history: History) -> str:
+    """The sentence the report adds for ``--history-rounds`` (empty without history)."""
+    if not history.rounds:
+        return ""
+    return (
+        f" Before its batch, every account of each book was given {history.rounds} settled "
+        f"rebalances {history.spacing_days} day(s) apart (an order per held instrument each, "
+        "its fill and settlement, each sale's realized gain, a loss for about half of them; "
+        "bench/history.py); those of the last 30 days restrict the wash-sale groups it may buy."
     )
+
+
+def _load(
+    rt: Runtime, n: int, instruments: int, tag: str, history: History = History()
+) -> tuple[str, Any]:
+    prefix = f"{tag}{uuid.uuid4().hex[:4].upper()}"
+    book = build_scaled_book(n, n_instruments=instruments, prefix=prefix, tenant_id=TENANT)
     with rt.engine.begin() as conn:
         stats = load_scaled_book(conn, book)
+    if history.rounds:
+        t0 = time.perf_counter()
+        with rt.engine.begin() as conn:
+            orders = add_settled_history(
+                conn,
+                TENANT,
+                history.rounds,
+                as_of=book.as_of,
+                accounts_like=f"{prefix}-acct-%",
+                spacing_days=history.spacing_days,
+            )
+        print(f"history: {orders:,} orders in {time.perf_counter() - t0:.1f} s", flush=True)
     return book.model.id, stats
 
 
 def run_batch(
-    rt: Runtime, root: Path, n: int, instruments: int, n_workers: int, chunk: int, limit_s: float
+    rt: Runtime,
+    root: Path,
+    n: int,
+    instruments: int,
+    n_workers: int,
+    chunk: int,
+    limit_s: float,
+    history: History = History(),
 ) -> dict[str, Any]:
     """Load a fresh book, run one batch over ``n_workers`` processes; returns the measurements."""
-    model_id, stats = _load(rt, n, instruments, f"W{n_workers}")
+    model_id, stats = _load(rt, n, instruments, f"W{n_workers}", history)
     workers = Workers(rt, root, n_workers, chunk)
     stop = threading.Event()
     relay = OutboxRelay(rt.engine, rt.publisher, 1000)
@@ -273,12 +313,12 @@ def batch_items(rt: Runtime, model_id: str) -> list[tuple[uuid.UUID, RebalanceTr
 
 
 def stage_breakdown(
-    rt: Runtime, n: int, instruments: int, chunk: int
+    rt: Runtime, n: int, instruments: int, chunk: int, history: History = History()
 ) -> tuple[dict[str, float], dict[str, float], int]:
     """Seconds per stage over ``n`` accounts computed in this process in chunks of ``chunk``
     (the first chunk compiles and is not counted); returns the wall and CPU totals and the
     accounts timed."""
-    model_id, _ = _load(rt, n, instruments, "P")
+    model_id, _ = _load(rt, n, instruments, "P", history)
     items = batch_items(rt, model_id)
     single_threaded_blas()
     engine = make_engine(default_solver())
@@ -417,7 +457,20 @@ def main() -> None:
         default=default_solver().value,
         help="the workers' chain (REBALANCER_BATCH_SOLVER)",
     )
+    ap.add_argument(
+        "--history-rounds",
+        type=int,
+        default=0,
+        help="settled rebalances in each account's history before its batch (bench/history.py)",
+    )
+    ap.add_argument(
+        "--history-spacing",
+        type=int,
+        default=7,
+        help="days between two history rebalances (those of the last 30 days restrict buys)",
+    )
     args = ap.parse_args()
+    history = History(args.history_rounds, args.history_spacing)
     os.environ["REBALANCER_BATCH_SOLVER"] = args.solver
     root = Path(tempfile.mkdtemp(prefix="bench-batch-"))
     settings = Settings(data_dir=root, log_json=False, log_level="WARNING")
@@ -431,11 +484,13 @@ def main() -> None:
     try:
         compared = quality(rt, args.quality, args.instruments) if args.quality else None
         runs = [
-            run_batch(rt, root, args.accounts, args.instruments, int(w), args.chunk, args.limit)
+            run_batch(
+                rt, root, args.accounts, args.instruments, int(w), args.chunk, args.limit, history
+            )
             for w in args.workers.split(",")
         ]
         profiled = args.profile_accounts or 3 * args.chunk
-        stages = stage_breakdown(rt, profiled, args.instruments, args.chunk)
+        stages = stage_breakdown(rt, profiled, args.instruments, args.chunk, history)
     finally:
         rt.close()
     report(args, runs, stages, compared)
@@ -540,7 +595,7 @@ def report(
         "time runs from the fan-out to the last commit; 'start-up' until every worker had "
         "finished a chunk (process start, first compile); 'steady' is the rate after it; a run "
         "stopped at the limit is extrapolated as start-up + remaining accounts / steady rate."
-        "\n\n"
+        f"{_history_note(History(args.history_rounds, args.history_spacing))}\n\n"
         f"{table}\n\nBulk load of each run's book (COPY of accounts, cash, sleeves, lots, "
         f"prices, drift snapshots):\n\n{load}\n\nCPU time by component in the steady part of "
         "each run (after every worker finished a chunk, so without start-up and compiles), per "

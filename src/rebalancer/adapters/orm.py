@@ -464,6 +464,13 @@ realized_gains = sa.Table(
     sa.Column("gain", MONEY, nullable=False),
     sa.Column("term", sa.Text, nullable=False),
     sa.Column("settle_date", sa.Date, nullable=False),
+    sa.Column("trade_date", sa.Date, nullable=False),
+    sa.Index(
+        "ix_realized_gains_recent_losses",
+        "account_id",
+        "trade_date",
+        postgresql_where=sa.text("gain < 0"),
+    ),
 )
 
 alerts = sa.Table(

@@ -237,6 +237,7 @@ def test_a_recent_loss_sale_blocks_the_same_buys_in_the_service_and_the_backtest
                 settlement_id=sid, account_id=account.id, lot_id=f"old-{sid}",
                 instrument=blocked, quantity=Decimal(10), proceeds=Decimal(900),
                 cost=Decimal(1000), gain=Decimal(-100), term="short", settle_date=sold_on,
+                trade_date=sold_on,
             )
         )  # fmt: skip
     with UnitOfWork(engine, tenant) as uow:

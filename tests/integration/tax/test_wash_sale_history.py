@@ -84,6 +84,7 @@ def _setup(engine: sa.Engine, sold_on: date) -> tuple[str, str, str]:
                 gain=Decimal(-300),
                 term="short",
                 settle_date=sold_on + timedelta(days=1),
+                trade_date=sold_on,
             )
         )
         uow.commit()

@@ -18,10 +18,10 @@ def seed(engine: sa.Engine, script: str, ids: Mapping[str, str]) -> None:
 
 
 def plan(engine: sa.Engine, stmt: Any, params: Mapping[str, Any]) -> str:
-    """``EXPLAIN`` of ``stmt`` with ``params``, sequential scans off (the tables are tiny:
-    any usable index is then chosen)."""
+    """``EXPLAIN`` of ``stmt`` with ``params`` (expanding ones included), sequential scans off
+    (the tables are tiny: any usable index is then chosen)."""
     with engine.connect() as conn:
         conn.execute(sa.text("SET enable_seqscan = off"))
-        compiled = stmt.compile(conn)
-        bound = compiled.construct_params(dict(params))
-        return "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {compiled}", bound))
+        state = stmt.compile(conn).construct_expanded_state(dict(params))
+        rows = conn.exec_driver_sql(f"EXPLAIN {state.statement}", state.parameters)
+        return "\n".join(r[0] for r in rows)

@@ -9,6 +9,25 @@ import sqlalchemy as sa
 
 from rebalancer.adapters import orm
 
+_G = orm.realized_gains
+_RECENT_LOSSES = (
+    sa.select(_G.c.account_id, _G.c.instrument, _G.c.trade_date)
+    .join(orm.accounts, orm.accounts.c.id == _G.c.account_id)
+    .where(
+        _G.c.account_id.in_(sa.bindparam("ids", expanding=True)),
+        # the accounts by their keys as well: never a walk of the tenant's accounts
+        orm.accounts.c.id.in_(sa.bindparam("ids", expanding=True)),
+        orm.accounts.c.tenant_id == sa.bindparam("tid"),
+        _G.c.gain < 0,
+        _G.c.trade_date >= sa.bindparam("lo"),
+        _G.c.trade_date <= sa.bindparam("hi"),
+    )
+    .distinct()
+    .order_by(_G.c.account_id, _G.c.trade_date, _G.c.instrument)
+)
+"""Loss sales of some accounts of one tenant traded in ``[lo, hi]``: one range of the partial
+index ``ix_realized_gains_recent_losses`` per account (migration 0012), whatever the history."""
+
 
 class TaxHistory:
     """Realized losses of the recent past, read set-based per account (tenant-scoped)."""
@@ -31,19 +50,14 @@ class TaxHistory:
         accounts without one are absent), e.g. a batch chunk."""
         if not account_ids:
             return {}
-        g, s = orm.realized_gains, orm.settlements
         rows = self.conn.execute(
-            sa.select(g.c.account_id, g.c.instrument, s.c.trade_date)
-            .join(s, s.c.id == g.c.settlement_id)
-            .where(
-                g.c.account_id.in_(list(account_ids)),
-                s.c.tenant_id == self.tenant_id,
-                g.c.gain < 0,
-                s.c.trade_date >= as_of - timedelta(days=window_days),
-                s.c.trade_date <= as_of,
-            )
-            .distinct()
-            .order_by(g.c.account_id, s.c.trade_date, g.c.instrument)
+            _RECENT_LOSSES,
+            {
+                "ids": list(account_ids),
+                "tid": self.tenant_id,
+                "lo": as_of - timedelta(days=window_days),
+                "hi": as_of,
+            },
         ).all()
         out: dict[str, list[tuple[str, date]]] = {}
         for r in rows:

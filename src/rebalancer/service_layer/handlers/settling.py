@@ -124,6 +124,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
                     "gain": g.gain,
                     "term": str(g.term),
                     "settle_date": event.settle_date,
+                    "trade_date": event.trade_date,
                 }
                 for g in result.realized
             ]
