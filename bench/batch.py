@@ -621,7 +621,8 @@ def report(
         return
     write_section(
         args.section,
-        f"Batch rebalance (POST /v1/models/{{id}}/rebalance): {args.accounts:,} accounts",
+        f"Batch rebalance (POST /v1/models/{{id}}/rebalance): {args.accounts:,} accounts"
+        + (f" with {args.history_rounds} rebalances of history" if args.history_rounds else ""),
         body,
     )
 
