@@ -48,6 +48,20 @@ REBALANCE_TERMINAL = frozenset(
         RebalanceStatus.NO_TRADE,
     }
 )
+REQUESTED = "requested"
+"""Status of a rebalance whose recommendation is not computed yet (before ``pending_approval``)."""
+
+OPEN_STATUSES: tuple[str, ...] = (
+    REQUESTED,
+    RebalanceStatus.PENDING_APPROVAL.value,
+    RebalanceStatus.APPROVED.value,
+    RebalanceStatus.TRADING.value,
+)
+"""Statuses of a rebalance still in flight: an account has at most one such rebalance, a new
+trigger joins it and a batch skips the account unless it is still ``requested``. A finished
+one (:data:`REBALANCE_TERMINAL`, ``partially_complete`` included) is not open: the next
+trigger or batch starts a new rebalance from the account's current state."""
+
 _R = RebalanceStatus
 REBALANCE_TRANSITIONS: Mapping[RebalanceStatus, frozenset[RebalanceStatus]] = {
     _R.PENDING_APPROVAL: frozenset({_R.APPROVED, _R.NO_TRADE, _R.FAILED}),

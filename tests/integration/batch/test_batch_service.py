@@ -138,3 +138,37 @@ def test_a_chunk_uses_analyze_many_when_the_engine_has_it(runtime: Any) -> None:
     # automatic collection is paused for the whole chunk (not only inside each analysis) and
     # back on once the chunk is done
     assert engine.collector_on == [False] and gc.isenabled()
+
+
+def test_fan_out_skips_only_rebalances_in_flight(runtime: Any) -> None:
+    """A finished rebalance (partially complete or failed) does not keep its account out of a
+    batch: only one awaiting approval or trading (a person's call, or orders in flight) does."""
+    engine = runtime.engine
+    book, _ = load_book(engine, 5, n_instruments=6)
+    ids = [a[0] for a in book.accounts]
+    statuses = ["partially_complete", "failed", "trading", "pending_approval"]
+    old: dict[str, uuid.UUID] = {}
+    for account_id, status in zip(ids, statuses, strict=False):
+        with UnitOfWork(engine, TENANT) as uow:
+            old[account_id], _ = request_rebalance(uow, account_id, ["manual"], 0, commit=False)
+            uow.conn.execute(
+                sa.update(orm.rebalances)
+                .where(orm.rebalances.c.id == old[account_id])
+                .values(status=status)
+            )
+            uow.commit()
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    assert (batch.total, batch.queued, batch.skipped) == (5, 3, 2)
+    queued = {p.account_id: uuid.UUID(p.rebalance_id) for _, p in _items(engine, batch.batch_id)}
+    assert set(queued) == {ids[0], ids[1], ids[4]}
+    assert queued[ids[0]] != old[ids[0]] and queued[ids[1]] != old[ids[1]]  # new rebalances
+    r = orm.rebalances
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(r.c.id, r.c.status, r.c.batch_id)).all()
+    by_id = {row.id: row for row in rows}
+    for account_id, status in zip(ids, statuses, strict=False):
+        assert by_id[old[account_id]].status == status  # untouched
+        assert by_id[old[account_id]].batch_id is None
+    assert all(by_id[rid].batch_id == batch.batch_id for rid in queued.values())

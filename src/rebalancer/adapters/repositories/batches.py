@@ -12,9 +12,7 @@ import sqlalchemy as sa
 from rebalancer.adapters import orm
 from rebalancer.adapters.repositories.bulk import copy_rows
 from rebalancer.domain.errors import NotFound
-
-OPEN_STATUSES = ("requested", "pending_approval", "approved", "trading", "partially_complete")
-"""Rebalance statuses still in flight (an account has at most one such rebalance)."""
+from rebalancer.domain.rebalance import OPEN_STATUSES
 
 
 class BatchRepository:

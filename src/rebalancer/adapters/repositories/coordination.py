@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from rebalancer.adapters import orm
 from rebalancer.domain.orders import Side
+from rebalancer.domain.rebalance import OPEN_STATUSES
 
 Row = sa.Row[Any]
 
@@ -131,7 +132,7 @@ class CoordinationRepository:
         return bool(self.conn.execute(q).scalar())
 
     def other_open_rebalance(self, account_id: str, rebalance_id: uuid.UUID) -> Row | None:
-        """Another rebalance of the account still in flight (requested, pending, trading)."""
+        """Another rebalance of the account still in flight (:data:`OPEN_STATUSES`)."""
         t = orm.rebalances
         return self.conn.execute(
             sa.select(t)
@@ -139,7 +140,7 @@ class CoordinationRepository:
                 t.c.tenant_id == self.tenant_id,
                 t.c.account_id == account_id,
                 t.c.id != rebalance_id,
-                t.c.status.in_(["requested", "pending_approval", "trading"]),
+                t.c.status.in_(OPEN_STATUSES),
             )
             .limit(1)
         ).first()

@@ -22,6 +22,7 @@ from rebalancer.adapters.repositories.monitoring import MonitoringMixin
 from rebalancer.adapters.repositories.orders import OrdersMixin, order_from_row, order_values
 from rebalancer.adapters.repositories.reference import dumps
 from rebalancer.domain.errors import NotFound
+from rebalancer.domain.rebalance import OPEN_STATUSES
 
 __all__ = ["RebalancingRepository", "Row", "order_from_row", "order_values"]
 
@@ -107,7 +108,7 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
             .where(
                 t.c.account_id == account_id,
                 t.c.tenant_id == self.tenant_id,
-                t.c.status.in_(["requested", "pending_approval", "approved", "trading"]),
+                t.c.status.in_(OPEN_STATUSES),
             )
             .order_by(t.c.created_at.desc())
             .limit(1)

@@ -45,8 +45,8 @@ class BatchAccepted(BaseModel):
     total: int = Field(description="Accounts following the model.")
     queued: int = Field(description="Accounts whose rebalance was queued for the workers.")
     skipped: int = Field(
-        description="Accounts skipped: their open rebalance already has a recommendation "
-        "(approve or cancel it first)."
+        description="Accounts skipped: their open rebalance is pending approval, approved or "
+        "trading (approve its recommendation, or let its orders finish, first)."
     )
 
 
