@@ -5,6 +5,7 @@
     pending_approval --approve--> approved --orders--> trading --orders done--> complete
           |                          |                    |                  partially_complete
           +--> no_trade / failed     +--> no_trade        +--------------->  failed
+          +--reject--> rejected (a person's "no", or superseded by a batch)
 
 While trading, the status is derived from the orders (:func:`status_from_orders`): any order
 still working means ``trading``; once all are terminal, ``complete`` if every order filled,
@@ -33,6 +34,7 @@ class RebalanceStatus(enum.StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     NO_TRADE = "no_trade"
+    REJECTED = "rejected"
 
     @property
     def terminal(self) -> bool:
@@ -46,6 +48,7 @@ REBALANCE_TERMINAL = frozenset(
         RebalanceStatus.COMPLETE,
         RebalanceStatus.FAILED,
         RebalanceStatus.NO_TRADE,
+        RebalanceStatus.REJECTED,
     }
 )
 REQUESTED = "requested"
@@ -64,7 +67,7 @@ trigger or batch starts a new rebalance from the account's current state."""
 
 _R = RebalanceStatus
 REBALANCE_TRANSITIONS: Mapping[RebalanceStatus, frozenset[RebalanceStatus]] = {
-    _R.PENDING_APPROVAL: frozenset({_R.APPROVED, _R.NO_TRADE, _R.FAILED}),
+    _R.PENDING_APPROVAL: frozenset({_R.APPROVED, _R.NO_TRADE, _R.FAILED, _R.REJECTED}),
     # An approved rebalance whose orders all complete before we look goes straight to the end.
     _R.APPROVED: frozenset(
         {_R.TRADING, _R.NO_TRADE, _R.FAILED, _R.COMPLETE, _R.PARTIALLY_COMPLETE}
@@ -74,6 +77,7 @@ REBALANCE_TRANSITIONS: Mapping[RebalanceStatus, frozenset[RebalanceStatus]] = {
     _R.COMPLETE: frozenset(),
     _R.FAILED: frozenset(),
     _R.NO_TRADE: frozenset(),
+    _R.REJECTED: frozenset(),
 }
 """Legal ``from -> {to}`` changes; staying in the same status is always allowed."""
 
@@ -170,6 +174,17 @@ def approve(current: RebalanceStatus) -> RebalanceStatus:
             ["rebalance.status"],
         )
     return RebalanceStatus.APPROVED
+
+
+def reject(current: RebalanceStatus) -> RebalanceStatus:
+    """``pending_approval -> rejected`` (rejecting again is a no-op); anything else is illegal:
+    an approved recommendation has orders, which are cancelled one by one instead."""
+    if current not in (RebalanceStatus.PENDING_APPROVAL, RebalanceStatus.REJECTED):
+        raise IllegalTransition(
+            f"only a rebalance pending approval can be rejected; it is {current}",
+            ["rebalance.status"],
+        )
+    return RebalanceStatus.REJECTED
 
 
 def advance(current: RebalanceStatus, orders: Sequence[Order]) -> RebalanceStatus:

@@ -69,6 +69,12 @@ def rebalance(
     tenant: str = typer.Option(..., help="Tenant owning the model."),
     reason: str = typer.Option("model_change", help="Reason recorded on each rebalance."),
     priority: int = typer.Option(0, min=0, max=100, help="Higher is served first."),
+    supersede_pending: bool = typer.Option(
+        False,
+        "--supersede-pending",
+        help="Reject recommendations still awaiting approval and recompute those accounts "
+        "(otherwise they are skipped).",
+    ),
     relay: bool = typer.Option(
         False, help="Also run the outbox relay here (when no `rebalancer relay` is running)."
     ),
@@ -89,11 +95,19 @@ def rebalance(
     relay_thread = None
     try:
         with UnitOfWork(rt.engine, tenant) as uow:
-            started = start_batch(uow, model, actor="cli", reason=reason, priority=priority)
+            started = start_batch(
+                uow,
+                model,
+                actor="cli",
+                reason=reason,
+                priority=priority,
+                supersede_pending=supersede_pending,
+            )
             uow.commit()
+        superseded = f", {started.superseded} superseded" if started.superseded else ""
         console.print(
-            f"batch {started.batch_id}: {started.queued} of {started.total} accounts queued, "
-            f"{started.skipped} skipped (open recommendation)"
+            f"batch {started.batch_id}: {started.queued} of {started.total} accounts queued"
+            f"{superseded}, {started.skipped} skipped (awaiting approval or trading)"
         )
         if relay:
             r = OutboxRelay(rt.engine, rt.publisher, rt.settings.outbox_batch_size)

@@ -25,13 +25,14 @@ from rebalancer.adapters.repositories.stats import BookStats
 from rebalancer.bootstrap import Runtime, bootstrap, install_signal_handlers
 from rebalancer.config import ApiKeySpec, Scope, Settings, SolverChain
 from rebalancer.contracts import TOPICS, EventType, MarketDataV1, encode, new_event
+from rebalancer.domain.rebalance import REBALANCE_TERMINAL
 from rebalancer.entrypoints.apiserver import ApiServer
 from rebalancer.entrypoints.consumers import Worker
 from rebalancer.entrypoints.simulate import MARKET_TENANT, Counterparties
 from rebalancer.sample_book import SampleBook, build_sample_book
 from rebalancer.simulators.venue import SimulatedVenue
 
-TERMINAL_REBALANCE = ("complete", "partially_complete", "failed", "no_trade")
+TERMINAL_REBALANCE = tuple(str(s) for s in REBALANCE_TERMINAL)
 
 
 class DemoError(RuntimeError):

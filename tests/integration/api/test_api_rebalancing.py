@@ -149,3 +149,65 @@ def test_unknown_ids_are_404_naming_them(client: TestClient) -> None:
 def test_malformed_uuid_is_422(client: TestClient) -> None:
     resp = client.get("/v1/recommendations/not-a-uuid", headers=READ)
     assert resp.status_code == 422 and resp.json()["fields"] == ["path.recommendation_id"]
+
+
+def _rebalance_events(engine: Any, rid: str) -> list[dict[str, Any]]:
+    """The rebalance's ``status_updated`` payloads in the outbox, oldest first."""
+    from rebalancer.contracts import decode
+
+    o = orm.outbox
+    with engine.connect() as conn:
+        bodies = conn.execute(
+            sa.select(o.c.body).where(o.c.type == "status_updated").order_by(o.c.id)
+        ).scalars()
+        payloads = [decode(bytes(b)).payload for b in bodies]
+    return [p for p in payloads if p["entity"] == "rebalance" and p["entity_id"] == rid]
+
+
+def test_reject_finishes_the_rebalance_and_a_new_trigger_starts_another(
+    client: TestClient, engine: Any
+) -> None:
+    aid, rid, rec_id = pending_recommendation(client, engine)
+    url = f"/v1/recommendations/{rec_id}/reject"
+    assert client.post(url, headers=READ).status_code == 403  # approving scope needed
+    key = {"Idempotency-Key": unique("reject")}
+    body = {"reason": "client is moving the account"}
+    first = ok(client.post(url, json=body, headers={**ADMIN, **key}))
+    assert first == {"recommendation_id": rec_id, "status": "rejected"}
+    assert ok(client.post(url, json=body, headers={**ADMIN, **key})) == first
+    assert ok(client.post(url, headers=ADMIN)) == first  # no key: the handler is idempotent
+    events = _rebalance_events(engine, rid)
+    assert [(e["status"], e["previous"], e["detail"]) for e in events][-1] == (
+        "rejected",
+        "pending_approval",
+        "client is moving the account",
+    )
+    assert sum(e["status"] == "rejected" for e in events) == 1  # once, retries included
+    assert _count(engine, orm.audit_log, entity="recommendation", entity_id=rec_id) == 1
+    rec = ok(client.get(f"/v1/recommendations/{rec_id}", headers=READ))
+    assert rec["status"] == "rejected" and rec["approved_at"] is None
+    assert ok(client.get(f"/v1/rebalances/{rid}", headers=READ))["status"] == "rejected"
+
+    refused = client.post(f"/v1/recommendations/{rec_id}/approve", headers=ADMIN)
+    assert refused.status_code == 409 and refused.json()["fields"] == ["recommendation_id"]
+    assert _count(engine, orm.orders, recommendation_id=uuid.UUID(rec_id)) == 0
+    # finished: the next trigger opens a new rebalance instead of joining the rejected one
+    again = ok(client.post(f"/v1/accounts/{aid}/rebalance", headers=ADMIN), 202)
+    assert again["created"] is True and again["rebalance_id"] != rid
+
+
+def test_reject_refuses_an_approved_recommendation_and_hides_other_tenants(
+    client: TestClient, engine: Any
+) -> None:
+    from apihelpers import ADMIN_B
+
+    _, rid, rec_id = pending_recommendation(client, engine)
+    assert client.post(f"/v1/recommendations/{rec_id}/reject", headers=ADMIN_B).status_code == 404
+    ok(client.post(f"/v1/recommendations/{rec_id}/approve", headers=ADMIN))
+    refused = client.post(f"/v1/recommendations/{rec_id}/reject", headers=ADMIN)
+    assert refused.status_code == 409 and "cancel the orders" in refused.json()["detail"]
+    assert ok(client.get(f"/v1/rebalances/{rid}", headers=READ))["status"] == "trading"
+    unknown = client.post(f"/v1/recommendations/{uuid.uuid4()}/reject", headers=ADMIN)
+    assert unknown.status_code == 404 and unknown.json()["fields"] == ["recommendation_id"]
+    bad = client.post(f"/v1/recommendations/{rec_id}/reject", json={"reason": ""}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["fields"] == ["body.reason"]

@@ -73,8 +73,33 @@ def test_second_batch_skips_accounts_with_a_pending_recommendation(
         assert second.status_code == 202, second.text
         body = second.json()
         wait_finished(runtime.engine, "tenant-a", body["batch_id"])
+        waiting = _pending_approval(runtime.engine, [a[0] for a in book.accounts])
+        # superseding: the recommendations awaiting approval are rejected and recomputed
+        third = client.post(path, json={"supersede_pending": True}, headers=ADMIN)
+        assert third.status_code == 202, third.text
+        body3 = third.json()
+        wait_finished(runtime.engine, "tenant-a", body3["batch_id"])
     assert body["skipped"] == pending["counts"].get("pending_approval", 0)
-    assert body["queued"] + body["skipped"] == 4
+    assert body["queued"] + body["skipped"] == 4 and body["superseded"] == 0
+    assert waiting > 0  # the book's drift leaves something to approve
+    assert (body3["queued"], body3["skipped"], body3["superseded"]) == (4, 0, waiting)
+    assert _pending_approval(runtime.engine, [a[0] for a in book.accounts]) <= 4
+    bad = client.post(path, json={"supersede_pending": "maybe"}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["fields"] == ["body.supersede_pending"]
+
+
+def _pending_approval(engine: Any, account_ids: list[str]) -> int:
+    """Rebalances of the accounts awaiting approval."""
+    import sqlalchemy as sa
+
+    from rebalancer.adapters import orm
+
+    r = orm.rebalances
+    q = sa.select(sa.func.count()).where(
+        r.c.account_id.in_(account_ids), r.c.status == "pending_approval"
+    )
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
 
 
 def test_batch_errors_name_the_problem(client: TestClient) -> None:

@@ -56,6 +56,17 @@ def test_load_book_then_rebalance_with_progress(runtime: Any, cli_env: None) -> 
     assert out.exit_code == 0, out.output
     assert "6 of 6 accounts queued" in out.output
     assert "6 accounts in" in out.output and "accounts/s" in out.output
+    # the recommendations now await approval: superseding them queues every account again
+    superseding = runner.invoke(
+        app,
+        ["rebalance", "--model", f"{prefix}-model", "--tenant", "tenant-a", "--no-wait",
+         "--supersede-pending"],
+    )  # fmt: skip
+    assert superseding.exit_code == 0, superseding.output
+    line = " ".join(superseding.output.split())  # rich wraps at the terminal's width
+    assert "6 of 6 accounts queued" in line and "0 skipped (awaiting approval or trading)" in line
+    waiting = int(line.split(" superseded")[0].rsplit(", ", 1)[1])
+    assert 0 < waiting <= 6  # the book's drift leaves recommendations to approve
     again = runner.invoke(
         app, ["load-book", "--accounts", "2", "--tenant", "tenant-a", "--prefix", prefix]
     )

@@ -172,3 +172,50 @@ def test_fan_out_skips_only_rebalances_in_flight(runtime: Any) -> None:
         assert by_id[old[account_id]].status == status  # untouched
         assert by_id[old[account_id]].batch_id is None
     assert all(by_id[rid].batch_id == batch.batch_id for rid in queued.values())
+
+
+def test_a_batch_can_supersede_recommendations_awaiting_approval(runtime: Any) -> None:
+    """``supersede_pending``: a recommendation still awaiting approval (computed before the
+    model changed) is rejected with the batch's id as the reason and its account recomputed;
+    one whose orders are trading is still skipped."""
+    from rebalancer.contracts import decode
+
+    engine = runtime.engine
+    book, _ = load_book(engine, 3, n_instruments=6)
+    ids = [a[0] for a in book.accounts]
+    old: dict[str, uuid.UUID] = {}
+    for account_id, status in zip(ids, ["pending_approval", "trading"], strict=False):
+        with UnitOfWork(engine, TENANT) as uow:
+            old[account_id], _ = request_rebalance(uow, account_id, ["manual"], 0, commit=False)
+            uow.conn.execute(
+                sa.update(orm.rebalances)
+                .where(orm.rebalances.c.id == old[account_id])
+                .values(status=status)
+            )
+            uow.rebalancing.add_recommendation(
+                old[account_id], account_id, "rebalance", status, 1, {}, {"trades": []}
+            )
+            uow.commit()
+    with UnitOfWork(engine, TENANT) as uow:
+        kept = start_batch(uow, book.model.id, actor="test")
+        uow.rollback()  # without superseding: both skipped (nothing written)
+    assert (kept.queued, kept.skipped, kept.superseded) == (1, 2, 0)
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test", supersede_pending=True)
+        uow.commit()
+    assert (batch.total, batch.queued, batch.skipped, batch.superseded) == (3, 2, 1, 1)
+    queued = {p.account_id: uuid.UUID(p.rebalance_id) for _, p in _items(engine, batch.batch_id)}
+    assert set(queued) == {ids[0], ids[2]} and queued[ids[0]] != old[ids[0]]
+    r, rec, o = orm.rebalances, orm.recommendations, orm.outbox
+    with engine.connect() as conn:
+        status = dict(conn.execute(sa.select(r.c.id, r.c.status)).all())
+        rec_status = dict(conn.execute(sa.select(rec.c.rebalance_id, rec.c.status)).all())
+        bodies = conn.execute(sa.select(o.c.body).where(o.c.type == "status_updated")).scalars()
+        events = [decode(bytes(b)).payload for b in bodies]
+    assert status[old[ids[0]]] == "rejected" and rec_status[old[ids[0]]] == "rejected"
+    assert status[old[ids[1]]] == "trading" and rec_status[old[ids[1]]] == "trading"
+    (rejected,) = [
+        e for e in events if e["entity_id"] == str(old[ids[0]]) and e["status"] == "rejected"
+    ]
+    assert (rejected["status"], rejected["previous"]) == ("rejected", "pending_approval")
+    assert rejected["detail"] == f"superseded by batch {batch.batch_id}"

@@ -11,11 +11,14 @@ from hypothesis import strategies as st
 from rebalancer.domain.errors import IllegalTransition
 from rebalancer.domain.orders import Order, OrderStatus, Side
 from rebalancer.domain.rebalance import (
+    OPEN_STATUSES,
+    REBALANCE_TERMINAL,
     REBALANCE_TRANSITIONS,
     RebalanceStatus,
     advance,
     approve,
     check_transition,
+    reject,
     status_from_orders,
 )
 
@@ -63,6 +66,22 @@ def test_illegal_transitions() -> None:
     with pytest.raises(IllegalTransition):
         advance(R.PENDING_APPROVAL, [order(S.SENT)])
     assert check_transition(R.APPROVED, R.NO_TRADE) == R.NO_TRADE
+
+
+def test_only_a_pending_rebalance_can_be_rejected() -> None:
+    assert reject(R.PENDING_APPROVAL) == R.REJECTED
+    assert reject(R.REJECTED) == R.REJECTED  # again: a no-op
+    assert check_transition(R.PENDING_APPROVAL, R.REJECTED) == R.REJECTED
+    for current in set(R) - {R.PENDING_APPROVAL, R.REJECTED}:
+        with pytest.raises(IllegalTransition) as e:
+            reject(current)
+        assert e.value.fields == ["rebalance.status"] and str(current) in str(e.value)
+    assert R.REJECTED.terminal and advance(R.REJECTED, [order(S.SENT)]) == R.REJECTED
+
+
+def test_open_statuses_are_exactly_the_unfinished_ones() -> None:
+    """A rebalance is open (joined by triggers, skipped by batches) until it is finished."""
+    assert set(OPEN_STATUSES) == {"requested"} | {str(s) for s in set(R) - REBALANCE_TERMINAL}
 
 
 @settings(max_examples=100, deadline=None)

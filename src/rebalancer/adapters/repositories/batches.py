@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from rebalancer.adapters import orm
 from rebalancer.adapters.repositories.bulk import copy_rows
 from rebalancer.domain.errors import NotFound
-from rebalancer.domain.rebalance import OPEN_STATUSES
+from rebalancer.domain.rebalance import OPEN_STATUSES, RebalanceStatus
 
 
 class BatchRepository:
@@ -125,6 +125,35 @@ class BatchRepository:
                 updated_at=sa.func.now(),
             )
         )
+
+    def reject_pending(self, rebalance_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Reject the recommendations of the given rebalances still ``pending_approval`` and
+        finish those rebalances as ``rejected`` (two statements, whatever their number);
+        returns the rebalances rejected. Call it holding their accounts' locks."""
+        if not rebalance_ids:
+            return []
+        r, rec = orm.rebalances, orm.recommendations
+        ids = list(rebalance_ids)
+        pending = str(RebalanceStatus.PENDING_APPROVAL)
+        rejected = str(RebalanceStatus.REJECTED)
+        done = self.conn.execute(
+            sa.update(r)
+            .where(r.c.id.in_(ids), r.c.tenant_id == self.tenant_id, r.c.status == pending)
+            .values(status=rejected, updated_at=sa.func.now())
+            .returning(r.c.id)
+        ).scalars()
+        out = list(done)
+        if out:
+            self.conn.execute(
+                sa.update(rec)
+                .where(
+                    rec.c.rebalance_id.in_(out),
+                    rec.c.tenant_id == self.tenant_id,
+                    rec.c.status == pending,
+                )
+                .values(status=rejected)
+            )
+        return out
 
     def lock_requested(self, rebalance_ids: Sequence[uuid.UUID]) -> list[Any]:
         """Lock the given rebalances and return those still ``requested`` (not yet computed)."""

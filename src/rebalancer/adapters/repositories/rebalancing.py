@@ -118,7 +118,8 @@ class RebalancingRepository(MonitoringMixin, OrdersMixin):
         t = orm.rebalances
         return self.conn.execute(
             sa.select(sa.func.max(t.c.created_at)).where(
-                t.c.account_id == account_id, t.c.status.notin_(["no_trade", "failed"])
+                t.c.account_id == account_id,
+                t.c.status.notin_(["no_trade", "failed", "rejected"]),  # nothing traded
             )
         ).scalar()
 

@@ -401,6 +401,19 @@ class CancelRequest(_In):
     reason: Text = Field(default="cancelled by user", min_length=1)
 
 
+class RejectRequest(_In):
+    """Optional body of ``POST /v1/recommendations/{recommendation_id}/reject``."""
+
+    reason: Text = Field(default="rejected by user", min_length=1)
+
+
+class RejectionOut(BaseModel):
+    """A rejected recommendation (the same answer when repeated)."""
+
+    recommendation_id: uuid.UUID
+    status: str = Field(description="`rejected`: it will never trade; its rebalance is finished.")
+
+
 class AlertOut(BaseModel):
     """A drift alert of an account."""
 

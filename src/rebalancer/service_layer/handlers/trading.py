@@ -31,6 +31,8 @@ from rebalancer.domain.orders import (
     generate_orders,
     request_cancel,
 )
+from rebalancer.domain.rebalance import RebalanceStatus
+from rebalancer.domain.rebalance import reject as reject_rebalance
 from rebalancer.domain.settlement import buying_power
 from rebalancer.service_layer.handlers.blocks import apply_block_report, send_blocks
 from rebalancer.service_layer.handlers.dispatch import (
@@ -158,6 +160,58 @@ def approve(
         after_order_change(uow, recommendation_id)  # a buy sized to nothing may end it
         uow.commit()
     return [order_view(r) for r in _orders_now(uow, [recommendation_id])]
+
+
+def reject(uow: UnitOfWork, recommendation_id: uuid.UUID, actor: str, reason: str) -> str:
+    """Reject a recommendation pending approval: it will never trade (commits).
+
+    Its rebalance becomes ``rejected`` (finished: the account's next trigger or batch opens a
+    new rebalance from its state then), with a ``status_updated`` event whose ``detail`` is
+    ``reason`` and an audit record. Rejecting a rejected recommendation changes nothing.
+    Returns the recommendation's status (``rejected``).
+
+    Raises
+    ------
+    NotFound
+        The recommendation is not the tenant's.
+    Conflict
+        It was approved (cancel its orders instead) or is a ``no_trade`` decision.
+    """
+    rec = uow.rebalancing.get_recommendation(recommendation_id, lock=True)
+    if rec.status == str(RebalanceStatus.REJECTED):
+        return str(rec.status)
+    if rec.status != str(RebalanceStatus.PENDING_APPROVAL):
+        raise Conflict(
+            f"recommendation {rec.id} is {rec.status}; only a pending_approval one can be "
+            "rejected (cancel the orders of an approved one instead)",
+            ["recommendation_id"],
+        )
+    uow.accounts.lock(rec.account_id)  # as every change of the account's open rebalance
+    reb = uow.rebalancing.get_rebalance(rec.rebalance_id, lock=True)
+    status = str(reject_rebalance(RebalanceStatus(reb.status)))
+    uow.rebalancing.set_recommendation_status(rec.id, status)
+    uow.rebalancing.set_rebalance_status(rec.rebalance_id, status)
+    uow.audit.record(
+        actor,
+        "reject",
+        "recommendation",
+        str(rec.id),
+        {"account_id": rec.account_id, "reason": reason},
+    )
+    uow.publish(
+        _status_event(
+            uow,
+            StatusEntity.REBALANCE,
+            str(rec.rebalance_id),
+            rec.account_id,
+            status,
+            reb.status,
+            reason,
+            correlation_id=str(rec.id),
+        )
+    )
+    uow.commit()
+    return status
 
 
 def approve_many(

@@ -34,6 +34,11 @@ class BatchRequest(BaseModel):
         description="Why; recorded on every rebalance as `<reason>:<model>:v<version>`.",
     )
     priority: int = Field(default=0, ge=0, le=100, description="Higher is served first.")
+    supersede_pending: bool = Field(
+        default=False,
+        description="Reject the recommendations still awaiting approval (computed before this "
+        "change) and recompute those accounts in the batch; otherwise they are skipped.",
+    )
 
 
 class BatchAccepted(BaseModel):
@@ -47,6 +52,11 @@ class BatchAccepted(BaseModel):
     skipped: int = Field(
         description="Accounts skipped: their open rebalance is pending approval, approved or "
         "trading (approve its recommendation, or let its orders finish, first)."
+    )
+    superseded: int = Field(
+        default=0,
+        description="Recommendations awaiting approval rejected and recomputed "
+        "(`supersede_pending`); counted in `queued`.",
     )
 
 
@@ -95,7 +105,14 @@ def rebalance_model(
     req = body or BatchRequest()
 
     def work(uow: UnitOfWork) -> BatchAccepted:
-        b = start_batch(uow, model_id, actor=ctx.actor, reason=req.reason, priority=req.priority)
+        b = start_batch(
+            uow,
+            model_id,
+            actor=ctx.actor,
+            reason=req.reason,
+            priority=req.priority,
+            supersede_pending=req.supersede_pending,
+        )
         return BatchAccepted(
             batch_id=b.batch_id,
             model_id=b.model_id,
@@ -103,6 +120,7 @@ def rebalance_model(
             total=b.total,
             queued=b.queued,
             skipped=b.skipped,
+            superseded=b.superseded,
         )
 
     return run_idempotent(

@@ -20,11 +20,13 @@ from rebalancer.entrypoints.api.schemas import (
     RebalanceOut,
     RebalanceRequest,
     RecommendationOut,
+    RejectionOut,
+    RejectRequest,
 )
 from rebalancer.service_layer.handlers.closing import follow_up_links
 from rebalancer.service_layer.handlers.monitoring import manual_request
 from rebalancer.service_layer.handlers.recommending import recommendation_view
-from rebalancer.service_layer.handlers.trading import approve, cancel_order, order_view
+from rebalancer.service_layer.handlers.trading import approve, cancel_order, order_view, reject
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -150,6 +152,41 @@ def approve_recommendation(
         "POST",
         request.url.path,
         None,
+        work,
+        status_code=200,
+        work_commits=True,
+    )
+
+
+@router.post(
+    "/recommendations/{recommendation_id}/reject",
+    response_model=RejectionOut,
+    tags=["rebalancing"],
+    summary="Reject a recommendation pending approval: it never trades",
+)
+def reject_recommendation(
+    recommendation_id: uuid.UUID,
+    request: Request,
+    ctx: ApproveCtx,
+    idempotency_key: IdempotencyKey = None,
+    body: Annotated[RejectRequest | None, Body()] = None,
+) -> Any:
+    """Finish the recommendation's rebalance as ``rejected`` (a ``status_updated`` event with
+    the reason, an audit record); the account's next trigger or batch starts a new one.
+    Rejecting again returns the same answer. 409 when it was approved (cancel its orders) or
+    is a ``no_trade`` decision; 404 when it is not the tenant's."""
+    req = body or RejectRequest()
+
+    def work(uow: UnitOfWork) -> RejectionOut:
+        status_ = reject(uow, recommendation_id, ctx.actor, req.reason)
+        return RejectionOut(recommendation_id=recommendation_id, status=status_)
+
+    return run_idempotent(
+        ctx,
+        idempotency_key,
+        "POST",
+        request.url.path,
+        req,
         work,
         status_code=200,
         work_commits=True,

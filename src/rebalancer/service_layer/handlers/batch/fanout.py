@@ -42,6 +42,8 @@ class BatchStarted:
     total: int
     queued: int
     skipped: int
+    superseded: int = 0
+    """Recommendations awaiting approval rejected and recomputed (``supersede_pending``)."""
 
 
 def status_event(
@@ -76,10 +78,16 @@ def start_batch(
     actor: str,
     reason: str = "model_change",
     priority: int = 0,
+    supersede_pending: bool = False,
 ) -> BatchStarted:
     """Open a rebalance per follower of ``model_id`` and queue them for the workers.
 
-    Does not commit (the caller commits, with its idempotency record if any).
+    A follower whose open rebalance is still ``requested`` joins the batch with it; one whose
+    rebalance awaits approval is skipped, unless ``supersede_pending``: its recommendation
+    (computed before this change, e.g. for the model's previous version) is then rejected
+    with the reason ``superseded by batch <id>`` and a new rebalance queued. One approved or
+    trading is always skipped (its orders are in flight). Does not commit (the caller
+    commits, with its idempotency record if any).
 
     Raises
     ------
@@ -100,12 +108,27 @@ def start_batch(
     previous_batches: set[uuid.UUID] = set()
     events: list[tuple[Envelope, str | None]] = []
     skipped = 0
+    superseded: set[uuid.UUID] = set()
+    if supersede_pending:
+        pending = [row.id for row in open_rebalances.values() if row.status == "pending_approval"]
+        superseded = set(repo.reject_pending(pending))
+        detail = f"superseded by batch {batch_id}"
+        for row in open_rebalances.values():
+            if row.id in superseded:
+                events.append(
+                    (
+                        status_event(
+                            uow.tenant_id, row.id, row.account_id, "rejected", row.status, detail
+                        ),
+                        None,
+                    )
+                )
     for account_id in followers:
         row = open_rebalances.get(account_id)
+        if row is not None and row.id in superseded:
+            row = None  # rejected above: a new rebalance from the account's state
         if row is not None and row.status != "requested":
-            skipped += (
-                1  # a recommendation exists already; approving or cancelling it is a person's call
-            )
+            skipped += 1  # awaiting a person's approval, or its orders are in flight
             continue
         if row is None:
             rid = uuid.uuid4()
@@ -146,11 +169,19 @@ def start_batch(
     bulk.add_outbox_many(uow.conn, events)
     queued = len(new_rows) + len(joined)
     repo.set_counts(batch_id, len(followers), queued, skipped)
-    uow.audit.record(actor, "batch_rebalance", "model", model_id, {"batch_id": str(batch_id)})
+    audit = {"batch_id": str(batch_id), "superseded": len(superseded)}
+    uow.audit.record(actor, "batch_rebalance", "model", model_id, audit)
     log.info(
-        "batch.started", batch_id=str(batch_id), model_id=model_id, queued=queued, skipped=skipped
+        "batch.started",
+        batch_id=str(batch_id),
+        model_id=model_id,
+        queued=queued,
+        skipped=skipped,
+        superseded=len(superseded),
     )
-    return BatchStarted(batch_id, model_id, model.version, len(followers), queued, skipped)
+    return BatchStarted(
+        batch_id, model_id, model.version, len(followers), queued, skipped, len(superseded)
+    )
 
 
 def batch_progress(uow: UnitOfWork, batch_id: uuid.UUID) -> dict[str, Any]:
