@@ -6,6 +6,7 @@
           |                          |                    |                  partially_complete
           +--> no_trade / failed     +--> no_trade        +--------------->  failed
           +--reject--> rejected (a person's "no", or superseded by a batch)
+    requested --batch cancelled--> cancelled (never computed)
 
 While trading, the status is derived from the orders (:func:`status_from_orders`): any order
 still working means ``trading``; once all are terminal, ``complete`` if every order filled,
@@ -35,6 +36,8 @@ class RebalanceStatus(enum.StrEnum):
     FAILED = "failed"
     NO_TRADE = "no_trade"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    """Requested in a batch that was cancelled before a worker computed it."""
 
     @property
     def terminal(self) -> bool:
@@ -49,6 +52,7 @@ REBALANCE_TERMINAL = frozenset(
         RebalanceStatus.FAILED,
         RebalanceStatus.NO_TRADE,
         RebalanceStatus.REJECTED,
+        RebalanceStatus.CANCELLED,
     }
 )
 REQUESTED = "requested"
@@ -78,6 +82,7 @@ REBALANCE_TRANSITIONS: Mapping[RebalanceStatus, frozenset[RebalanceStatus]] = {
     _R.FAILED: frozenset(),
     _R.NO_TRADE: frozenset(),
     _R.REJECTED: frozenset(),
+    _R.CANCELLED: frozenset(),
 }
 """Legal ``from -> {to}`` changes; staying in the same status is always allowed."""
 

@@ -158,3 +158,43 @@ def _follow(
     console.print(
         f"{p['done']} accounts in {p['elapsed_s']:.1f} s ({p['accounts_per_s']:.1f} accounts/s)"
     )
+
+
+def cancel_batch(
+    batch_id: str = typer.Argument(..., help="The batch to cancel."),
+    tenant: str = typer.Option(..., help="Tenant owning the batch."),
+    reject_pending: bool = typer.Option(
+        False,
+        "--reject-pending",
+        help="Also reject its recommendations still awaiting approval.",
+    ),
+) -> None:
+    """Cancel a batch rebalance: its accounts not computed yet are not rebalanced."""
+    from rich.console import Console
+
+    from rebalancer.bootstrap import bootstrap
+    from rebalancer.domain.errors import RebalancerError
+    from rebalancer.service_layer.handlers.batch import batch_progress
+    from rebalancer.service_layer.handlers.batch import cancel_batch as cancel
+    from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+    try:
+        bid = uuid.UUID(batch_id)
+    except ValueError:
+        typer.echo(f"batch id {batch_id!r} is not a UUID", err=True)
+        raise typer.Exit(2) from None
+    rt = bootstrap(get_settings())
+    try:
+        with UnitOfWork(rt.engine, tenant) as uow:
+            done = cancel(uow, bid, actor="cli", reject_pending=reject_pending)
+            view = batch_progress(uow, bid)
+            uow.commit()
+    except RebalancerError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        rt.close()
+    Console().print(
+        f"batch {bid}: {done.cancelled} not computed cancelled, {done.rejected} awaiting "
+        f"approval rejected; now {view['status']} ({view['counts']})"
+    )

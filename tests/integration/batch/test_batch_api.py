@@ -114,3 +114,24 @@ def test_batch_errors_name_the_problem(client: TestClient) -> None:
         headers={"X-API-Key": "test-admin-key-b"},
     )
     assert other_tenant.status_code == 404
+
+
+def test_cancel_a_batch_through_the_api(runtime: Any, client: TestClient) -> None:
+    """No worker runs here: cancelling right after the fan-out cancels every account."""
+    book, _ = load_book(runtime.engine, 3)
+    started = client.post(f"/v1/models/{book.model.id}/rebalance", headers=ADMIN).json()
+    url = f"/v1/batches/{started['batch_id']}/cancel"
+    assert client.post(url, headers=READ).status_code == 403  # the trade scope starts and stops
+    other = client.post(url, headers={"X-API-Key": "test-admin-key-b"})
+    assert other.status_code == 404 and other.json()["fields"] == ["batch_id"]
+    key = {"Idempotency-Key": f"cancel-{started['batch_id']}"}
+    first = client.post(url, json={"reject_pending": True}, headers={**ADMIN, **key})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert (body["cancelled"], body["rejected"], body["status"]) == (3, 0, "cancelled")
+    assert body["counts"] == {"cancelled": 3} and body["done"] == 3
+    assert client.post(url, json={"reject_pending": True}, headers={**ADMIN, **key}).json() == body
+    again = client.post(url, headers=ADMIN).json()  # no key: nothing more to do
+    assert (again["cancelled"], again["rejected"], again["status"]) == (0, 0, "cancelled")
+    bad = client.post(url, json={"reject_pending": True, "extra": 1}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["fields"] == ["body.extra"]

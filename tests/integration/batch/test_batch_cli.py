@@ -71,3 +71,25 @@ def test_load_book_then_rebalance_with_progress(runtime: Any, cli_env: None) -> 
         app, ["load-book", "--accounts", "2", "--tenant", "tenant-a", "--prefix", prefix]
     )
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_cancel_batch_from_the_command_line(runtime: Any, cli_env: None) -> None:
+    from batchhelpers import load_book
+
+    from rebalancer.service_layer.handlers.batch import start_batch
+    from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+    book, _ = load_book(runtime.engine, 2)
+    with UnitOfWork(runtime.engine, "tenant-a") as uow:
+        started = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    runner = CliRunner()
+    args = ["cancel-batch", str(started.batch_id), "--tenant", "tenant-a", "--reject-pending"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    line = " ".join(out.output.split())
+    assert "2 not computed cancelled, 0 awaiting approval rejected; now cancelled" in line
+    missing = runner.invoke(app, ["cancel-batch", str(uuid.uuid4()), "--tenant", "tenant-b"])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    bad = runner.invoke(app, ["cancel-batch", "not-a-uuid", "--tenant", "tenant-a"])
+    assert bad.exit_code == 2 and "not a UUID" in bad.output

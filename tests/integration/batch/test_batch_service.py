@@ -219,3 +219,48 @@ def test_a_batch_can_supersede_recommendations_awaiting_approval(runtime: Any) -
     ]
     assert (rejected["status"], rejected["previous"]) == ("rejected", "pending_approval")
     assert rejected["detail"] == f"superseded by batch {batch.batch_id}"
+
+
+def test_cancelling_a_batch_stops_what_no_worker_computed(runtime: Any) -> None:
+    """Cancel: the rebalances still ``requested`` finish as ``cancelled`` and the workers skip
+    their messages; computed ones are kept, or rejected with ``reject_pending``."""
+    from rebalancer.contracts import decode
+    from rebalancer.service_layer.handlers.batch import cancel_batch
+
+    engine = runtime.engine
+    book, _ = load_book(engine, 5, n_instruments=6)
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    items = _items(engine, batch.batch_id)
+    with UnitOfWork(engine, TENANT) as uow:
+        first = recommend_chunk(uow, Recommender(), items[:2])
+    assert len(first.computed) == 2
+    with UnitOfWork(engine, TENANT) as uow:
+        done = cancel_batch(uow, batch.batch_id, actor="test")
+        uow.commit()
+    assert (done.cancelled, done.rejected, done.stopped) == (3, 0, True)
+    with UnitOfWork(engine, TENANT) as uow:
+        late = recommend_chunk(uow, Recommender(), items)  # the messages arrive after all
+    assert not late.computed and late.already_done == 5
+    view = progress(engine, TENANT, batch.batch_id)
+    assert view["status"] == "cancelled" and view["finished_at"] is not None
+    assert view["counts"]["cancelled"] == 3 and view["done"] == 5
+    computed = {s: n for s, n in view["counts"].items() if s != "cancelled"}
+    assert sum(computed.values()) == 2 and set(computed) <= {"pending_approval", "no_trade"}
+
+    with UnitOfWork(engine, TENANT) as uow:  # again, now rejecting what awaits approval
+        again = cancel_batch(uow, batch.batch_id, actor="test", reject_pending=True)
+        uow.commit()
+    waiting = computed.get("pending_approval", 0)
+    assert waiting > 0  # the book's drift leaves something to approve
+    assert (again.cancelled, again.rejected, again.stopped) == (0, waiting, False)
+    after = progress(engine, TENANT, batch.batch_id)["counts"]
+    assert after.get("rejected", 0) == waiting and "pending_approval" not in after
+    o = orm.outbox
+    with engine.connect() as conn:
+        bodies = conn.execute(sa.select(o.c.body).where(o.c.type == "status_updated")).scalars()
+        events = [decode(bytes(b)).payload for b in bodies]
+    mine = [e for e in events if e["detail"] == f"batch {batch.batch_id} cancelled"]
+    assert sorted(e["status"] for e in mine) == ["cancelled"] * 3 + ["rejected"] * waiting
+    assert {e["previous"] for e in mine if e["status"] == "cancelled"} == {"requested"}

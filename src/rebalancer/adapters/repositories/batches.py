@@ -14,6 +14,17 @@ from rebalancer.adapters.repositories.bulk import copy_rows
 from rebalancer.domain.errors import NotFound
 from rebalancer.domain.rebalance import OPEN_STATUSES, RebalanceStatus
 
+_LOCK_FOR_CANCEL = sa.text(
+    """
+    SELECT r.id, a.id AS account_id, r.status
+      FROM rebalances r JOIN accounts a ON a.id = r.account_id
+     WHERE r.batch_id = :b AND r.tenant_id = :t AND a.tenant_id = :t
+       AND r.status IN ('requested', 'pending_approval')
+     ORDER BY a.id, r.id
+       FOR UPDATE OF a, r
+    """
+)
+
 
 class BatchRepository:
     """Tenant-scoped access to batches and their rebalances."""
@@ -155,6 +166,35 @@ class BatchRepository:
             )
         return out
 
+    def lock_for_cancel(self, batch_id: uuid.UUID) -> list[Any]:
+        """Lock the batch's rebalances still ``requested`` or ``pending_approval`` with their
+        accounts, in account id order (the order of every handler and of the workers' chunks:
+        a chunk computing one of them meanwhile is waited for, and its result is seen);
+        returns ``(id, account_id, status)`` rows."""
+        return list(self.conn.execute(_LOCK_FOR_CANCEL, {"b": batch_id, "t": self.tenant_id}))
+
+    def cancel_requested(self, rebalance_ids: Sequence[uuid.UUID]) -> None:
+        """Finish the given rebalances as ``cancelled`` (callers pass ``requested`` ones)."""
+        if not rebalance_ids:
+            return
+        r = orm.rebalances
+        self.conn.execute(
+            sa.update(r)
+            .where(r.c.id.in_(list(rebalance_ids)), r.c.tenant_id == self.tenant_id)
+            .values(status=str(RebalanceStatus.CANCELLED), updated_at=sa.func.now())
+        )
+
+    def mark_cancelled(self, batch_id: uuid.UUID) -> bool:
+        """A running batch becomes ``cancelled`` (finished now); returns whether it was running."""
+        b = orm.batches
+        done = self.conn.execute(
+            sa.update(b)
+            .where(b.c.id == batch_id, b.c.tenant_id == self.tenant_id, b.c.status == "running")
+            .values(status="cancelled", finished_at=sa.func.now())
+            .returning(b.c.id)
+        ).first()
+        return done is not None
+
     def lock_requested(self, rebalance_ids: Sequence[uuid.UUID]) -> list[Any]:
         """Lock the given rebalances and return those still ``requested`` (not yet computed)."""
         r = orm.rebalances
@@ -167,11 +207,10 @@ class BatchRepository:
             ).all()
         )
 
-    def get(self, batch_id: uuid.UUID) -> Any:
+    def get(self, batch_id: uuid.UUID, *, lock: bool = False) -> Any:
         b = orm.batches
-        row = self.conn.execute(
-            sa.select(b).where(b.c.id == batch_id, b.c.tenant_id == self.tenant_id)
-        ).first()
+        q = sa.select(b).where(b.c.id == batch_id, b.c.tenant_id == self.tenant_id)
+        row = self.conn.execute(q.with_for_update() if lock else q).first()
         if row is None:
             raise NotFound(f"batch {batch_id} does not exist", ["batch_id"])
         return row

@@ -13,7 +13,7 @@ from rebalancer.entrypoints.api.deps import ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
 from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
 from rebalancer.entrypoints.api.schemas import ID_PATTERN
-from rebalancer.service_layer.handlers.batch import batch_progress, start_batch
+from rebalancer.service_layer.handlers.batch import batch_progress, cancel_batch, start_batch
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -66,7 +66,7 @@ class BatchOut(BaseModel):
     id: uuid.UUID
     model_id: str
     model_version: int
-    status: str = Field(description="`running` or `finished`.")
+    status: str = Field(description="`running`, `finished` or `cancelled`.")
     reasons: list[str]
     total: int
     queued: int
@@ -140,3 +140,59 @@ def get_batch(batch_id: uuid.UUID, ctx: ReadCtx) -> BatchOut:
     """Counts by status, start and finish times and throughput of a batch."""
     with ctx.uow() as uow:
         return BatchOut.model_validate(batch_progress(uow, batch_id))
+
+
+class BatchCancel(BaseModel):
+    """Optional body of ``POST /v1/batches/{batch_id}/cancel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reject_pending: bool = Field(
+        default=False,
+        description="Also reject the batch's recommendations still awaiting approval, so "
+        "nothing of it is left to approve.",
+    )
+
+
+class BatchCancelOut(BatchOut):
+    """A batch after cancelling: its progress, and what this call changed."""
+
+    cancelled: int = Field(description="Rebalances not yet computed that became `cancelled`.")
+    rejected: int = Field(description="Recommendations awaiting approval rejected now.")
+
+
+@router.post(
+    "/batches/{batch_id}/cancel",
+    response_model=BatchCancelOut,
+    tags=["rebalancing"],
+    summary="Cancel a batch: the accounts not computed yet are not rebalanced",
+)
+def cancel_batch_route(
+    batch_id: uuid.UUID,
+    request: Request,
+    ctx: TradeCtx,
+    idempotency_key: IdempotencyKey = None,
+    body: Annotated[BatchCancel | None, Body()] = None,
+) -> Any:
+    """The batch's rebalances no worker has computed yet finish as `cancelled`; with
+    `reject_pending`, its recommendations awaiting approval are rejected. Approved or trading
+    ones keep trading (cancel their orders one by one). Repeating it changes nothing more;
+    with an ``Idempotency-Key`` a retry returns the first response. 404 when the batch is not
+    the tenant's."""
+    req = body or BatchCancel()
+
+    def work(uow: UnitOfWork) -> BatchCancelOut:
+        done = cancel_batch(uow, batch_id, actor=ctx.actor, reject_pending=req.reject_pending)
+        view = batch_progress(uow, batch_id)
+        return BatchCancelOut(**view, cancelled=done.cancelled, rejected=done.rejected)
+
+    return run_idempotent(
+        ctx,
+        idempotency_key,
+        "POST",
+        request.url.path,
+        req,
+        work,
+        status_code=200,
+        work_commits=False,
+    )

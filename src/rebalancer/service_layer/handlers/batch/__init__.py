@@ -18,6 +18,10 @@ referencing it, one status ``UPDATE``, ``COPY`` of the outbox events). Each resu
 once: the rebalance rows are locked and only those still ``requested`` are computed, and event
 ids are recorded in ``processed_events`` in the same transaction. A worker that dies mid-chunk
 commits nothing; Pulsar redelivers its unacknowledged messages to the other workers.
+
+Cancelling (:func:`cancel_batch`, module ``control``): the batch's rebalances still
+``requested`` finish as ``cancelled`` (their messages are then skipped), optionally with its
+recommendations awaiting approval rejected.
 """
 
 from rebalancer.service_layer.handlers.batch.chunk import (
@@ -26,6 +30,7 @@ from rebalancer.service_layer.handlers.batch.chunk import (
     recommend_chunk,
     solve_all,
 )
+from rebalancer.service_layer.handlers.batch.control import BatchCancelled, cancel_batch
 from rebalancer.service_layer.handlers.batch.fanout import (
     BATCH_CONSUMER,
     BATCH_TOPIC,
@@ -41,10 +46,12 @@ __all__ = [
     "BATCH_TOPIC",
     "CLOSES_TTL_S",
     "AnalysisCrashedError",
+    "BatchCancelled",
     "BatchStarted",
     "ChunkResult",
     "batch_progress",
     "cached_closes",
+    "cancel_batch",
     "recommend_chunk",
     "solve_all",
     "start_batch",

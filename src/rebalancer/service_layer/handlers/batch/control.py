@@ -1,0 +1,78 @@
+"""Cancelling a batch rebalance: what no worker computed yet never will be."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import structlog
+
+from rebalancer.adapters.repositories import bulk
+from rebalancer.adapters.repositories.batches import BatchRepository
+from rebalancer.contracts import Envelope
+from rebalancer.domain.rebalance import REQUESTED, RebalanceStatus
+from rebalancer.service_layer.handlers.batch.fanout import status_event
+from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchCancelled:
+    """Result of :func:`cancel_batch` (counts are rebalances changed by this call)."""
+
+    batch_id: uuid.UUID
+    cancelled: int
+    """Rebalances still ``requested`` that became ``cancelled``."""
+    rejected: int
+    """Recommendations awaiting approval that were rejected (``reject_pending``)."""
+    stopped: bool
+    """Whether the batch was running and is now ``cancelled``."""
+
+
+def cancel_batch(
+    uow: UnitOfWork, batch_id: uuid.UUID, *, actor: str, reject_pending: bool = False
+) -> BatchCancelled:
+    """Cancel a batch: its rebalances no worker has computed yet finish as ``cancelled``.
+
+    With ``reject_pending`` its recommendations still awaiting approval are rejected too (the
+    reason ``batch <id> cancelled``), so nothing of the batch is left to approve. Approved or
+    trading ones are never touched (their orders are in flight: cancel those one by one).
+    Workers skip the cancelled rebalances when their messages arrive (a chunk computes only
+    rebalances still ``requested``); a chunk computing one of them meanwhile is waited for.
+    A running batch becomes ``cancelled``. Repeating the call changes nothing more. Each
+    change is a ``status_updated`` event. Does not commit (the caller commits, with its
+    idempotency record if any).
+
+    Raises
+    ------
+    NotFound
+        When the batch is not the tenant's.
+    """
+    repo = BatchRepository(uow.conn, uow.tenant_id)
+    repo.get(batch_id)  # 404 first; locked last (after its accounts, as the workers do)
+    rows = repo.lock_for_cancel(batch_id)
+    requested = [r for r in rows if r.status == REQUESTED]
+    repo.cancel_requested([r.id for r in requested])
+    pending = [r.id for r in rows if r.status == str(RebalanceStatus.PENDING_APPROVAL)]
+    rejected = set(repo.reject_pending(pending)) if reject_pending else set()
+    detail = f"batch {batch_id} cancelled"
+    events: list[tuple[Envelope, str | None]] = []
+    for r in rows:
+        to = "cancelled" if r.status == REQUESTED else "rejected" if r.id in rejected else None
+        if to is not None:
+            events.append(
+                (status_event(uow.tenant_id, r.id, r.account_id, to, r.status, detail), None)
+            )
+    bulk.add_outbox_many(uow.conn, events)
+    stopped = repo.mark_cancelled(batch_id)
+    result = BatchCancelled(batch_id, len(requested), len(rejected), stopped)
+    uow.audit.record(
+        actor,
+        "cancel_batch",
+        "batch",
+        str(batch_id),
+        {"cancelled": result.cancelled, "rejected": result.rejected, "stopped": stopped},
+    )
+    log.info("batch.cancelled", batch_id=str(batch_id), cancelled=result.cancelled)
+    return result
