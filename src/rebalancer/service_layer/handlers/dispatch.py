@@ -196,9 +196,14 @@ def apply_to_order(uow: UnitOfWork, row: Any, event: ExecutionReportV1) -> Repor
         CoordinationRepository(uow.conn, uow.tenant_id).refresh_unsettled(order.account_id)
     if order.status != previous:
         uow.publish(order_status_event(uow, order, previous, event.reason or ""))
-        if order.status.terminal:
-            record_realized_cost(uow, order, row.estimated_cost_bps)
-    after_order_change(uow, uuid.UUID(order.recommendation_id), order.account_id)
+    if order.status != previous and order.status.terminal:
+        record_realized_cost(uow, order, row.estimated_cost_bps)
+        # Only an order that finishes can move its rebalance: the status is ``trading`` while
+        # any order works, and the buy wave waits until every first-wave order is finished.
+        # An acknowledgement, a partial fill or a late fill of a finished order changes
+        # neither (a fill's settlement is followed by the settlement's handler), so those
+        # reports (half of all) skip the rebalance's lock and counts.
+        after_order_change(uow, uuid.UUID(order.recommendation_id), order.account_id)
     return outcome
 
 
