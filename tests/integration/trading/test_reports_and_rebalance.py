@@ -64,3 +64,52 @@ def test_only_the_report_that_finishes_an_order_touches_the_rebalance(
         assert (_touches_rebalances(sql_log) > 0) == bool(touched), (kind, sql_log)
     # finished, but its fills await settlement: still trading (the settlement moves it on)
     assert rows(engine, orm.rebalances, account_id=acct)[0].status == "trading"
+
+
+def test_a_sale_in_two_fills_settles_its_named_lots_in_order(engine: sa.Engine) -> None:
+    """Each settlement of a sell takes the next shares of the order's named lots, after those
+    the order's earlier settlements took (read with the order by one statement)."""
+    from datetime import date
+
+    from tradehelpers import unique
+
+    from rebalancer.domain.model import TaxLot
+    from rebalancer.service_layer.handlers.settling import apply_settlement_confirmation
+    from rebalancer.simulators.settlement import SettlementAgent
+
+    book = make_book(engine, n_accounts=1, cash="100000")
+    acct = book.accounts[0]
+    first, second = book.lots[acct][book.a], unique("lot")  # 100 shares at 80, then 50 at 120
+    lot = TaxLot(second, book.a, Decimal(50), Decimal(120), date(2023, 5, 2))
+    with UnitOfWork(engine, book.tenant) as uow:
+        uow.accounts.save_lots(acct, [lot])
+        uow.commit()
+    rec = make_recommendation(engine, book, acct, [(book.a, "sell", 120)])
+    named = [{"lot_id": first, "quantity": 100}, {"lot_id": second, "quantity": 20}]
+    trade = {"instrument": book.a, "side": "sell", "quantity": 120, "cost_bps": 5.0}
+    with UnitOfWork(engine, book.tenant) as uow:  # all of the first lot, 20 of the second
+        uow.conn.execute(
+            sa.update(orm.recommendations)
+            .where(orm.recommendations.c.id == rec)
+            .values(response={"trades": [{**trade, "lots": named}]})
+        )
+        uow.commit()
+    with UnitOfWork(engine, book.tenant) as uow:
+        (order,) = trading.approve(uow, rec, "t")
+    fills = [
+        _report(order, ReportKind.PARTIAL_FILL, 1, 60, 60),
+        _report(order, ReportKind.FILL, 2, 60, 120),
+    ]
+    agent = SettlementAgent()
+    for fill in fills:
+        with UnitOfWork(engine, book.tenant) as uow:
+            trading.apply_execution_report(uow, fill)
+        with UnitOfWork(engine, book.tenant) as uow:
+            assert apply_settlement_confirmation(uow, agent.settle(fill, fill.venue_time.date()))
+    left = {lot.lot_id: lot.quantity for lot in rows(engine, orm.tax_lots, account_id=acct)}
+    assert first not in left and left[second] == Decimal(30)
+    gains = sorted(
+        (g.lot_id, g.quantity) for g in rows(engine, orm.realized_gains, account_id=acct)
+    )
+    # the first fill took 60 of the first lot; the second the first lot's last 40, then 20
+    assert gains == sorted([(first, Decimal(60)), (first, Decimal(40)), (second, Decimal(20))])

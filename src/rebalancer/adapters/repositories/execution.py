@@ -64,11 +64,6 @@ def _count_fills_statement(settled: _Settled, by_wave: bool, by_side: bool) -> s
     )
 
 
-_FILL_TIME = sa.select(orm.executions.c.venue_time).where(
-    orm.executions.c.report_id == sa.bindparam("report_id")
-)
-
-
 _COSTS = orm.cost_estimates
 _LOCK_COST_ESTIMATE = (
     sa.select(_COSTS)
@@ -194,11 +189,6 @@ class ExecutionRepository:
     def failed_settlements(self, recommendation_id: uuid.UUID) -> int:
         """How many fills of the recommendation's orders have a failed settlement outcome."""
         return self._count_fills(recommendation_id, _Settled.FAILED)
-
-    def fill_trade_date(self, report_id: str) -> date | None:
-        """Venue date of a fill report (its trade date), if recorded."""
-        ts = self.conn.execute(_FILL_TIME, {"report_id": report_id}).scalar()
-        return ts.date() if ts is not None else None
 
     # ------------------------------------------------------------------ cost estimates
     def cost_estimates(self, instruments: Sequence[str]) -> dict[str, Row]:

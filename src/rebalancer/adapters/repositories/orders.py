@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -136,17 +137,21 @@ _ADD_SETTLEMENT = sa.text(
         UPDATE executions e SET awaiting_settlement = false
           FROM added WHERE e.report_id = added.report_id AND e.awaiting_settlement
     )
-    SELECT id FROM added
+    SELECT added.id,
+           (SELECT e.venue_time FROM executions e WHERE e.report_id = added.report_id)
+               AS fill_time
+      FROM added
     """
 )
-_ORDER_SETTLEMENTS = (
-    sa.select(orm.settlements)
-    .where(
-        orm.settlements.c.order_id.in_(sa.bindparam("order_ids", expanding=True)),
-        orm.settlements.c.tenant_id == sa.bindparam("tid"),
-    )
-    .order_by(orm.settlements.c.settle_date, orm.settlements.c.id)
-)
+_S = orm.settlements
+_ORDER_SETTLED = sa.select(
+    orm.orders,
+    sa.select(sa.func.coalesce(sa.func.sum(_S.c.quantity), 0))
+    .where(_S.c.order_id == orm.orders.c.id, _S.c.status == "settled")
+    .scalar_subquery()
+    .label("settled_quantity"),
+).where(orm.orders.c.id == sa.bindparam("order_id"), orm.orders.c.tenant_id == sa.bindparam("tid"))
+"""An order with the shares its settlements settled so far (one statement)."""
 
 
 class OrdersMixin:
@@ -279,22 +284,30 @@ class OrdersMixin:
         )
 
     # ------------------------------------------------------------------ settlements
-    def add_settlement(self, row: Mapping[str, Any]) -> bool:
-        """Record a settlement; False when it (or its fill) was settled before."""
+    def add_settlement(self, row: Mapping[str, Any]) -> tuple[bool, date | None]:
+        """Record a settlement; returns whether it was new (False when it, or its fill, was
+        settled before) and the venue date of its fill report (``None`` when not recorded),
+        read by the same statement."""
         params = {c: row.get(c) for c in _SETTLEMENT_COLUMNS} | {"tenant_id": self.tenant_id}
         # the fill has a settlement outcome now (settled or failed): no longer in flight
-        return self.conn.execute(_ADD_SETTLEMENT, params).first() is not None
+        added = self.conn.execute(_ADD_SETTLEMENT, params).first()
+        if added is None:
+            return False, None
+        return True, added.fill_time.date() if added.fill_time is not None else None
+
+    def get_order_settled(self, order_id: uuid.UUID) -> Row:
+        """:meth:`get_order` with ``settled_quantity``, the shares its settled settlements
+        moved so far (shares; one statement)."""
+        row = self.conn.execute(
+            _ORDER_SETTLED, {"order_id": order_id, "tid": self.tenant_id}
+        ).first()
+        if row is None:
+            raise NotFound(f"order {order_id} does not exist", ["order_id"])
+        return row
 
     def add_realized_gains(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             self.conn.execute(sa.insert(orm.realized_gains), list(rows))
-
-    def order_settlements(self, order_ids: Iterable[uuid.UUID]) -> list[Row]:
-        """The settlements of these orders (settlement date order), read through the
-        ``order_id`` index: a settlement handler and the rebalance status need their orders'
-        settlements only, not the account's whole history."""
-        params = {"order_ids": list(order_ids), "tid": self.tenant_id}
-        return list(self.conn.execute(_ORDER_SETTLEMENTS, params).all())
 
 
 # ---------------------------------------------------------------------- order <-> row mapping

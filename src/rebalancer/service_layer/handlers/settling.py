@@ -24,7 +24,7 @@ from rebalancer.domain.settlement import (
     settlement_date,
 )
 from rebalancer.service_layer.handlers import monitoring
-from rebalancer.service_layer.handlers.dispatch import after_order_change, execution_repo
+from rebalancer.service_layer.handlers.dispatch import after_order_change
 from rebalancer.service_layer.handlers.recommending import _status_event
 from rebalancer.service_layer.handlers.sleeve_fills import follow_settled_fill
 from rebalancer.service_layer.unit_of_work import UnitOfWork
@@ -47,7 +47,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
         return False
     account = uow.accounts.get(event.account_id, lock=True)
     order_id = uuid.UUID(event.order_id)
-    previous = uow.rebalancing.order_settlements([order_id])
+    order_row = uow.rebalancing.get_order_settled(order_id)  # settled so far: not this one
     row = {
         "id": event.settlement_id,
         "report_id": event.report_id,
@@ -62,10 +62,11 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
         "status": str(event.status),
         "reason": event.reason,
     }
-    if not uow.rebalancing.add_settlement(row):
+    added, fill_date = uow.rebalancing.add_settlement(row)
+    if not added:
         return False
-    order = order_from_row(uow.rebalancing.get_order(order_id))
-    _check_settle_date(uow, event)
+    order = order_from_row(order_row)
+    _check_settle_date(uow, event, fill_date or event.trade_date)
     if str(event.status) == "failed":
         uow.rebalancing.raise_alert(
             {
@@ -85,7 +86,7 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
         before = (account.quantities(), account.cash)
         lots: tuple[tuple[str, Decimal], ...] = ()
         if order.side == Side.SELL and order.lots:
-            done = sum((s.quantity for s in previous if s.status == "settled"), Decimal(0))
+            done = Decimal(order_row.settled_quantity)
             lots = lots_for_partial_fill(order.lots, done, event.quantity)
         result = apply_settlement(
             account,
@@ -154,10 +155,10 @@ def apply_settlement_confirmation(uow: UnitOfWork, event: SettlementConfirmedV1)
     return True
 
 
-def _check_settle_date(uow: UnitOfWork, event: SettlementConfirmedV1) -> None:
-    """Alert when the confirmed settlement date is not the instrument's T+n date."""
+def _check_settle_date(uow: UnitOfWork, event: SettlementConfirmedV1, traded: date) -> None:
+    """Alert when the confirmed settlement date is not the instrument's T+n date from
+    ``traded`` (the fill report's venue date, else the confirmation's trade date)."""
     instrument = uow.instruments.get(event.instrument)
-    traded = execution_repo(uow).fill_trade_date(event.report_id) or event.trade_date
     expected = settlement_date(traded, instrument)
     if event.settle_date == expected:
         return
