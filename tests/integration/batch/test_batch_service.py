@@ -140,6 +140,23 @@ def test_a_chunk_uses_analyze_many_when_the_engine_has_it(runtime: Any) -> None:
     assert engine.collector_on == [False] and gc.isenabled()
 
 
+def _rebalance_in(
+    engine: sa.Engine, account_id: str, status: str, recommended: bool = False
+) -> uuid.UUID:
+    """Open a rebalance of the account and put it in ``status`` (with a recommendation in the
+    same status when ``recommended``)."""
+    with UnitOfWork(engine, TENANT) as uow:
+        rid, _ = request_rebalance(uow, account_id, ["manual"], 0, commit=False)
+        r = orm.rebalances
+        uow.conn.execute(sa.update(r).where(r.c.id == rid).values(status=status))
+        if recommended:
+            uow.rebalancing.add_recommendation(
+                rid, account_id, "rebalance", status, 1, {}, {"trades": []}
+            )
+        uow.commit()
+    return rid
+
+
 def test_fan_out_skips_only_rebalances_in_flight(runtime: Any) -> None:
     """A finished rebalance (partially complete or failed) does not keep its account out of a
     batch: only one awaiting approval or trading (a person's call, or orders in flight) does."""
@@ -149,14 +166,7 @@ def test_fan_out_skips_only_rebalances_in_flight(runtime: Any) -> None:
     statuses = ["partially_complete", "failed", "trading", "pending_approval"]
     old: dict[str, uuid.UUID] = {}
     for account_id, status in zip(ids, statuses, strict=False):
-        with UnitOfWork(engine, TENANT) as uow:
-            old[account_id], _ = request_rebalance(uow, account_id, ["manual"], 0, commit=False)
-            uow.conn.execute(
-                sa.update(orm.rebalances)
-                .where(orm.rebalances.c.id == old[account_id])
-                .values(status=status)
-            )
-            uow.commit()
+        old[account_id] = _rebalance_in(engine, account_id, status)
     with UnitOfWork(engine, TENANT) as uow:
         batch = start_batch(uow, book.model.id, actor="test")
         uow.commit()
@@ -185,17 +195,7 @@ def test_a_batch_can_supersede_recommendations_awaiting_approval(runtime: Any) -
     ids = [a[0] for a in book.accounts]
     old: dict[str, uuid.UUID] = {}
     for account_id, status in zip(ids, ["pending_approval", "trading"], strict=False):
-        with UnitOfWork(engine, TENANT) as uow:
-            old[account_id], _ = request_rebalance(uow, account_id, ["manual"], 0, commit=False)
-            uow.conn.execute(
-                sa.update(orm.rebalances)
-                .where(orm.rebalances.c.id == old[account_id])
-                .values(status=status)
-            )
-            uow.rebalancing.add_recommendation(
-                old[account_id], account_id, "rebalance", status, 1, {}, {"trades": []}
-            )
-            uow.commit()
+        old[account_id] = _rebalance_in(engine, account_id, status, recommended=True)
     with UnitOfWork(engine, TENANT) as uow:
         kept = start_batch(uow, book.model.id, actor="test")
         uow.rollback()  # without superseding: both skipped (nothing written)

@@ -25,3 +25,10 @@ def plan(engine: sa.Engine, stmt: Any, params: Mapping[str, Any]) -> str:
         state = stmt.compile(conn).construct_expanded_state(dict(params))
         rows = conn.exec_driver_sql(f"EXPLAIN {state.statement}", state.parameters)
         return "\n".join(r[0] for r in rows)
+
+
+def columns(engine: sa.Engine, table: str) -> set[str]:
+    """The column names of ``table`` as the database has them now."""
+    q = "SELECT column_name FROM information_schema.columns WHERE table_name = :table"
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text(q), {"table": table}).scalars())

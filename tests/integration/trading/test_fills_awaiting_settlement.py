@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from migrationhelpers import plan, seed
+from migrationhelpers import columns, plan, seed
 from tradehelpers import InProcessMarket, held_fills, make_book, make_recommendation, rows
 
 from rebalancer.adapters import migrate, orm
@@ -168,18 +168,6 @@ def _plan(engine: sa.Engine) -> str:
     return plan(engine, coordination._UNSETTLED_BOTH, {"tid": "t", "b_account_id": "acc"})
 
 
-def _columns(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(
-            conn.execute(
-                sa.text(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_name = 'executions'"
-                )
-            ).scalars()
-        )
-
-
 def test_migration_0011_fills_the_flag_from_the_history(scratch: sa.Engine) -> None:
     migrate.upgrade(scratch, "0010")
     ids = {k: str(uuid.uuid4()) for k in ("reb", "rec", "buy", "block")}
@@ -204,6 +192,6 @@ def test_migration_0011_fills_the_flag_from_the_history(scratch: sa.Engine) -> N
         ).one()
     assert tuple(totals) == (Decimal("250.00"), Decimal(0))  # 2 x 10 x 12.5 bought
     migrate.downgrade(scratch, "0010")
-    assert not _columns(scratch) & {"account_id", "awaiting_settlement"}
+    assert not columns(scratch, "executions") & {"account_id", "awaiting_settlement"}
     migrate.upgrade(scratch, "0011")  # and up again
-    assert {"account_id", "awaiting_settlement"} <= _columns(scratch)
+    assert {"account_id", "awaiting_settlement"} <= columns(scratch, "executions")

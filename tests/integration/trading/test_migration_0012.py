@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
-from migrationhelpers import plan, seed
+from migrationhelpers import columns, plan, seed
 
 from rebalancer.adapters import migrate
 from rebalancer.adapters.repositories import tax
@@ -34,18 +34,6 @@ VALUES ('s-1', 'acc', 'l-1', 'AAA', 10, 90, 100, -10, 'short', '2024-03-04'),
 _WINDOW = {"ids": ["acc"], "tid": "t", "lo": date(2024, 3, 2), "hi": date(2024, 3, 31)}
 
 
-def _columns(engine: sa.Engine) -> set[str]:
-    with engine.connect() as conn:
-        return set(
-            conn.execute(
-                sa.text(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_name = 'realized_gains'"
-                )
-            ).scalars()
-        )
-
-
 def test_migration_0012_dates_the_gains_and_indexes_the_losses(scratch: sa.Engine) -> None:
     migrate.upgrade(scratch, "0011")
     seed(scratch, _SEED, {})
@@ -69,6 +57,6 @@ def test_migration_0012_dates_the_gains_and_indexes_the_losses(scratch: sa.Engin
     assert [tuple(r) for r in window] == [("acc", "BBB", date(2024, 3, 5))]
     assert _INDEX in plan(scratch, tax._RECENT_LOSSES, _WINDOW)
     migrate.downgrade(scratch, "0011")
-    assert "trade_date" not in _columns(scratch)
+    assert "trade_date" not in columns(scratch, "realized_gains")
     migrate.upgrade(scratch, "0012")  # and up again
-    assert "trade_date" in _columns(scratch)
+    assert "trade_date" in columns(scratch, "realized_gains")

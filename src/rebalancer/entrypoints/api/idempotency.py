@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Header
+from fastapi import Header, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel
 
@@ -103,3 +103,26 @@ def run_idempotent(
         uow.idempotency.save(key, method, path, fingerprint, status_code, result)
         uow.commit()
     return result
+
+
+def post_idempotent(
+    request: Request,
+    ctx: Context,
+    key: str | None,
+    body: BaseModel | None,
+    work: Callable[[UnitOfWork], Any],
+    *,
+    status_code: int = 200,
+    work_commits: bool,
+) -> Any:
+    """:func:`run_idempotent` for the ``POST`` that ``request`` is (its path fingerprints it)."""
+    return run_idempotent(
+        ctx,
+        key,
+        "POST",
+        request.url.path,
+        body,
+        work,
+        status_code=status_code,
+        work_commits=work_commits,
+    )

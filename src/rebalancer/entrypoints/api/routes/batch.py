@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rebalancer.entrypoints.api.deps import ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
-from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
+from rebalancer.entrypoints.api.idempotency import IdempotencyKey, post_idempotent
 from rebalancer.entrypoints.api.schemas import ID_PATTERN
 from rebalancer.service_layer.handlers.batch import batch_progress, cancel_batch, start_batch
 from rebalancer.service_layer.unit_of_work import UnitOfWork
@@ -123,15 +123,8 @@ def rebalance_model(
             superseded=b.superseded,
         )
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        req,
-        work,
-        status_code=202,
-        work_commits=False,
+    return post_idempotent(
+        request, ctx, idempotency_key, req, work, status_code=202, work_commits=False
     )
 
 
@@ -186,13 +179,4 @@ def cancel_batch_route(
         view = batch_progress(uow, batch_id)
         return BatchCancelOut(**view, cancelled=done.cancelled, rejected=done.rejected)
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        req,
-        work,
-        status_code=200,
-        work_commits=False,
-    )
+    return post_idempotent(request, ctx, idempotency_key, req, work, work_commits=False)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from rebalancer.entrypoints.api.deps import ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
-from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
+from rebalancer.entrypoints.api.idempotency import IdempotencyKey, post_idempotent
 from rebalancer.entrypoints.api.schemas import CancelRequest
 from rebalancer.service_layer.handlers.blocks import block_view, cancel_block
 from rebalancer.service_layer.unit_of_work import UnitOfWork
@@ -100,13 +100,4 @@ def cancel_block_route(
     def work(uow: UnitOfWork) -> BlockOut:
         return BlockOut.model_validate(cancel_block(uow, block_id, ctx.actor, req.reason))
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        req,
-        work,
-        status_code=200,
-        work_commits=True,
-    )
+    return post_idempotent(request, ctx, idempotency_key, req, work, work_commits=True)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rebalancer.entrypoints.api.deps import AdminCtx, ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
-from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
+from rebalancer.entrypoints.api.idempotency import IdempotencyKey, post_idempotent
 from rebalancer.entrypoints.api.schemas import ID_PATTERN
 from rebalancer.optimizer.household import HouseholdRequest, HouseholdResponse, TransferLink
 from rebalancer.optimizer.household.sleeves import (
@@ -96,15 +96,8 @@ def rebalance(
     def work(uow: UnitOfWork) -> dict[str, Any]:
         return rebalance_household(uow, household_id, ctx.actor, household_optimizer())
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        body or RebalanceBody(),
-        work,
-        status_code=200,
-        work_commits=False,
+    return post_idempotent(
+        request, ctx, idempotency_key, body or RebalanceBody(), work, work_commits=False
     )
 
 

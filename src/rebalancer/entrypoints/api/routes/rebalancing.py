@@ -10,7 +10,7 @@ from pydantic import Field
 
 from rebalancer.entrypoints.api.deps import ApproveCtx, ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
-from rebalancer.entrypoints.api.idempotency import IdempotencyKey, run_idempotent
+from rebalancer.entrypoints.api.idempotency import IdempotencyKey, post_idempotent
 from rebalancer.entrypoints.api.schemas import (
     ID_PATTERN,
     ApprovalOut,
@@ -62,15 +62,8 @@ def trigger_rebalance(
         uow.audit.record(ctx.actor, "rebalance", "account", account_id, {"rebalance_id": rid})
         return RebalanceAccepted(rebalance_id=rid, account_id=account_id, created=created)
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        req,
-        work,
-        status_code=202,
-        work_commits=False,
+    return post_idempotent(
+        request, ctx, idempotency_key, req, work, status_code=202, work_commits=False
     )
 
 
@@ -146,16 +139,7 @@ def approve_recommendation(
             orders=[OrderOut.model_validate(o) for o in orders],
         )
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        None,
-        work,
-        status_code=200,
-        work_commits=True,
-    )
+    return post_idempotent(request, ctx, idempotency_key, None, work, work_commits=True)
 
 
 @router.post(
@@ -181,16 +165,7 @@ def reject_recommendation(
         status_ = reject(uow, recommendation_id, ctx.actor, req.reason)
         return RejectionOut(recommendation_id=recommendation_id, status=status_)
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        req,
-        work,
-        status_code=200,
-        work_commits=True,
-    )
+    return post_idempotent(request, ctx, idempotency_key, req, work, work_commits=True)
 
 
 @router.get("/orders", response_model=list[OrderOut], tags=["orders"])
@@ -237,13 +212,4 @@ def cancel_order_route(
     def work(uow: UnitOfWork) -> OrderOut:
         return OrderOut.model_validate(cancel_order(uow, order_id, ctx.actor, req.reason))
 
-    return run_idempotent(
-        ctx,
-        idempotency_key,
-        "POST",
-        request.url.path,
-        req,
-        work,
-        status_code=200,
-        work_commits=True,
-    )
+    return post_idempotent(request, ctx, idempotency_key, req, work, work_commits=True)
