@@ -340,10 +340,11 @@ def calendar(
 
 
 def _register_batch_commands() -> None:
-    from rebalancer.entrypoints.cli_batch import cancel_batch, load_book, rebalance
+    from rebalancer.entrypoints.cli_batch import approve_batch, cancel_batch, load_book, rebalance
 
     app.command("load-book")(load_book)
     app.command("rebalance")(rebalance)
+    app.command("approve-batch")(approve_batch)
     app.command("cancel-batch")(cancel_batch)
 
 

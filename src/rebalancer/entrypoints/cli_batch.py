@@ -178,11 +178,7 @@ def cancel_batch(
     from rebalancer.service_layer.handlers.batch import cancel_batch as cancel
     from rebalancer.service_layer.unit_of_work import UnitOfWork
 
-    try:
-        bid = uuid.UUID(batch_id)
-    except ValueError:
-        typer.echo(f"batch id {batch_id!r} is not a UUID", err=True)
-        raise typer.Exit(2) from None
+    bid = _batch_id(batch_id)
     rt = bootstrap(get_settings())
     try:
         with UnitOfWork(rt.engine, tenant) as uow:
@@ -198,3 +194,60 @@ def cancel_batch(
         f"batch {bid}: {done.cancelled} not computed cancelled, {done.rejected} awaiting "
         f"approval rejected; now {view['status']} ({view['counts']})"
     )
+
+
+def approve_batch(
+    batch_id: str = typer.Argument(..., help="The batch whose recommendations to approve."),
+    tenant: str = typer.Option(..., help="Tenant owning the batch."),
+    chunk_size: int = typer.Option(
+        100, min=1, max=500, help="Recommendations per transaction (shared instruments block)."
+    ),
+) -> None:
+    """Approve every recommendation of a batch awaiting approval, chunk by chunk, with a
+    progress bar (orders exactly once; run it again after an interruption)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from rebalancer.bootstrap import bootstrap
+    from rebalancer.domain.errors import RebalancerError
+    from rebalancer.service_layer.handlers.batch import approve_batch as approve
+    from rebalancer.service_layer.handlers.batch import batch_progress
+    from rebalancer.service_layer.unit_of_work import UnitOfWork
+
+    bid = _batch_id(batch_id)
+    rt = bootstrap(get_settings())
+    console = Console()
+    approved = orders = 0
+    try:
+        with UnitOfWork(rt.engine, tenant) as uow:
+            total = batch_progress(uow, bid)["counts"].get("pending_approval", 0)
+        columns = (TextColumn("[bold]approving"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("approve", total=total, completed=approved)
+            while not rt.stop_event.is_set():
+                step = approve(
+                    lambda: UnitOfWork(rt.engine, tenant),
+                    bid,
+                    actor="cli",
+                    max_accounts=chunk_size,
+                    chunk_size=chunk_size,
+                )
+                approved, orders = approved + step.approved, orders + step.orders
+                bar.update(task, completed=approved, total=approved + step.remaining)
+                if not step.approved or not step.remaining:
+                    break
+    except RebalancerError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        rt.close()
+    console.print(f"batch {bid}: {approved} recommendations approved, {orders} orders")
+
+
+def _batch_id(text: str) -> uuid.UUID:
+    """``text`` as a batch id, or exit 2 naming the problem."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        typer.echo(f"batch id {text!r} is not a UUID", err=True)
+        raise typer.Exit(2) from None

@@ -46,6 +46,7 @@ REQUIRED_SCOPE: dict[tuple[str, str], Scope] = {
     ("POST", "/v1/recommendations/{recommendation_id}/approve"): Scope.APPROVE,
     ("POST", "/v1/recommendations/{recommendation_id}/reject"): Scope.APPROVE,
     ("POST", "/v1/batches/{batch_id}/cancel"): Scope.TRADE,
+    ("POST", "/v1/batches/{batch_id}/approve"): Scope.APPROVE,
     ("GET", "/v1/orders"): Scope.READ,
     ("GET", "/v1/orders/{order_id}"): Scope.READ,
     ("POST", "/v1/orders/{order_id}/cancel"): Scope.TRADE,

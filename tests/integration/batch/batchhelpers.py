@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from rebalancer.adapters import orm
 from rebalancer.adapters.outbox_relay import OutboxRelay
 from rebalancer.adapters.repositories.bulk import LoadStats, load_scaled_book
+from rebalancer.contracts import RebalanceTriggeredV1, decode
 from rebalancer.scaled_book import ScaledBook, build_scaled_book
-from rebalancer.service_layer.handlers.batch import batch_progress
+from rebalancer.service_layer.handlers.batch import BATCH_TOPIC, batch_progress
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 
@@ -74,3 +75,18 @@ def recommendations_per_account(engine: sa.Engine, batch_id: uuid.UUID) -> dict[
             .group_by(r.c.account_id)
         ).all()
     return {a: int(n) for a, n in rows}
+
+
+def queued_items(
+    engine: sa.Engine, batch_id: uuid.UUID
+) -> list[tuple[uuid.UUID, RebalanceTriggeredV1]]:
+    """The batch's queued messages (event id, payload), read back from the outbox."""
+    o = orm.outbox
+    with engine.connect() as conn:
+        bodies = conn.execute(
+            sa.select(o.c.body).where(
+                o.c.topic == BATCH_TOPIC, o.c.body.contains(f"batch:{batch_id}".encode())
+            )
+        ).scalars()
+        envs = [decode(bytes(b)) for b in bodies]
+    return [(e.event_id, RebalanceTriggeredV1.model_validate(e.payload)) for e in envs]

@@ -135,3 +135,30 @@ def test_cancel_a_batch_through_the_api(runtime: Any, client: TestClient) -> Non
     assert (again["cancelled"], again["rejected"], again["status"]) == (0, 0, "cancelled")
     bad = client.post(url, json={"reject_pending": True, "extra": 1}, headers=ADMIN)
     assert bad.status_code == 422 and bad.json()["fields"] == ["body.extra"]
+
+
+def test_approve_a_batch_through_the_api(
+    runtime: Any, client: TestClient, batch_consumer: None
+) -> None:
+    book, _ = load_book(runtime.engine, 4)
+    with relay_running(runtime):
+        started = client.post(f"/v1/models/{book.model.id}/rebalance", headers=ADMIN).json()
+        wait_finished(runtime.engine, "tenant-a", started["batch_id"])
+    url = f"/v1/batches/{started['batch_id']}/approve"
+    waiting = _pending_approval(runtime.engine, [a[0] for a in book.accounts])
+    assert waiting >= 2  # the book's drift leaves recommendations to approve
+    assert client.post(url, headers=READ).status_code == 403  # the approve scope is needed
+    bad = client.post(url, json={"chunk_size": 0}, headers=ADMIN)
+    assert bad.status_code == 422 and bad.json()["fields"] == ["body.chunk_size"]
+    unknown = client.post("/v1/batches/00000000-0000-0000-0000-000000000000/approve", headers=ADMIN)
+    assert unknown.status_code == 404 and unknown.json()["fields"] == ["batch_id"]
+    key = {"Idempotency-Key": f"approve-{started['batch_id']}"}
+    one = client.post(url, json={"max_accounts": 1}, headers={**ADMIN, **key})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert (body["approved"], body["remaining"]) == (1, waiting - 1) and body["orders"] > 0
+    assert client.post(url, json={"max_accounts": 1}, headers={**ADMIN, **key}).json() == body
+    rest = client.post(url, json={"limit_offset_bps": 5, "time_in_force": "day"}, headers=ADMIN)
+    assert rest.status_code == 200, rest.text
+    assert (rest.json()["approved"], rest.json()["remaining"]) == (waiting - 1, 0)
+    assert "pending_approval" not in rest.json()["counts"]

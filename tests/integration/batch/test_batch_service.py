@@ -8,29 +8,16 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
-from batchhelpers import load_book, progress, recommendations_per_account
+from batchhelpers import load_book, progress, queued_items, recommendations_per_account
 
 from rebalancer.adapters import orm
-from rebalancer.contracts import RebalanceTriggeredV1, decode
+from rebalancer.contracts import decode
 from rebalancer.optimizer import Recommender
-from rebalancer.service_layer.handlers.batch import BATCH_TOPIC, recommend_chunk, start_batch
+from rebalancer.service_layer.handlers.batch import recommend_chunk, start_batch
 from rebalancer.service_layer.handlers.recommending import request_rebalance
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 TENANT = "tenant-a"
-
-
-def _items(engine: sa.Engine, batch_id: uuid.UUID) -> list[tuple[uuid.UUID, RebalanceTriggeredV1]]:
-    """The batch's queued messages, read back from the outbox."""
-    o = orm.outbox
-    with engine.connect() as conn:
-        bodies = conn.execute(
-            sa.select(o.c.body).where(
-                o.c.topic == BATCH_TOPIC, o.c.body.contains(f"batch:{batch_id}".encode())
-            )
-        ).scalars()
-        envs = [decode(bytes(b)) for b in bodies]
-    return [(e.event_id, RebalanceTriggeredV1.model_validate(e.payload)) for e in envs]
 
 
 def test_fan_out_joins_requested_rebalances_and_chunks_are_idempotent(runtime: Any) -> None:
@@ -43,7 +30,7 @@ def test_fan_out_joins_requested_rebalances_and_chunks_are_idempotent(runtime: A
         batch = start_batch(uow, book.model.id, actor="test")
         uow.commit()
     assert (batch.total, batch.queued, batch.skipped) == (5, 5, 0)
-    items = _items(engine, batch.batch_id)
+    items = queued_items(engine, batch.batch_id)
     assert len(items) == 5 and str(manual) in {p.rebalance_id for _, p in items}
     engine_ = Recommender()
     with UnitOfWork(engine, TENANT) as uow:
@@ -85,7 +72,7 @@ def test_an_account_that_cannot_be_priced_fails_alone(runtime: Any) -> None:
         batch = start_batch(uow, book.model.id, actor="test")
         uow.commit()
     with UnitOfWork(engine, TENANT) as uow:
-        res = recommend_chunk(uow, Recommender(), _items(engine, batch.batch_id))
+        res = recommend_chunk(uow, Recommender(), queued_items(engine, batch.batch_id))
     assert len(res.failed) == 1 and len(res.computed) == 3
     done = progress(engine, TENANT, batch.batch_id)
     assert done["status"] == "finished" and done["counts"]["failed"] == 1
@@ -133,7 +120,7 @@ def test_a_chunk_uses_analyze_many_when_the_engine_has_it(runtime: Any) -> None:
         uow.commit()
     engine = _BatchedEngine()
     with UnitOfWork(runtime.engine, TENANT) as uow:
-        res = recommend_chunk(uow, engine, _items(runtime.engine, batch.batch_id))
+        res = recommend_chunk(uow, engine, queued_items(runtime.engine, batch.batch_id))
     assert engine.batches == [4] and len(res.computed) == 4
     # automatic collection is paused for the whole chunk (not only inside each analysis) and
     # back on once the chunk is done
@@ -171,7 +158,8 @@ def test_fan_out_skips_only_rebalances_in_flight(runtime: Any) -> None:
         batch = start_batch(uow, book.model.id, actor="test")
         uow.commit()
     assert (batch.total, batch.queued, batch.skipped) == (5, 3, 2)
-    queued = {p.account_id: uuid.UUID(p.rebalance_id) for _, p in _items(engine, batch.batch_id)}
+    items = queued_items(engine, batch.batch_id)
+    queued = {p.account_id: uuid.UUID(p.rebalance_id) for _, p in items}
     assert set(queued) == {ids[0], ids[1], ids[4]}
     assert queued[ids[0]] != old[ids[0]] and queued[ids[1]] != old[ids[1]]  # new rebalances
     r = orm.rebalances
@@ -188,7 +176,6 @@ def test_a_batch_can_supersede_recommendations_awaiting_approval(runtime: Any) -
     """``supersede_pending``: a recommendation still awaiting approval (computed before the
     model changed) is rejected with the batch's id as the reason and its account recomputed;
     one whose orders are trading is still skipped."""
-    from rebalancer.contracts import decode
 
     engine = runtime.engine
     book, _ = load_book(engine, 3, n_instruments=6)
@@ -204,7 +191,8 @@ def test_a_batch_can_supersede_recommendations_awaiting_approval(runtime: Any) -
         batch = start_batch(uow, book.model.id, actor="test", supersede_pending=True)
         uow.commit()
     assert (batch.total, batch.queued, batch.skipped, batch.superseded) == (3, 2, 1, 1)
-    queued = {p.account_id: uuid.UUID(p.rebalance_id) for _, p in _items(engine, batch.batch_id)}
+    items = queued_items(engine, batch.batch_id)
+    queued = {p.account_id: uuid.UUID(p.rebalance_id) for _, p in items}
     assert set(queued) == {ids[0], ids[2]} and queued[ids[0]] != old[ids[0]]
     r, rec, o = orm.rebalances, orm.recommendations, orm.outbox
     with engine.connect() as conn:
@@ -224,7 +212,6 @@ def test_a_batch_can_supersede_recommendations_awaiting_approval(runtime: Any) -
 def test_cancelling_a_batch_stops_what_no_worker_computed(runtime: Any) -> None:
     """Cancel: the rebalances still ``requested`` finish as ``cancelled`` and the workers skip
     their messages; computed ones are kept, or rejected with ``reject_pending``."""
-    from rebalancer.contracts import decode
     from rebalancer.service_layer.handlers.batch import cancel_batch
 
     engine = runtime.engine
@@ -232,7 +219,7 @@ def test_cancelling_a_batch_stops_what_no_worker_computed(runtime: Any) -> None:
     with UnitOfWork(engine, TENANT) as uow:
         batch = start_batch(uow, book.model.id, actor="test")
         uow.commit()
-    items = _items(engine, batch.batch_id)
+    items = queued_items(engine, batch.batch_id)
     with UnitOfWork(engine, TENANT) as uow:
         first = recommend_chunk(uow, Recommender(), items[:2])
     assert len(first.computed) == 2
@@ -264,3 +251,52 @@ def test_cancelling_a_batch_stops_what_no_worker_computed(runtime: Any) -> None:
     mine = [e for e in events if e["detail"] == f"batch {batch.batch_id} cancelled"]
     assert sorted(e["status"] for e in mine) == ["cancelled"] * 3 + ["rejected"] * waiting
     assert {e["previous"] for e in mine if e["status"] == "cancelled"} == {"requested"}
+
+
+def test_approving_a_batch_chunk_by_chunk_creates_each_order_once(runtime: Any) -> None:
+    """``approve_batch``: as many recommendations per call as asked, a chunk per transaction;
+    calling again approves the rest, and once none is left a call changes nothing."""
+    from rebalancer.service_layer.handlers.batch import approve_batch
+
+    engine = runtime.engine
+    book, _ = load_book(engine, 6, n_instruments=6)
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    with UnitOfWork(engine, TENANT) as uow:
+        recommend_chunk(uow, Recommender(), queued_items(engine, batch.batch_id))
+    waiting = progress(engine, TENANT, batch.batch_id)["counts"].get("pending_approval", 0)
+    assert waiting >= 3  # the book's drift leaves recommendations to approve
+
+    def new_uow() -> UnitOfWork:
+        return UnitOfWork(engine, TENANT)
+
+    first = approve_batch(new_uow, batch.batch_id, actor="t", max_accounts=3, chunk_size=2)
+    assert (first.approved, first.remaining) == (3, waiting - 3) and first.orders > 0
+    rest = approve_batch(new_uow, batch.batch_id, actor="t", chunk_size=2)
+    assert (rest.approved, rest.remaining) == (waiting - 3, 0)
+    none = approve_batch(new_uow, batch.batch_id, actor="t")
+    assert (none.approved, none.orders, none.remaining) == (0, 0, 0)
+    counts = progress(engine, TENANT, batch.batch_id)["counts"]
+    assert "pending_approval" not in counts
+    assert sum(n for s, n in counts.items() if s not in ("no_trade", "failed")) == waiting
+    rec, o = orm.recommendations, orm.orders
+    with engine.connect() as conn:
+        approved = (
+            conn.execute(
+                sa.select(rec.c.id).where(
+                    rec.c.status == "approved", rec.c.account_id.in_([a[0] for a in book.accounts])
+                )
+            )
+            .scalars()
+            .all()
+        )
+        per_rec = dict(
+            conn.execute(
+                sa.select(o.c.recommendation_id, sa.func.count())
+                .where(o.c.recommendation_id.in_(approved))
+                .group_by(o.c.recommendation_id)
+            ).all()
+        )
+    assert len(approved) == waiting and set(per_rec) == set(approved)
+    assert sum(per_rec.values()) == first.orders + rest.orders  # each order once

@@ -9,9 +9,8 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
-from batchhelpers import load_book
+from batchhelpers import load_book, queued_items
 from fastapi.testclient import TestClient
-from test_batch_service import _items
 
 from rebalancer.adapters import orm
 from rebalancer.adapters.repositories.batch_results import full_request, stored_request
@@ -44,7 +43,7 @@ def _run_batch(engine: sa.Engine, n_accounts: int, chunks: int) -> tuple[Any, uu
     with UnitOfWork(engine, TENANT) as uow:
         batch = start_batch(uow, book.model.id, actor="test")
         uow.commit()
-    items = _items(engine, batch.batch_id)
+    items = queued_items(engine, batch.batch_id)
     size = -(-len(items) // chunks)
     solver = Recommender()
     for k in range(0, len(items), size):

@@ -26,6 +26,26 @@ _LOCK_FOR_CANCEL = sa.text(
 )
 
 
+_NEXT_PENDING = sa.text(
+    """
+    SELECT rec.id
+      FROM recommendations rec JOIN rebalances r ON r.id = rec.rebalance_id
+     WHERE r.batch_id = :b AND r.tenant_id = :t AND rec.tenant_id = :t
+       AND rec.status = 'pending_approval'
+     ORDER BY rec.id
+     LIMIT :n
+       FOR UPDATE OF rec SKIP LOCKED
+    """
+)
+_COUNT_PENDING = sa.text(
+    """
+    SELECT count(*)
+      FROM recommendations rec JOIN rebalances r ON r.id = rec.rebalance_id
+     WHERE r.batch_id = :b AND r.tenant_id = :t AND rec.status = 'pending_approval'
+    """
+)
+
+
 class BatchRepository:
     """Tenant-scoped access to batches and their rebalances."""
 
@@ -194,6 +214,18 @@ class BatchRepository:
             .returning(b.c.id)
         ).first()
         return done is not None
+
+    def next_pending(self, batch_id: uuid.UUID, n: int) -> list[uuid.UUID]:
+        """Lock and return up to ``n`` of the batch's recommendations awaiting approval, in id
+        order (the order approvals lock them in), skipping those another transaction holds:
+        concurrent callers take different ones."""
+        params = {"b": batch_id, "t": self.tenant_id, "n": n}
+        return list(self.conn.execute(_NEXT_PENDING, params).scalars())
+
+    def count_pending(self, batch_id: uuid.UUID) -> int:
+        """The batch's recommendations awaiting approval."""
+        params = {"b": batch_id, "t": self.tenant_id}
+        return int(self.conn.execute(_COUNT_PENDING, params).scalar_one())
 
     def lock_requested(self, rebalance_ids: Sequence[uuid.UUID]) -> list[Any]:
         """Lock the given rebalances and return those still ``requested`` (not yet computed)."""

@@ -233,6 +233,22 @@ def approve_many(
     Conflict, NotFound
         For the first recommendation that cannot be approved; nothing is approved then.
     """
+    ids = sorted(set(recommendation_ids), key=str)
+    approve_all(uow, ids, actor, execution=execution)
+    rows = _orders_now(uow, ids)
+    return {str(rid): [order_view(r) for r in rows if r.recommendation_id == rid] for rid in ids}
+
+
+def approve_all(
+    uow: UnitOfWork,
+    recommendation_ids: Sequence[uuid.UUID],
+    actor: str,
+    *,
+    execution: ExecutionPolicy | None = None,
+) -> list[Order]:
+    """:func:`approve_many` without reading the orders back: approves, sends (shared
+    instruments as blocks), commits, and returns the orders created now (none for those
+    approved before)."""
     policy = execution or ExecutionPolicy()
     ids = sorted(set(recommendation_ids), key=str)  # one lock order: no deadlocks
     if not ids:
@@ -245,8 +261,7 @@ def approve_many(
     for rid in sorted({uuid.UUID(o.recommendation_id) for o in released}, key=str):
         after_order_change(uow, rid)
     uow.commit()
-    rows = _orders_now(uow, ids)
-    return {str(rid): [order_view(r) for r in rows if r.recommendation_id == rid] for rid in ids}
+    return new
 
 
 def _release_unblocked_buys(uow: UnitOfWork, orders: Sequence[Order]) -> list[Order]:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from rebalancer.entrypoints.api.deps import ReadCtx, TradeCtx
+from rebalancer.domain.execution import ExecutionPolicy
+from rebalancer.domain.orders import TimeInForce
+from rebalancer.entrypoints.api.deps import ApproveCtx, ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
 from rebalancer.entrypoints.api.idempotency import IdempotencyKey, post_idempotent
 from rebalancer.entrypoints.api.schemas import ID_PATTERN
-from rebalancer.service_layer.handlers.batch import batch_progress, cancel_batch, start_batch
+from rebalancer.service_layer.handlers.batch import (
+    approve_batch,
+    batch_progress,
+    cancel_batch,
+    start_batch,
+)
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
@@ -180,3 +188,74 @@ def cancel_batch_route(
         return BatchCancelOut(**view, cancelled=done.cancelled, rejected=done.rejected)
 
     return post_idempotent(request, ctx, idempotency_key, req, work, work_commits=False)
+
+
+class BatchApprove(BaseModel):
+    """Optional body of ``POST /v1/batches/{batch_id}/approve``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_accounts: int = Field(
+        default=500, ge=1, le=5000, description="Most recommendations this call approves."
+    )
+    chunk_size: int = Field(
+        default=100,
+        ge=1,
+        le=500,
+        description="Recommendations per transaction (their shared instruments trade as "
+        "block orders).",
+    )
+    limit_offset_bps: Decimal | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="None: market orders; else limit orders this many bps through arrival.",
+    )
+    time_in_force: TimeInForce = TimeInForce.DAY
+
+
+class BatchApproveOut(BatchOut):
+    """A batch after approving part of it: its progress, and what this call did."""
+
+    approved: int = Field(description="Recommendations approved by this call.")
+    orders: int = Field(description="Orders they created.")
+    remaining: int = Field(description="Recommendations still awaiting approval: call again.")
+
+
+@router.post(
+    "/batches/{batch_id}/approve",
+    response_model=BatchApproveOut,
+    tags=["rebalancing"],
+    summary="Approve a batch's recommendations, a chunk per transaction",
+)
+def approve_batch_route(
+    batch_id: uuid.UUID,
+    request: Request,
+    ctx: ApproveCtx,
+    idempotency_key: IdempotencyKey = None,
+    body: Annotated[BatchApprove | None, Body()] = None,
+) -> Any:
+    """Approve up to `max_accounts` of the batch's recommendations awaiting approval, in
+    transactions of `chunk_size` (orders exactly once; a chunk's shared instruments as block
+    orders); call again until `remaining` is 0. Concurrent calls approve different
+    recommendations. With an ``Idempotency-Key`` a retry returns the first response. 404 when
+    the batch is not the tenant's."""
+    req = body or BatchApprove()
+    policy = ExecutionPolicy(req.limit_offset_bps, req.time_in_force)
+
+    def work(_: UnitOfWork) -> BatchApproveOut:
+        done = approve_batch(
+            ctx.uow,
+            batch_id,
+            actor=ctx.actor,
+            execution=policy,
+            max_accounts=req.max_accounts,
+            chunk_size=req.chunk_size,
+        )
+        with ctx.uow() as uow:
+            view = batch_progress(uow, batch_id)
+        return BatchApproveOut(
+            **view, approved=done.approved, orders=done.orders, remaining=done.remaining
+        )
+
+    return post_idempotent(request, ctx, idempotency_key, req, work, work_commits=True)

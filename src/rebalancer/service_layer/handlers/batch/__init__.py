@@ -19,7 +19,9 @@ once: the rebalance rows are locked and only those still ``requested`` are compu
 ids are recorded in ``processed_events`` in the same transaction. A worker that dies mid-chunk
 commits nothing; Pulsar redelivers its unacknowledged messages to the other workers.
 
-Cancelling (:func:`cancel_batch`, module ``control``): the batch's rebalances still
+Approving (:func:`approve_batch`, module ``control``): the batch's recommendations awaiting
+approval, a chunk per transaction, as many per call as asked. Cancelling
+(:func:`cancel_batch`): the batch's rebalances still
 ``requested`` finish as ``cancelled`` (their messages are then skipped), optionally with its
 recommendations awaiting approval rejected.
 """
@@ -30,7 +32,12 @@ from rebalancer.service_layer.handlers.batch.chunk import (
     recommend_chunk,
     solve_all,
 )
-from rebalancer.service_layer.handlers.batch.control import BatchCancelled, cancel_batch
+from rebalancer.service_layer.handlers.batch.control import (
+    BatchApproved,
+    BatchCancelled,
+    approve_batch,
+    cancel_batch,
+)
 from rebalancer.service_layer.handlers.batch.fanout import (
     BATCH_CONSUMER,
     BATCH_TOPIC,
@@ -46,9 +53,11 @@ __all__ = [
     "BATCH_TOPIC",
     "CLOSES_TTL_S",
     "AnalysisCrashedError",
+    "BatchApproved",
     "BatchCancelled",
     "BatchStarted",
     "ChunkResult",
+    "approve_batch",
     "batch_progress",
     "cached_closes",
     "cancel_batch",

@@ -1,8 +1,10 @@
-"""Cancelling a batch rebalance: what no worker computed yet never will be."""
+"""Controlling a batch rebalance after its fan-out: approving what it recommended, chunk by
+chunk, or cancelling what no worker computed yet."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -10,8 +12,10 @@ import structlog
 from rebalancer.adapters.repositories import bulk
 from rebalancer.adapters.repositories.batches import BatchRepository
 from rebalancer.contracts import Envelope
+from rebalancer.domain.execution import ExecutionPolicy
 from rebalancer.domain.rebalance import REQUESTED, RebalanceStatus
 from rebalancer.service_layer.handlers.batch.fanout import status_event
+from rebalancer.service_layer.handlers.trading import approve_all
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 
 log = structlog.get_logger(__name__)
@@ -76,3 +80,59 @@ def cancel_batch(
     )
     log.info("batch.cancelled", batch_id=str(batch_id), cancelled=result.cancelled)
     return result
+
+
+@dataclass(frozen=True)
+class BatchApproved:
+    """Result of :func:`approve_batch` (counts are recommendations and orders of this call)."""
+
+    batch_id: uuid.UUID
+    approved: int
+    orders: int
+    """Orders created (shared instruments of a chunk go to the venue as block orders)."""
+    remaining: int
+    """The batch's recommendations still awaiting approval after this call."""
+
+
+def approve_batch(
+    new_uow: Callable[[], UnitOfWork],
+    batch_id: uuid.UUID,
+    *,
+    actor: str,
+    execution: ExecutionPolicy | None = None,
+    max_accounts: int = 500,
+    chunk_size: int = 100,
+) -> BatchApproved:
+    """Approve up to ``max_accounts`` of a batch's recommendations awaiting approval.
+
+    Each chunk of ``chunk_size`` is one transaction of
+    :func:`~rebalancer.service_layer.handlers.trading.approve_all` (orders exactly once, the
+    chunk's first-wave orders of one instrument and side in several accounts as one block
+    order), so a call's time is bounded and a failure loses at most its chunk: call again
+    until ``remaining`` is 0. Chunks are taken with ``SKIP LOCKED``: concurrent calls approve
+    different recommendations. ``new_uow`` opens a unit of work per transaction.
+
+    Raises
+    ------
+    NotFound
+        When the batch is not the tenant's.
+    """
+    with new_uow() as uow:
+        BatchRepository(uow.conn, uow.tenant_id).get(batch_id)  # 404
+    approved = orders = 0
+    while approved < max_accounts:
+        with new_uow() as uow:
+            repo = BatchRepository(uow.conn, uow.tenant_id)
+            ids = repo.next_pending(batch_id, min(chunk_size, max_accounts - approved))
+            if not ids:
+                break
+            orders += len(approve_all(uow, ids, actor, execution=execution))
+        approved += len(ids)
+        log.info("batch.approved_chunk", batch_id=str(batch_id), approved=approved)
+    with new_uow() as uow:
+        remaining = BatchRepository(uow.conn, uow.tenant_id).count_pending(batch_id)
+        if approved:
+            detail = {"approved": approved, "orders": orders, "remaining": remaining}
+            uow.audit.record(actor, "approve_batch", "batch", str(batch_id), detail)
+            uow.commit()
+    return BatchApproved(batch_id, approved, orders, remaining)
