@@ -60,8 +60,14 @@ def test_only_the_report_that_finishes_an_order_touches_the_rebalance(
         sql_log.clear()
         with UnitOfWork(engine, book.tenant) as uow:
             trading.apply_execution_report(uow, _report(order, kind, seq, qty, cum))
+        sent = list(sql_log)
         assert rows(engine, orm.orders, account_id=acct)[0].status == order_status
-        assert (_touches_rebalances(sql_log) > 0) == bool(touched), (kind, sql_log)
+        assert (_touches_rebalances(sent) > 0) == bool(touched), (kind, sent)
+        if kind == ReportKind.ACK:
+            # its account found and locked by one statement, then its order locked; the
+            # report recorded and the order updated: nothing else
+            assert len(sent) == 4, sent
+            assert "FOR UPDATE" in sent[0] and "orders" in sent[0]
     # finished, but its fills await settlement: still trading (the settlement moves it on)
     assert rows(engine, orm.rebalances, account_id=acct)[0].status == "trading"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Iterable
 from datetime import date
 from decimal import Decimal
@@ -17,6 +18,22 @@ from rebalancer.domain.model import Account, Sleeve, TaxLot, TaxType
 
 _LotRow = tuple[str, Decimal, Decimal, date]
 """A stored lot's instrument, quantity, cost basis and acquisition date."""
+
+
+_LOCK_ORDER_OWNER = (
+    sa.select(orm.accounts.c.id)
+    .where(
+        orm.accounts.c.id
+        == sa.select(orm.orders.c.account_id)
+        .where(
+            orm.orders.c.id == sa.bindparam("order_id"),
+            orm.orders.c.tenant_id == sa.bindparam("tid"),
+        )
+        .scalar_subquery(),
+        orm.accounts.c.tenant_id == sa.bindparam("tid"),
+    )
+    .with_for_update()
+)
 
 
 # Built once with bound parameters: every execution report and settlement locks its account,
@@ -305,6 +322,17 @@ class AccountRepository:
         """
         if account_id not in self._locks():
             self._row(account_id, True)
+
+    def lock_owner_of_order(self, order_id: uuid.UUID) -> str | None:
+        """Lock the account owning the tenant's order ``order_id`` and return its id (one
+        statement: an execution report names its order, not its account); ``None`` when the
+        tenant has no such order (a block order's id, or an unknown one). The order's account
+        never changes, so reading it from the statement's snapshot is safe."""
+        params = {"order_id": order_id, "tid": self.tenant_id}
+        account_id = self.conn.execute(_LOCK_ORDER_OWNER, params).scalar()
+        if account_id is not None:
+            self._locks().add(account_id)
+        return account_id
 
     def _locks(self) -> set[str]:
         """The accounts locked in the connection's current transaction (a commit or rollback

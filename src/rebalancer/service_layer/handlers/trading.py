@@ -298,16 +298,15 @@ def apply_execution_report(uow: UnitOfWork, event: ExecutionReportV1) -> ReportO
     (a fill after a cancel) is ``ignored_late`` (its shares are still recorded and settle).
     """
     try:
-        oid = uuid.UUID(event.order_id)
-        row = uow.rebalancing.get_order(oid)  # unlocked: whose account
-    except (ValueError, NotFound):
-        row = None
-    if row is not None:
-        # The account first, as every handler of an account locks it: locking the order,
-        # then the account's cash row (unsettled totals), then the account deadlocked with a
-        # settlement of the same account, which holds the account and updates its cash (27
-        # deadlocks in one demo run, each a second lost and a retry).
-        uow.accounts.lock(row.account_id)
+        oid: uuid.UUID | None = uuid.UUID(event.order_id)
+    except ValueError:
+        oid = None
+    # The account first, as every handler of an account locks it (found and locked by one
+    # statement): locking the order, then the account's cash row (unsettled totals), then the
+    # account deadlocked with a settlement of the same account, which holds the account and
+    # updates its cash (27 deadlocks in one demo run, each a second lost and a retry).
+    owner = uow.accounts.lock_owner_of_order(oid) if oid is not None else None
+    if oid is not None and owner is not None:
         row = uow.rebalancing.get_order(oid, lock=True)
         outcome = apply_to_order(uow, row, event)
     else:
