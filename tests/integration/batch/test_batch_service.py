@@ -300,3 +300,42 @@ def test_approving_a_batch_chunk_by_chunk_creates_each_order_once(runtime: Any) 
         )
     assert len(approved) == waiting and set(per_rec) == set(approved)
     assert sum(per_rec.values()) == first.orders + rest.orders  # each order once
+
+
+def test_rejecting_a_batch_leaves_a_recommendation_being_approved_alone(runtime: Any) -> None:
+    """An approval locks its recommendation before its account; a batch's cancel (or a
+    superseding fan-out, which holds the accounts) skips a recommendation locked that way
+    instead of waiting for it, so the two can never deadlock: that one goes on to trade."""
+    from rebalancer.service_layer.handlers.batch import cancel_batch
+
+    engine = runtime.engine
+    book, _ = load_book(engine, 4, n_instruments=6)
+    with UnitOfWork(engine, TENANT) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    with UnitOfWork(engine, TENANT) as uow:
+        recommend_chunk(uow, Recommender(), queued_items(engine, batch.batch_id))
+    rec, r = orm.recommendations, orm.rebalances
+    pending_q = (
+        sa.select(rec.c.id)
+        .join(r, r.c.id == rec.c.rebalance_id)
+        .where(r.c.batch_id == batch.batch_id, rec.c.status == "pending_approval")
+        .order_by(rec.c.id)
+    )
+    with engine.connect() as conn:
+        pending = list(conn.execute(pending_q).scalars())
+    assert len(pending) >= 2  # the book's drift leaves recommendations to approve
+    with engine.connect() as held:  # an approval in progress holds the first one
+        held.execute(sa.select(rec.c.id).where(rec.c.id == pending[0]).with_for_update())
+        with UnitOfWork(engine, TENANT) as uow:
+            uow.conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))  # a wait would fail
+            done = cancel_batch(uow, batch.batch_id, actor="test", reject_pending=True)
+            uow.commit()
+        held.rollback()
+    assert done.rejected == len(pending) - 1
+    with engine.connect() as conn:
+        status = dict(
+            conn.execute(sa.select(rec.c.id, rec.c.status).where(rec.c.id.in_(pending))).all()
+        )
+    assert status[pending[0]] == "pending_approval"
+    assert all(status[p] == "rejected" for p in pending[1:])

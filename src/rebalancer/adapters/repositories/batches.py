@@ -19,7 +19,7 @@ _LOCK_FOR_CANCEL = sa.text(
     SELECT r.id, a.id AS account_id, r.status
       FROM rebalances r JOIN accounts a ON a.id = r.account_id
      WHERE r.batch_id = :b AND r.tenant_id = :t AND a.tenant_id = :t
-       AND r.status IN ('requested', 'pending_approval')
+       AND r.status = 'requested'
      ORDER BY a.id, r.id
        FOR UPDATE OF a, r
     """
@@ -159,21 +159,39 @@ class BatchRepository:
 
     def reject_pending(self, rebalance_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
         """Reject the recommendations of the given rebalances still ``pending_approval`` and
-        finish those rebalances as ``rejected`` (two statements, whatever their number);
-        returns the rebalances rejected. Call it holding their accounts' locks."""
+        finish those rebalances as ``rejected`` (three statements, whatever their number);
+        returns the rebalances rejected.
+
+        The recommendations are locked first with ``SKIP LOCKED``: one an approval holds
+        right now is left alone (it is about to trade), so this never waits for an approval,
+        which locks a recommendation before its account (a fan-out holds the accounts)."""
         if not rebalance_ids:
             return []
         r, rec = orm.rebalances, orm.recommendations
-        ids = list(rebalance_ids)
         pending = str(RebalanceStatus.PENDING_APPROVAL)
         rejected = str(RebalanceStatus.REJECTED)
-        done = self.conn.execute(
-            sa.update(r)
-            .where(r.c.id.in_(ids), r.c.tenant_id == self.tenant_id, r.c.status == pending)
-            .values(status=rejected, updated_at=sa.func.now())
-            .returning(r.c.id)
-        ).scalars()
-        out = list(done)
+        free = list(
+            self.conn.execute(
+                sa.select(rec.c.rebalance_id)
+                .where(
+                    rec.c.rebalance_id.in_(list(rebalance_ids)),
+                    rec.c.tenant_id == self.tenant_id,
+                    rec.c.status == pending,
+                )
+                .order_by(rec.c.id)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+        )
+        if not free:
+            return []
+        out = list(
+            self.conn.execute(
+                sa.update(r)
+                .where(r.c.id.in_(free), r.c.tenant_id == self.tenant_id, r.c.status == pending)
+                .values(status=rejected, updated_at=sa.func.now())
+                .returning(r.c.id)
+            ).scalars()
+        )
         if out:
             self.conn.execute(
                 sa.update(rec)
@@ -186,11 +204,24 @@ class BatchRepository:
             )
         return out
 
+    def pending_of(self, batch_id: uuid.UUID) -> list[Any]:
+        """The batch's rebalances awaiting approval: ``(id, account_id)`` rows (no locks)."""
+        r = orm.rebalances
+        return list(
+            self.conn.execute(
+                sa.select(r.c.id, r.c.account_id).where(
+                    r.c.batch_id == batch_id,
+                    r.c.tenant_id == self.tenant_id,
+                    r.c.status == str(RebalanceStatus.PENDING_APPROVAL),
+                )
+            ).all()
+        )
+
     def lock_for_cancel(self, batch_id: uuid.UUID) -> list[Any]:
-        """Lock the batch's rebalances still ``requested`` or ``pending_approval`` with their
-        accounts, in account id order (the order of every handler and of the workers' chunks:
-        a chunk computing one of them meanwhile is waited for, and its result is seen);
-        returns ``(id, account_id, status)`` rows."""
+        """Lock the batch's rebalances still ``requested`` with their accounts, in account id
+        order (the order of every handler and of the workers' chunks: a chunk computing one of
+        them meanwhile is waited for, and its result is seen); returns ``(id, account_id,
+        status)`` rows of those still ``requested`` then."""
         return list(self.conn.execute(_LOCK_FOR_CANCEL, {"b": batch_id, "t": self.tenant_id}))
 
     def cancel_requested(self, rebalance_ids: Sequence[uuid.UUID]) -> None:

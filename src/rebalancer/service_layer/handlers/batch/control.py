@@ -40,8 +40,9 @@ def cancel_batch(
     """Cancel a batch: its rebalances no worker has computed yet finish as ``cancelled``.
 
     With ``reject_pending`` its recommendations still awaiting approval are rejected too (the
-    reason ``batch <id> cancelled``), so nothing of the batch is left to approve. Approved or
-    trading ones are never touched (their orders are in flight: cancel those one by one).
+    reason ``batch <id> cancelled``), so nothing of the batch is left to approve, except one an
+    approval holds at that moment (it is about to trade). Approved or trading ones are never
+    touched (their orders are in flight: cancel those one by one).
     Workers skip the cancelled rebalances when their messages arrive (a chunk computes only
     rebalances still ``requested``); a chunk computing one of them meanwhile is waited for.
     A running batch becomes ``cancelled``. Repeating the call changes nothing more. Each
@@ -55,19 +56,23 @@ def cancel_batch(
     """
     repo = BatchRepository(uow.conn, uow.tenant_id)
     repo.get(batch_id)  # 404 first; locked last (after its accounts, as the workers do)
-    rows = repo.lock_for_cancel(batch_id)
-    requested = [r for r in rows if r.status == REQUESTED]
+    requested = [r for r in repo.lock_for_cancel(batch_id) if r.status == REQUESTED]
     repo.cancel_requested([r.id for r in requested])
-    pending = [r.id for r in rows if r.status == str(RebalanceStatus.PENDING_APPROVAL)]
-    rejected = set(repo.reject_pending(pending)) if reject_pending else set()
     detail = f"batch {batch_id} cancelled"
-    events: list[tuple[Envelope, str | None]] = []
-    for r in rows:
-        to = "cancelled" if r.status == REQUESTED else "rejected" if r.id in rejected else None
-        if to is not None:
-            events.append(
-                (status_event(uow.tenant_id, r.id, r.account_id, to, r.status, detail), None)
-            )
+    events: list[tuple[Envelope, str | None]] = [
+        (status_event(uow.tenant_id, r.id, r.account_id, "cancelled", REQUESTED, detail), None)
+        for r in requested
+    ]
+    rejected: set[uuid.UUID] = set()
+    if reject_pending:  # one being approved right now is left to trade (SKIP LOCKED)
+        pending = repo.pending_of(batch_id)
+        rejected = set(repo.reject_pending([r.id for r in pending]))
+        previous = str(RebalanceStatus.PENDING_APPROVAL)
+        events += [
+            (status_event(uow.tenant_id, r.id, r.account_id, "rejected", previous, detail), None)
+            for r in pending
+            if r.id in rejected
+        ]
     bulk.add_outbox_many(uow.conn, events)
     stopped = repo.mark_cancelled(batch_id)
     result = BatchCancelled(batch_id, len(requested), len(rejected), stopped)
