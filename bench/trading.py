@@ -53,7 +53,7 @@ from rebalancer.contracts import (
 from rebalancer.entrypoints.batch_worker import BatchSolver, make_engine, single_threaded_blas
 from rebalancer.scaled_book import build_scaled_book
 from rebalancer.service_layer.handlers import settling, trading
-from rebalancer.service_layer.handlers.batch import recommend_chunk
+from rebalancer.service_layer.handlers.batch import approve_batch, batch_progress, recommend_chunk
 from rebalancer.service_layer.unit_of_work import UnitOfWork
 from rebalancer.simulators.settlement import SettlementAgent
 from rebalancer.simulators.venue import SimulatedVenue
@@ -193,7 +193,51 @@ def trade_through(
     return timings
 
 
-def _table(t: Timings, accounts: int) -> str:
+def approve_in_chunks(rt: Runtime, root: Path, batch_id: uuid.UUID, chunk: int) -> Timings:
+    """Approve the batch's recommendations with ``approve_batch``, ``chunk`` per call and per
+    transaction (a chunk's shared instruments as block orders); returns the approval timings
+    (one event per chunk)."""
+    timings = Timings(CpuMeter(root, []))
+
+    with UnitOfWork(rt.engine, TENANT) as uow:
+        left = batch_progress(uow, batch_id)["counts"].get("pending_approval", 0)
+    calls = range((left + chunk - 1) // chunk)
+
+    def approve(_: int) -> None:
+        approve_batch(
+            lambda: UnitOfWork(rt.engine, TENANT),
+            batch_id,
+            actor="bench",
+            max_accounts=chunk,
+            chunk_size=chunk,
+        )
+
+    timings.run(f"batch approval, {chunk} per transaction", calls, approve)
+    return timings
+
+
+def _venue_orders(rt: Runtime) -> tuple[int, int]:
+    """Account orders sent so far, and the orders the venue received for them (``order_placed``
+    events: one per block order or single order)."""
+    with rt.engine.connect() as conn:
+        accounts = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(orm.orders)
+            .where(orm.orders.c.tenant_id == TENANT, orm.orders.c.status != "new")
+        ).scalar_one()
+        venue = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(orm.outbox)
+            .where(orm.outbox.c.type == EventType.ORDER_PLACED.value)
+        ).scalar_one()
+    return int(accounts), int(venue)
+
+
+def _table(
+    t: Timings,
+    accounts: int,
+    what: str = "traded through (approval, reports and settlements, handler and PostgreSQL)",
+) -> str:
     rows = []
     per_account = 0.0
     for name, st in t.stages.items():
@@ -204,7 +248,7 @@ def _table(t: Timings, accounts: int) -> str:
             [
                 name,
                 f"{st.events:,}",
-                round(st.events / accounts, 1),
+                round(st.events / accounts, 2),
                 round(st.wall_s / n * 1e3, 1),
                 round(st.cpu_s / n * 1e3, 1),
                 round(st.pg_s / n * 1e3, 1),
@@ -226,8 +270,8 @@ def _table(t: Timings, accounts: int) -> str:
         rows,
     )
     return (
-        f"{table}\n\nCPU per account traded through (approval, reports and settlements, handler "
-        f"and PostgreSQL): {per_account * 1e3:,.0f} ms; at that cost 10,000 accounts need about "
+        f"{table}\n\nCPU per account {what}: {per_account * 1e3:,.0f} ms; at that cost "
+        "10,000 accounts need about "
         f"{per_account * 10_000 / 2:,.0f} s of both cores of a 2-core machine."
     )
 
@@ -244,6 +288,13 @@ def main() -> None:
         default=0,
         help="settled rebalances already in each account's history (bench/history.py)",
     )
+    ap.add_argument(
+        "--approval-chunk",
+        type=int,
+        default=0,
+        help="approve with POST /v1/batches/{id}/approve's handler, this many per transaction "
+        "(block orders), and stop there (0: one approval per recommendation, then trade through)",
+    )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-trading-"))
     rt = bootstrap(Settings(data_dir=root, log_json=False, log_level="WARNING"))
@@ -252,14 +303,20 @@ def main() -> None:
         with rt.engine.begin() as conn:
             history = add_settled_history(conn, TENANT, args.history_rounds)
         recs = _recommend(rt, model_id)
-        timings = trade_through(rt, root, recs, prices)
+        if args.approval_chunk:
+            with UnitOfWork(rt.engine, TENANT) as uow:
+                (batch_id,) = uow.conn.execute(sa.select(orm.batches.c.id)).scalars()
+            timings = approve_in_chunks(rt, root, batch_id, args.approval_chunk)
+            sent, venue = _venue_orders(rt)
+        else:
+            timings = trade_through(rt, root, recs, prices)
     finally:
         rt.close()
     intro = (
         f"{args.accounts:,} accounts of {args.instruments} instruments after a batch rebalance "
         f"({len(recs):,} recommendations to trade); one unit of work per event on one thread, "
-        "embedded PostgreSQL on the same 2-core machine; every order fills in full, every fill "
-        "settles."
+        "embedded PostgreSQL on the same 2-core machine"
+        + ("." if args.approval_chunk else "; every order fills in full, every fill settles.")
     )
     if history:
         intro += (
@@ -267,12 +324,25 @@ def main() -> None:
             f"({history:,} orders in all, each with an acknowledgement, a fill and a settlement; "
             "bench/history.py, tables analyzed after loading)."
         )
+    if args.approval_chunk:
+        intro += (
+            f" Approvals only, {args.approval_chunk} recommendations per transaction through "
+            "`approve_batch` (POST /v1/batches/{id}/approve): a chunk's first-wave orders of one "
+            "instrument and side go out as one block order; the table's 'per account' cost "
+            "covers the approval alone (no reports or settlements follow here). The first "
+            f"wave's {sent:,} account orders went to the venue as {venue:,} orders."
+        )
     intro += "\n\n"
-    body = intro + _table(timings, args.accounts)
+    what = "approved (handler and PostgreSQL)" if args.approval_chunk else None
+    body = intro + (
+        _table(timings, args.accounts, what) if what else _table(timings, args.accounts)
+    )
     if args.no_doc:
         print(body)
     else:
         title = "Trading a batch through: approvals, reports, settlements"
+        if args.approval_chunk:
+            title = f"Approving a batch, {args.approval_chunk} recommendations per transaction"
         if history:
             title += f", {args.history_rounds} rebalances of history"
         write_section(args.section, title, body)
