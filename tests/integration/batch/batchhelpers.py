@@ -90,3 +90,20 @@ def queued_items(
         ).scalars()
         envs = [decode(bytes(b)) for b in bodies]
     return [(e.event_id, RebalanceTriggeredV1.model_validate(e.payload)) for e in envs]
+
+
+def computed_batch(
+    engine: sa.Engine, n_accounts: int, tenant_id: str = "tenant-a", n_instruments: int = 6
+) -> tuple[ScaledBook, uuid.UUID]:
+    """A small book whose batch rebalance was started and computed in this process (Clarabel
+    chain, one chunk): its recommendations await approval. Returns the book and batch id."""
+    from rebalancer.optimizer import Recommender
+    from rebalancer.service_layer.handlers.batch import recommend_chunk, start_batch
+
+    book, _ = load_book(engine, n_accounts, tenant_id, n_instruments)
+    with UnitOfWork(engine, tenant_id) as uow:
+        batch = start_batch(uow, book.model.id, actor="test")
+        uow.commit()
+    with UnitOfWork(engine, tenant_id) as uow:
+        recommend_chunk(uow, Recommender(), queued_items(engine, batch.batch_id))
+    return book, batch.batch_id

@@ -96,32 +96,21 @@ def test_cancel_batch_from_the_command_line(runtime: Any, cli_env: None) -> None
 
 
 def test_approve_batch_from_the_command_line(runtime: Any, cli_env: None) -> None:
-    from batchhelpers import load_book, queued_items
+    from batchhelpers import computed_batch
 
-    from rebalancer.optimizer import Recommender
-    from rebalancer.service_layer.handlers.batch import (
-        batch_progress,
-        recommend_chunk,
-        start_batch,
-    )
+    from rebalancer.service_layer.handlers.batch import batch_progress
     from rebalancer.service_layer.unit_of_work import UnitOfWork
 
-    book, _ = load_book(runtime.engine, 5)
+    _, batch_id = computed_batch(runtime.engine, 5, n_instruments=12)
     with UnitOfWork(runtime.engine, "tenant-a") as uow:
-        started = start_batch(uow, book.model.id, actor="test")
-        uow.commit()
-    items = queued_items(runtime.engine, started.batch_id)
-    with UnitOfWork(runtime.engine, "tenant-a") as uow:
-        recommend_chunk(uow, Recommender(), items)
-    with UnitOfWork(runtime.engine, "tenant-a") as uow:
-        waiting = batch_progress(uow, started.batch_id)["counts"].get("pending_approval", 0)
+        waiting = batch_progress(uow, batch_id)["counts"].get("pending_approval", 0)
     assert waiting > 0  # the book's drift leaves recommendations to approve
     runner = CliRunner()
-    args = ["approve-batch", str(started.batch_id), "--tenant", "tenant-a", "--chunk-size", "2"]
+    args = ["approve-batch", str(batch_id), "--tenant", "tenant-a", "--chunk-size", "2"]
     out = runner.invoke(app, args)
     assert out.exit_code == 0, out.output
     assert f"{waiting} recommendations approved" in " ".join(out.output.split())
     with UnitOfWork(runtime.engine, "tenant-a") as uow:
-        assert "pending_approval" not in batch_progress(uow, started.batch_id)["counts"]
+        assert "pending_approval" not in batch_progress(uow, batch_id)["counts"]
     missing = runner.invoke(app, ["approve-batch", str(uuid.uuid4()), "--tenant", "tenant-a"])
     assert missing.exit_code == 1 and "does not exist" in missing.output

@@ -8,7 +8,13 @@ from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
-from batchhelpers import load_book, progress, queued_items, recommendations_per_account
+from batchhelpers import (
+    computed_batch,
+    load_book,
+    progress,
+    queued_items,
+    recommendations_per_account,
+)
 
 from rebalancer.adapters import orm
 from rebalancer.contracts import decode
@@ -259,25 +265,20 @@ def test_approving_a_batch_chunk_by_chunk_creates_each_order_once(runtime: Any) 
     from rebalancer.service_layer.handlers.batch import approve_batch
 
     engine = runtime.engine
-    book, _ = load_book(engine, 6, n_instruments=6)
-    with UnitOfWork(engine, TENANT) as uow:
-        batch = start_batch(uow, book.model.id, actor="test")
-        uow.commit()
-    with UnitOfWork(engine, TENANT) as uow:
-        recommend_chunk(uow, Recommender(), queued_items(engine, batch.batch_id))
-    waiting = progress(engine, TENANT, batch.batch_id)["counts"].get("pending_approval", 0)
+    book, batch_id = computed_batch(engine, 6)
+    waiting = progress(engine, TENANT, batch_id)["counts"].get("pending_approval", 0)
     assert waiting >= 3  # the book's drift leaves recommendations to approve
 
     def new_uow() -> UnitOfWork:
         return UnitOfWork(engine, TENANT)
 
-    first = approve_batch(new_uow, batch.batch_id, actor="t", max_accounts=3, chunk_size=2)
+    first = approve_batch(new_uow, batch_id, actor="t", max_accounts=3, chunk_size=2)
     assert (first.approved, first.remaining) == (3, waiting - 3) and first.orders > 0
-    rest = approve_batch(new_uow, batch.batch_id, actor="t", chunk_size=2)
+    rest = approve_batch(new_uow, batch_id, actor="t", chunk_size=2)
     assert (rest.approved, rest.remaining) == (waiting - 3, 0)
-    none = approve_batch(new_uow, batch.batch_id, actor="t")
+    none = approve_batch(new_uow, batch_id, actor="t")
     assert (none.approved, none.orders, none.remaining) == (0, 0, 0)
-    counts = progress(engine, TENANT, batch.batch_id)["counts"]
+    counts = progress(engine, TENANT, batch_id)["counts"]
     assert "pending_approval" not in counts
     assert sum(n for s, n in counts.items() if s not in ("no_trade", "failed")) == waiting
     rec, o = orm.recommendations, orm.orders
@@ -309,17 +310,12 @@ def test_rejecting_a_batch_leaves_a_recommendation_being_approved_alone(runtime:
     from rebalancer.service_layer.handlers.batch import cancel_batch
 
     engine = runtime.engine
-    book, _ = load_book(engine, 4, n_instruments=6)
-    with UnitOfWork(engine, TENANT) as uow:
-        batch = start_batch(uow, book.model.id, actor="test")
-        uow.commit()
-    with UnitOfWork(engine, TENANT) as uow:
-        recommend_chunk(uow, Recommender(), queued_items(engine, batch.batch_id))
+    _, batch_id = computed_batch(engine, 4)
     rec, r = orm.recommendations, orm.rebalances
     pending_q = (
         sa.select(rec.c.id)
         .join(r, r.c.id == rec.c.rebalance_id)
-        .where(r.c.batch_id == batch.batch_id, rec.c.status == "pending_approval")
+        .where(r.c.batch_id == batch_id, rec.c.status == "pending_approval")
         .order_by(rec.c.id)
     )
     with engine.connect() as conn:
@@ -329,7 +325,7 @@ def test_rejecting_a_batch_leaves_a_recommendation_being_approved_alone(runtime:
         held.execute(sa.select(rec.c.id).where(rec.c.id == pending[0]).with_for_update())
         with UnitOfWork(engine, TENANT) as uow:
             uow.conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))  # a wait would fail
-            done = cancel_batch(uow, batch.batch_id, actor="test", reject_pending=True)
+            done = cancel_batch(uow, batch_id, actor="test", reject_pending=True)
             uow.commit()
         held.rollback()
     assert done.rejected == len(pending) - 1

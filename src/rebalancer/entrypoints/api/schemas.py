@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rebalancer.domain.execution import ExecutionPolicy
 from rebalancer.domain.model import (
     Account,
     Instrument,
@@ -27,6 +28,7 @@ from rebalancer.domain.model import (
     TaxLot,
     TaxType,
 )
+from rebalancer.domain.orders import TimeInForce
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 """User-chosen ids: 1-128 characters, letters, digits and ``._:-`` (URL-safe)."""
@@ -393,6 +395,22 @@ class ApprovalOut(BaseModel):
 
     recommendation_id: uuid.UUID
     orders: list[OrderOut]
+
+
+class ExecutionFields(_In):
+    """How approved orders go to the venue (fields shared by the approval bodies)."""
+
+    limit_offset_bps: Decimal | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="None: market orders; else limit orders this many bps through arrival.",
+    )
+    time_in_force: TimeInForce = TimeInForce.DAY
+
+    def policy(self) -> ExecutionPolicy:
+        """The domain's execution policy of these fields."""
+        return ExecutionPolicy(self.limit_offset_bps, self.time_in_force)
 
 
 class CancelRequest(_In):

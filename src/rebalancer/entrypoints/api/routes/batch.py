@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from rebalancer.domain.execution import ExecutionPolicy
-from rebalancer.domain.orders import TimeInForce
 from rebalancer.entrypoints.api.deps import ApproveCtx, ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES
 from rebalancer.entrypoints.api.idempotency import IdempotencyKey, post_idempotent
-from rebalancer.entrypoints.api.schemas import ID_PATTERN
+from rebalancer.entrypoints.api.schemas import ID_PATTERN, ExecutionFields
 from rebalancer.service_layer.handlers.batch import (
     approve_batch,
     batch_progress,
@@ -190,10 +187,8 @@ def cancel_batch_route(
     return post_idempotent(request, ctx, idempotency_key, req, work, work_commits=False)
 
 
-class BatchApprove(BaseModel):
+class BatchApprove(ExecutionFields):
     """Optional body of ``POST /v1/batches/{batch_id}/approve``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_accounts: int = Field(
         default=500, ge=1, le=5000, description="Most recommendations this call approves."
@@ -205,13 +200,6 @@ class BatchApprove(BaseModel):
         description="Recommendations per transaction (their shared instruments trade as "
         "block orders).",
     )
-    limit_offset_bps: Decimal | None = Field(
-        default=None,
-        ge=0,
-        le=1000,
-        description="None: market orders; else limit orders this many bps through arrival.",
-    )
-    time_in_force: TimeInForce = TimeInForce.DAY
 
 
 class BatchApproveOut(BatchOut):
@@ -241,7 +229,7 @@ def approve_batch_route(
     recommendations. With an ``Idempotency-Key`` a retry returns the first response. 404 when
     the batch is not the tenant's."""
     req = body or BatchApprove()
-    policy = ExecutionPolicy(req.limit_offset_bps, req.time_in_force)
+    policy = req.policy()
 
     def work(_: UnitOfWork) -> BatchApproveOut:
         done = approve_batch(

@@ -15,13 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from rebalancer.domain.execution import ExecutionPolicy
-from rebalancer.domain.orders import TimeInForce
 from rebalancer.entrypoints.api.deps import ApproveCtx, ReadCtx, TradeCtx
 from rebalancer.entrypoints.api.errors import ERROR_RESPONSES, ApiError, ErrorBody
-from rebalancer.entrypoints.api.schemas import ID_PATTERN, OrderOut
+from rebalancer.entrypoints.api.schemas import ID_PATTERN, ExecutionFields, OrderOut
 from rebalancer.service_layer.handlers import status_stream
 from rebalancer.service_layer.handlers.closing import reoptimize_remainder
 from rebalancer.service_layer.handlers.quality import execution_quality
@@ -34,19 +32,10 @@ HEARTBEAT_S = 15.0
 POLL_S = 0.25
 
 
-class BatchApproval(BaseModel):
+class BatchApproval(ExecutionFields):
     """Body of ``POST /v1/approvals``."""
 
-    model_config = ConfigDict(extra="forbid")
-
     recommendation_ids: list[uuid.UUID] = Field(min_length=1, max_length=500)
-    limit_offset_bps: Decimal | None = Field(
-        default=None,
-        ge=0,
-        le=1000,
-        description="None: market orders; else limit orders this many bps through arrival.",
-    )
-    time_in_force: TimeInForce = TimeInForce.DAY
 
 
 class BatchApprovalOut(BaseModel):
@@ -70,7 +59,7 @@ class ReoptimizeOut(BaseModel):
 )
 def approve_batch(body: BatchApproval, ctx: ApproveCtx) -> BatchApprovalOut:
     """All or nothing; recommendations approved before keep (and return) their orders."""
-    policy = ExecutionPolicy(body.limit_offset_bps, body.time_in_force)
+    policy = body.policy()
     with ctx.uow() as uow:
         result = approve_many(uow, body.recommendation_ids, ctx.actor, execution=policy)
     return BatchApprovalOut(
