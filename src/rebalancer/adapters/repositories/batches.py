@@ -270,10 +270,11 @@ class BatchRepository:
             ).all()
         )
 
-    def get(self, batch_id: uuid.UUID, *, lock: bool = False) -> Any:
+    def get(self, batch_id: uuid.UUID) -> Any:
         b = orm.batches
-        q = sa.select(b).where(b.c.id == batch_id, b.c.tenant_id == self.tenant_id)
-        row = self.conn.execute(q.with_for_update() if lock else q).first()
+        row = self.conn.execute(
+            sa.select(b).where(b.c.id == batch_id, b.c.tenant_id == self.tenant_id)
+        ).first()
         if row is None:
             raise NotFound(f"batch {batch_id} does not exist", ["batch_id"])
         return row
