@@ -50,6 +50,7 @@ from rebalancer.contracts import (
     decode,
     parse_payload_as,
 )
+from rebalancer.domain.execution import BLOCK_ACCOUNT_ID
 from rebalancer.entrypoints.batch_worker import BatchSolver, make_engine, single_threaded_blas
 from rebalancer.scaled_book import build_scaled_book
 from rebalancer.service_layer.handlers import settling, trading
@@ -104,6 +105,7 @@ class Market:
         self.agent = SettlementAgent()
         with rt.engine.connect() as conn:
             self.after = int(conn.execute(sa.select(sa.func.max(orm.outbox.c.id))).scalar() or 0)
+        self.after_children = self.after
 
     def new_orders(self) -> list[OrderPlacedV1]:
         """``order_placed`` events written since the last call."""
@@ -124,7 +126,24 @@ class Market:
         return out
 
     def confirmations(self, reports: list[ExecutionReportV1]) -> list[Any]:
-        fills = [r for r in reports if r.kind.is_fill and r.fill_quantity > 0]
+        """The custodian's confirmations of the accounts' fills: the fills of single orders
+        among ``reports``, and the allocations of block fills (the ``execution_report``
+        events the block handler wrote to the outbox since the last call)."""
+        t = orm.outbox
+        with self.rt.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.id, t.c.body)
+                .where(t.c.id > self.after_children, t.c.type == EventType.EXECUTION_REPORT.value)
+                .order_by(t.c.id)
+            ).all()
+        if rows:
+            self.after_children = int(rows[-1].id)
+        children = [parse_payload_as(decode(bytes(r.body)), ExecutionReportV1) for r in rows]
+        fills = [
+            r
+            for r in [*reports, *children]
+            if r.kind.is_fill and r.fill_quantity > 0 and r.account_id != BLOCK_ACCOUNT_ID
+        ]
         return [self.agent.settle(r, r.venue_time.date(), 1) for r in fills]
 
 
@@ -164,9 +183,15 @@ def _recommend(rt: Runtime, model_id: str) -> list[uuid.UUID]:
 
 
 def trade_through(
-    rt: Runtime, root: Path, recs: list[uuid.UUID], prices: dict[str, Decimal]
+    rt: Runtime,
+    root: Path,
+    recs: list[uuid.UUID],
+    prices: dict[str, Decimal],
+    approval_chunk: int = 0,
 ) -> Timings:
-    """Approve ``recs`` and run the market until nothing moves; returns the handler timings."""
+    """Approve ``recs`` (one by one, or with ``approve_batch`` in chunks of
+    ``approval_chunk``: block orders) and run the market until nothing moves; returns the
+    handler timings."""
     timings = Timings(CpuMeter(root, []))
     market = Market(rt, prices)
 
@@ -182,7 +207,12 @@ def trade_through(
         with UnitOfWork(rt.engine, TENANT) as uow:
             settling.apply_settlement_confirmation(uow, conf)
 
-    timings.run("approval", recs, approve)
+    if approval_chunk:
+        with rt.engine.connect() as conn:
+            (batch_id,) = conn.execute(sa.select(orm.batches.c.id)).scalars()
+        approve_in_chunks(rt, timings, batch_id, approval_chunk)
+    else:
+        timings.run("approval", recs, approve)
     for _ in range(10):  # wave 0, then the buys released by settled sales
         orders = market.new_orders()
         if not orders:
@@ -193,12 +223,10 @@ def trade_through(
     return timings
 
 
-def approve_in_chunks(rt: Runtime, root: Path, batch_id: uuid.UUID, chunk: int) -> Timings:
+def approve_in_chunks(rt: Runtime, timings: Timings, batch_id: uuid.UUID, chunk: int) -> None:
     """Approve the batch's recommendations with ``approve_batch``, ``chunk`` per call and per
-    transaction (a chunk's shared instruments as block orders); returns the approval timings
-    (one event per chunk)."""
-    timings = Timings(CpuMeter(root, []))
-
+    transaction (a chunk's shared instruments as block orders), timed as one event per
+    chunk."""
     with UnitOfWork(rt.engine, TENANT) as uow:
         left = batch_progress(uow, batch_id)["counts"].get("pending_approval", 0)
     calls = range((left + chunk - 1) // chunk)
@@ -213,7 +241,6 @@ def approve_in_chunks(rt: Runtime, root: Path, batch_id: uuid.UUID, chunk: int) 
         )
 
     timings.run(f"batch approval, {chunk} per transaction", calls, approve)
-    return timings
 
 
 def _venue_orders(rt: Runtime) -> tuple[int, int]:
@@ -233,11 +260,7 @@ def _venue_orders(rt: Runtime) -> tuple[int, int]:
     return int(accounts), int(venue)
 
 
-def _table(
-    t: Timings,
-    accounts: int,
-    what: str = "traded through (approval, reports and settlements, handler and PostgreSQL)",
-) -> str:
+def _table(t: Timings, accounts: int) -> str:
     rows = []
     per_account = 0.0
     for name, st in t.stages.items():
@@ -270,7 +293,8 @@ def _table(
         rows,
     )
     return (
-        f"{table}\n\nCPU per account {what}: {per_account * 1e3:,.0f} ms; at that cost "
+        f"{table}\n\nCPU per account traded through (approval, reports and settlements, handler "
+        f"and PostgreSQL): {per_account * 1e3:,.0f} ms; at that cost "
         "10,000 accounts need about "
         f"{per_account * 10_000 / 2:,.0f} s of both cores of a 2-core machine."
     )
@@ -293,7 +317,7 @@ def main() -> None:
         type=int,
         default=0,
         help="approve with POST /v1/batches/{id}/approve's handler, this many per transaction "
-        "(block orders), and stop there (0: one approval per recommendation, then trade through)",
+        "(block orders; 0: one approval per recommendation, single orders)",
     )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-trading-"))
@@ -303,20 +327,15 @@ def main() -> None:
         with rt.engine.begin() as conn:
             history = add_settled_history(conn, TENANT, args.history_rounds)
         recs = _recommend(rt, model_id)
-        if args.approval_chunk:
-            with UnitOfWork(rt.engine, TENANT) as uow:
-                (batch_id,) = uow.conn.execute(sa.select(orm.batches.c.id)).scalars()
-            timings = approve_in_chunks(rt, root, batch_id, args.approval_chunk)
-            sent, venue = _venue_orders(rt)
-        else:
-            timings = trade_through(rt, root, recs, prices)
+        timings = trade_through(rt, root, recs, prices, args.approval_chunk)
+        sent, venue = _venue_orders(rt)
     finally:
         rt.close()
     intro = (
         f"{args.accounts:,} accounts of {args.instruments} instruments after a batch rebalance "
         f"({len(recs):,} recommendations to trade); one unit of work per event on one thread, "
-        "embedded PostgreSQL on the same 2-core machine"
-        + ("." if args.approval_chunk else "; every order fills in full, every fill settles.")
+        "embedded PostgreSQL on the same 2-core machine; every order fills in full, every fill "
+        f"settles. {sent:,} account orders went to the venue as {venue:,} orders."
     )
     if history:
         intro += (
@@ -326,23 +345,19 @@ def main() -> None:
         )
     if args.approval_chunk:
         intro += (
-            f" Approvals only, {args.approval_chunk} recommendations per transaction through "
+            f" Approved {args.approval_chunk} recommendations per transaction through "
             "`approve_batch` (POST /v1/batches/{id}/approve): a chunk's first-wave orders of one "
-            "instrument and side go out as one block order; the table's 'per account' cost "
-            "covers the approval alone (no reports or settlements follow here). The first "
-            f"wave's {sent:,} account orders went to the venue as {venue:,} orders."
+            "instrument and side go out as one block order, whose reports the handler allocates "
+            "to the accounts' orders (each allocation then settles on its own)."
         )
     intro += "\n\n"
-    what = "approved (handler and PostgreSQL)" if args.approval_chunk else None
-    body = intro + (
-        _table(timings, args.accounts, what) if what else _table(timings, args.accounts)
-    )
+    body = intro + _table(timings, args.accounts)
     if args.no_doc:
         print(body)
     else:
         title = "Trading a batch through: approvals, reports, settlements"
         if args.approval_chunk:
-            title = f"Approving a batch, {args.approval_chunk} recommendations per transaction"
+            title += f" (approved {args.approval_chunk} per transaction: block orders)"
         if history:
             title += f", {args.history_rounds} rebalances of history"
         write_section(args.section, title, body)
