@@ -44,6 +44,7 @@ from rebalancer.adapters.repositories.bulk import load_scaled_book
 from rebalancer.bootstrap import Runtime, bootstrap
 from rebalancer.config import Settings
 from rebalancer.contracts import (
+    Envelope,
     EventType,
     ExecutionReportV1,
     OrderPlacedV1,
@@ -104,20 +105,25 @@ class Market:
         self.venue = SimulatedVenue(seed=1)
         self.agent = SettlementAgent()
         with rt.engine.connect() as conn:
-            self.after = int(conn.execute(sa.select(sa.func.max(orm.outbox.c.id))).scalar() or 0)
-        self.after_children = self.after
+            start = int(conn.execute(sa.select(sa.func.max(orm.outbox.c.id))).scalar() or 0)
+        self.after = {EventType.ORDER_PLACED: start, EventType.EXECUTION_REPORT: start}
 
-    def new_orders(self) -> list[OrderPlacedV1]:
-        """``order_placed`` events written since the last call."""
+    def _since(self, kind: EventType) -> list[Envelope]:
+        """The outbox events of ``kind`` written since the last call for that kind."""
         t = orm.outbox
         with self.rt.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(t.c.id, t.c.body)
-                .where(t.c.id > self.after, t.c.type == EventType.ORDER_PLACED.value)
+                .where(t.c.id > self.after[kind], t.c.type == kind.value)
                 .order_by(t.c.id)
             ).all()
-            self.after = int(conn.execute(sa.select(sa.func.max(t.c.id))).scalar() or 0)
-        return [parse_payload_as(decode(bytes(r.body)), OrderPlacedV1) for r in rows]
+        if rows:
+            self.after[kind] = int(rows[-1].id)
+        return [decode(bytes(r.body)) for r in rows]
+
+    def new_orders(self) -> list[OrderPlacedV1]:
+        """``order_placed`` events written since the last call."""
+        return [parse_payload_as(e, OrderPlacedV1) for e in self._since(EventType.ORDER_PLACED)]
 
     def reports(self, orders: list[OrderPlacedV1]) -> list[ExecutionReportV1]:
         out: list[ExecutionReportV1] = []
@@ -129,16 +135,9 @@ class Market:
         """The custodian's confirmations of the accounts' fills: the fills of single orders
         among ``reports``, and the allocations of block fills (the ``execution_report``
         events the block handler wrote to the outbox since the last call)."""
-        t = orm.outbox
-        with self.rt.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t.c.id, t.c.body)
-                .where(t.c.id > self.after_children, t.c.type == EventType.EXECUTION_REPORT.value)
-                .order_by(t.c.id)
-            ).all()
-        if rows:
-            self.after_children = int(rows[-1].id)
-        children = [parse_payload_as(decode(bytes(r.body)), ExecutionReportV1) for r in rows]
+        children = [
+            parse_payload_as(e, ExecutionReportV1) for e in self._since(EventType.EXECUTION_REPORT)
+        ]
         fills = [
             r
             for r in [*reports, *children]
