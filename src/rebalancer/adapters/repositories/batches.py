@@ -142,19 +142,24 @@ class BatchRepository:
                 ),
             )
 
-    def attach(self, rebalance_ids: Sequence[uuid.UUID], batch_id: uuid.UUID, reason: str) -> None:
-        """Make requested rebalances part of the batch (adding ``reason`` to their reasons)."""
+    def _update(self, rebalance_ids: Sequence[uuid.UUID], **values: Any) -> None:
+        """Set ``values`` (and ``updated_at``) on the tenant's given rebalances."""
         if not rebalance_ids:
             return
         r = orm.rebalances
         self.conn.execute(
             sa.update(r)
             .where(r.c.id.in_(list(rebalance_ids)), r.c.tenant_id == self.tenant_id)
-            .values(
-                batch_id=batch_id,
-                reasons=r.c.reasons.op("||")(sa.cast([reason], r.c.reasons.type)),
-                updated_at=sa.func.now(),
-            )
+            .values(**values, updated_at=sa.func.now())
+        )
+
+    def attach(self, rebalance_ids: Sequence[uuid.UUID], batch_id: uuid.UUID, reason: str) -> None:
+        """Make requested rebalances part of the batch (adding ``reason`` to their reasons)."""
+        reasons = orm.rebalances.c.reasons
+        self._update(
+            rebalance_ids,
+            batch_id=batch_id,
+            reasons=reasons.op("||")(sa.cast([reason], reasons.type)),
         )
 
     def reject_pending(self, rebalance_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
@@ -226,14 +231,7 @@ class BatchRepository:
 
     def cancel_requested(self, rebalance_ids: Sequence[uuid.UUID]) -> None:
         """Finish the given rebalances as ``cancelled`` (callers pass ``requested`` ones)."""
-        if not rebalance_ids:
-            return
-        r = orm.rebalances
-        self.conn.execute(
-            sa.update(r)
-            .where(r.c.id.in_(list(rebalance_ids)), r.c.tenant_id == self.tenant_id)
-            .values(status=str(RebalanceStatus.CANCELLED), updated_at=sa.func.now())
-        )
+        self._update(rebalance_ids, status=str(RebalanceStatus.CANCELLED))
 
     def mark_cancelled(self, batch_id: uuid.UUID) -> bool:
         """A running batch becomes ``cancelled`` (finished now); returns whether it was running."""
